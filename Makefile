@@ -1,0 +1,31 @@
+# Two commands set everything up on a fresh machine: `make test` here, `make search` with the search issue.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: install test data clean
+
+install: $(STAMP)
+
+# constraints.txt pins this machine's CPU-only torch stack so pip never pulls CUDA wheels.
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev]'
+	touch $@
+
+# Fashion-MNIST, the default proxy dataset, comes from Debian's package (offline, from the package registry).
+data:
+	@if [ -d /usr/share/datasets/fashion-mnist ]; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		echo "installing Debian's dataset-fashion-mnist"; \
+		(apt-get install -y -qq dataset-fashion-mnist >/dev/null 2>&1 || \
+		 (apt-get update -qq >/dev/null && apt-get install -y -qq dataset-fashion-mnist >/dev/null)) \
+		|| echo "warning: could not install dataset-fashion-mnist; tests that need it are skipped"; \
+	else echo "note: dataset-fashion-mnist is absent and this is not root; tests that need it are skipped"; fi
+
+test: install data
+	$(PY) -m pytest
+
+clean:
+	rm -rf $(VENV) build *.egg-info

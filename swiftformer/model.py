@@ -1,0 +1,512 @@
+"""SwiftFormer, generalised to any architecture of the design space (``swiftformer.arch``).
+
+Follows the official Amshaker/SwiftFormer code op for op and key for key, so official checkpoints load with
+``strict=True`` and give the same outputs; timm-port checkpoints load after renaming. Every block knows how to
+``fuse()`` itself for inference (BatchNorm and layer scale folded, attention run on the NCHW map with 1x1 convs),
+which is what timm's ``reparameterize_model`` calls.
+"""
+from __future__ import annotations
+
+import re
+from typing import Any, Mapping
+
+from . import _torchvision_fix  # noqa: F401  (must precede timm)
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+from timm.layers import DropPath, trunc_normal_
+from timm.models import build_model_with_cfg, generate_default_cfgs, register_model, reparameterize_model
+from timm.models._features import feature_take_indices
+
+from .arch import VARIANTS, Block, SwiftFormerArch, as_arch
+from .fusion import bn_affine, fold_bn_conv1x1, fold_bn_linear, fold_conv_bn, linear_as_conv1x1, scale_conv_output
+
+__all__ = ["SwiftFormer", "convert_checkpoint", "load_checkpoint"]
+
+
+class ConvEncoder(nn.Module):
+    """Depthwise 3x3 -> BN -> 1x1 expand -> GELU -> 1x1 project, scaled and added back.
+
+    With ``hidden_dim == dim`` this is also the SwiftFormerEncoder's local representation, whose keys and ops
+    are the same.
+    """
+
+    def __init__(self, dim: int, hidden_dim: int, drop_path: float = 0.0, layer_scale_init_value: float = 1.0):
+        super().__init__()
+        self.layer_scale = nn.Parameter(layer_scale_init_value * torch.ones(dim, 1, 1))
+        self.dwconv = nn.Conv2d(dim, dim, 3, padding=1, groups=dim)
+        self.norm = nn.BatchNorm2d(dim)
+        self.pwconv1 = nn.Conv2d(dim, hidden_dim, 1)
+        self.act = nn.GELU()
+        self.pwconv2 = nn.Conv2d(hidden_dim, dim, 1)
+        self.drop_path = DropPath(drop_path) if drop_path > 0.0 else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.pwconv2(self.act(self.pwconv1(self.norm(self.dwconv(x)))))
+        return x + self.drop_path(self.layer_scale * y)
+
+    def fuse(self) -> "FusedConvEncoder":
+        return FusedConvEncoder(fold_conv_bn(self.dwconv, self.norm), self.pwconv1,
+                                scale_conv_output(self.pwconv2, self.layer_scale))
+
+
+class LayoutAgnosticGELU(nn.GELU):
+    """Exact GELU that runs at full speed on channels-last maps too.
+
+    On CPU, torch's GELU is about 2x slower on a channels-last NCHW tensor than on the same memory viewed as a
+    contiguous NHWC tensor; the fused model keeps its activations channels-last, so it takes that view.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last):
+            return F.gelu(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+        return F.gelu(x)
+
+
+class FusedConvEncoder(nn.Module):
+    def __init__(self, dwconv: nn.Conv2d, pwconv1: nn.Conv2d, pwconv2: nn.Conv2d):
+        super().__init__()
+        self.dwconv, self.pwconv1, self.act, self.pwconv2 = dwconv, pwconv1, LayoutAgnosticGELU(), pwconv2
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.pwconv2(self.act(self.pwconv1(self.dwconv(x))))
+
+
+class EfficientAdditiveAttention(nn.Module):
+    """Additive attention over tokens (B, N, C): a single global query pooled with L2-normalised token weights.
+
+    Official op order, including the scale that the later normalisation makes redundant (spec section 2.4).
+    """
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.to_query = nn.Linear(dim, dim)
+        self.to_key = nn.Linear(dim, dim)
+        self.w_g = nn.Parameter(torch.randn(dim, 1))
+        self.scale_factor = dim ** -0.5
+        self.Proj = nn.Linear(dim, dim)
+        self.final = nn.Linear(dim, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        query = F.normalize(self.to_query(x), dim=-1)
+        key = F.normalize(self.to_key(x), dim=-1)
+        weights = F.normalize(query @ self.w_g * self.scale_factor, dim=1)
+        global_query = torch.sum(weights * query, dim=1, keepdim=True)
+        return self.final(self.Proj(global_query * key) + query)
+
+    def fused_with_scale(self, out_scale: torch.Tensor | None = None) -> "FusedAdditiveAttention":
+        qk = nn.Linear(self.to_query.in_features, 2 * self.to_query.out_features)
+        with torch.no_grad():
+            qk.weight.copy_(torch.cat([self.to_query.weight, self.to_key.weight]))
+            qk.bias.copy_(torch.cat([self.to_query.bias, self.to_key.bias]))
+        w_g = (self.w_g.detach() * self.scale_factor).reshape(1, -1, 1, 1)
+        return FusedAdditiveAttention(linear_as_conv1x1(qk), w_g, linear_as_conv1x1(self.Proj),
+                                      linear_as_conv1x1(self.final, out_scale))
+
+
+class FusedAdditiveAttention(nn.Module):
+    """The same attention on the NCHW map: query and key in one 1x1 conv, no permutes, no reshapes."""
+
+    def __init__(self, qk: nn.Conv2d, w_g: torch.Tensor, proj: nn.Conv2d, final: nn.Conv2d):
+        super().__init__()
+        self.qk, self.proj, self.final = qk, proj, final
+        self.w_g = nn.Parameter(w_g, requires_grad=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        query, key = self.qk(x).chunk(2, dim=1)
+        query, key = _l2_normalize(query, (1,)), _l2_normalize(key, (1,))
+        weights = _l2_normalize((query * self.w_g).sum(dim=1, keepdim=True), (2, 3))
+        global_query = (weights * query).sum(dim=(2, 3), keepdim=True)
+        return self.final(self.proj(global_query * key) + query)
+
+
+def _l2_normalize(x: torch.Tensor, dims: tuple[int, ...]) -> torch.Tensor:
+    """``F.normalize`` over ``dims`` (same eps rule), written as plain reductions: on an NCHW map this is ~8x
+    faster on CPU than ``linalg_vector_norm`` over the strided channel axis, and maps to basic CoreML ops."""
+    return x / x.square().sum(dim=dims, keepdim=True).sqrt().clamp_min(1e-12)
+
+
+class Mlp(nn.Module):
+    """Pre-normalised 1x1-conv MLP of the SwiftFormerEncoder."""
+
+    def __init__(self, dim: int, hidden_dim: int, drop: float = 0.0):
+        super().__init__()
+        self.norm1 = nn.BatchNorm2d(dim)
+        self.fc1 = nn.Conv2d(dim, hidden_dim, 1)
+        self.act = nn.GELU()
+        self.fc2 = nn.Conv2d(hidden_dim, dim, 1)
+        self.drop = nn.Dropout(drop)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.drop(self.fc2(self.drop(self.act(self.fc1(self.norm1(x))))))
+
+    def fused_with_scale(self, out_scale: torch.Tensor) -> nn.Sequential:
+        return nn.Sequential(fold_bn_conv1x1(self.norm1, self.fc1), LayoutAgnosticGELU(),
+                             scale_conv_output(self.fc2, out_scale))
+
+
+class SwiftFormerEncoder(nn.Module):
+    """Local representation, then additive attention and MLP, each a layer-scaled residual branch."""
+
+    def __init__(self, dim: int, hidden_dim: int, drop: float = 0.0, drop_path: float = 0.0,
+                 layer_scale_init_value: float = 1e-5):
+        super().__init__()
+        self.layer_scale_1 = nn.Parameter(layer_scale_init_value * torch.ones(dim, 1, 1))
+        self.layer_scale_2 = nn.Parameter(layer_scale_init_value * torch.ones(dim, 1, 1))
+        self.local_representation = ConvEncoder(dim, dim)
+        self.attn = EfficientAdditiveAttention(dim)
+        self.linear = Mlp(dim, hidden_dim, drop)
+        self.drop_path = DropPath(drop_path) if drop_path > 0.0 else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.local_representation(x)
+        b, c, h, w = x.shape
+        attn = self.attn(x.permute(0, 2, 3, 1).reshape(b, h * w, c)).reshape(b, h, w, c).permute(0, 3, 1, 2)
+        x = x + self.drop_path(self.layer_scale_1 * attn)
+        return x + self.drop_path(self.layer_scale_2 * self.linear(x))
+
+    def fuse(self) -> "FusedSwiftFormerEncoder":
+        return FusedSwiftFormerEncoder(self.local_representation.fuse(), self.attn.fused_with_scale(self.layer_scale_1),
+                                       self.linear.fused_with_scale(self.layer_scale_2))
+
+
+class FusedSwiftFormerEncoder(nn.Module):
+    def __init__(self, local_representation: nn.Module, attn: nn.Module, linear: nn.Module):
+        super().__init__()
+        self.local_representation, self.attn, self.linear = local_representation, attn, linear
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.local_representation(x)
+        x = x + self.attn(x)
+        return x + self.linear(x)
+
+
+class Embedding(nn.Module):
+    """3x3 conv + BN between stages: halves the resolution (stride 2) and/or changes the width."""
+
+    def __init__(self, in_chans: int, out_chans: int, stride: int = 2):
+        super().__init__()
+        self.proj = nn.Conv2d(in_chans, out_chans, 3, stride=stride, padding=1)
+        self.norm = nn.BatchNorm2d(out_chans)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.norm(self.proj(x))
+
+    def fuse(self) -> nn.Conv2d:
+        return fold_conv_bn(self.proj, self.norm)
+
+
+class Stem(nn.Sequential):
+    """Two stride-2 3x3 conv-BN-ReLU layers (indices 0..5, as the official ``patch_embed``)."""
+
+    def __init__(self, in_chans: int, mid_chans: int, out_chans: int):
+        super().__init__(
+            nn.Conv2d(in_chans, mid_chans, 3, 2, 1), nn.BatchNorm2d(mid_chans), nn.ReLU(),
+            nn.Conv2d(mid_chans, out_chans, 3, 2, 1), nn.BatchNorm2d(out_chans), nn.ReLU(),
+        )
+
+    def fuse(self) -> nn.Sequential:
+        return nn.Sequential(fold_conv_bn(self[0], self[1]), nn.ReLU(), fold_conv_bn(self[3], self[4]), nn.ReLU())
+
+
+def _make_block(block: Block, dim: int, drop_rate: float, drop_path: float, layer_scale_init_value: float) -> nn.Module:
+    hidden = int(dim * block.mlp_ratio)
+    if block.type == "attn":
+        return SwiftFormerEncoder(dim, hidden, drop_rate, drop_path, layer_scale_init_value)
+    return ConvEncoder(dim, hidden)  # official: conv encoders get no drop path and layer scale 1.0
+
+
+class SwiftFormer(nn.Module):
+    """A SwiftFormer built from an architecture description.
+
+    Outputs follow the official code: with the distillation head, training mode returns ``(head, dist_head)``
+    logits and eval mode their mean; ``num_classes=0`` returns pooled features. ``num_classes``, ``in_chans``,
+    ``img_size`` and ``distillation`` override the description's values (timm passes the first three).
+    """
+
+    def __init__(
+            self,
+            arch: SwiftFormerArch,
+            num_classes: int | None = None,
+            in_chans: int | None = None,
+            img_size: int | None = None,
+            distillation: bool | None = None,
+            drop_rate: float = 0.0,
+            proj_drop_rate: float = 0.0,
+            drop_path_rate: float = 0.0,
+            layer_scale_init_value: float = 1e-5,
+    ):
+        super().__init__()
+        overrides = dict(num_classes=num_classes, in_chans=in_chans, resolution=img_size, distillation=distillation)
+        arch = arch.replace(**{k: v for k, v in overrides.items() if v is not None})
+        self.arch = arch
+        self.num_classes = arch.num_classes
+        self.in_chans = arch.in_chans
+        self.num_features = self.head_hidden_size = arch.stages[-1].width
+        self.fused = False
+        self.grad_checkpointing = False
+
+        self.patch_embed = Stem(arch.in_chans, arch.stem_width, arch.stages[0].width)
+        network: list[nn.Module] = []
+        total_blocks, block_index = arch.num_blocks, 0
+        self.feature_info = []
+        reduction = 4
+        for s, stage in enumerate(arch.stages):
+            if s > 0:
+                prev, down = arch.stages[s - 1].width, arch.downsample[s - 1]
+                reduction *= 2 if down else 1
+                network.append(Embedding(prev, stage.width, 2 if down else 1) if down or prev != stage.width
+                               else nn.Identity())
+            blocks = []
+            for block in stage.blocks:
+                dpr = drop_path_rate * block_index / max(total_blocks - 1, 1)
+                blocks.append(_make_block(block, stage.width, proj_drop_rate, dpr, layer_scale_init_value))
+                block_index += 1
+            network.append(nn.Sequential(*blocks))
+            self.feature_info.append(dict(num_chs=stage.width, reduction=reduction, module=f"network.{2 * s}"))
+        self.network = nn.Sequential(*network)
+
+        self.norm = nn.BatchNorm2d(self.num_features)
+        self.head_drop = nn.Dropout(drop_rate)
+        self.head, self.dist_head = self._make_heads(arch.num_classes, arch.distillation)
+        self.apply(self._init_weights)
+
+    def _make_heads(self, num_classes: int, distillation: bool) -> tuple[nn.Module, nn.Module | None]:
+        if num_classes == 0:  # features: one identity head (official: two, whose mean is the same features)
+            return nn.Identity(), None
+        return (nn.Linear(self.num_features, num_classes),
+                nn.Linear(self.num_features, num_classes) if distillation else None)
+
+    @staticmethod
+    def _init_weights(m: nn.Module) -> None:
+        if isinstance(m, (nn.Conv2d, nn.Linear)):
+            trunc_normal_(m.weight, std=0.02)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+
+    # ------------------------------------------------------------------------------------------ timm hooks
+    @torch.jit.ignore
+    def no_weight_decay(self) -> set[str]:
+        return set()  # official: layer scales and w_g are decayed; timm exempts 1-D params and biases itself
+
+    @torch.jit.ignore
+    def group_matcher(self, coarse: bool = False) -> dict[str, Any]:
+        return dict(stem=r"^patch_embed", blocks=r"^network\.(\d+)" if coarse else [
+            (r"^network\.(\d+)\.(\d+)", None), (r"^network\.(\d+)", (0,)), (r"^norm", (99999,))])
+
+    @torch.jit.ignore
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        self.grad_checkpointing = enable
+
+    @torch.jit.ignore
+    def get_classifier(self) -> nn.Module:
+        return self.head
+
+    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
+        if global_pool not in (None, "avg"):
+            raise ValueError(f"global_pool {global_pool!r} is not supported; accepted: 'avg'")
+        self.num_classes = num_classes
+        self.arch = self.arch.replace(num_classes=num_classes)
+        self.head, self.dist_head = self._make_heads(num_classes, self.arch.distillation)
+        self._init_weights(self.head)
+        if self.dist_head is not None:
+            self._init_weights(self.dist_head)
+
+    # --------------------------------------------------------------------------------------------- forward
+    def forward_intermediates(
+            self,
+            x: torch.Tensor,
+            indices: int | list[int] | None = None,
+            norm: bool = False,
+            stop_early: bool = False,
+            output_fmt: str = "NCHW",
+            intermediates_only: bool = False,
+    ) -> list[torch.Tensor] | tuple[torch.Tensor, list[torch.Tensor]]:
+        """Per-stage feature maps (timm's API): ``indices`` picks stages, ``norm`` applies the final norm to the last."""
+        if output_fmt != "NCHW":
+            raise ValueError(f"output_fmt {output_fmt!r} is not supported; accepted: 'NCHW'")
+        num_stages = len(self.arch.stages)
+        take, max_index = feature_take_indices(num_stages, indices)
+        intermediates = []
+        x = self.patch_embed(x)
+        # network[2s] is stage s; network[2s-1] the embedding before it
+        for idx, module in enumerate(self.network[: 2 * max_index + 1] if stop_early else self.network):
+            x = module(x)
+            stage = idx // 2
+            if idx % 2 == 0 and stage in take:
+                intermediates.append(self.norm(x) if norm and stage == num_stages - 1 else x)
+        if intermediates_only:
+            return intermediates
+        reached_last_stage = not stop_early or max_index == num_stages - 1
+        return (self.norm(x) if reached_last_stage else x), intermediates
+
+    def prune_intermediate_layers(self, indices: int | list[int] = 1, prune_norm: bool = False,
+                                  prune_head: bool = True) -> list[int]:
+        take, max_index = feature_take_indices(len(self.arch.stages), indices)
+        self.network = self.network[: 2 * max_index + 1]
+        if prune_norm or max_index < len(self.arch.stages) - 1:
+            self.norm = nn.Identity()
+        if prune_head:
+            self.reset_classifier(0)
+        return take
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.patch_embed(x)
+        if self.grad_checkpointing and self.training and not torch.jit.is_scripting():
+            for module in self.network:
+                x = checkpoint(module, x, use_reentrant=False)
+        else:
+            x = self.network(x)
+        return self.norm(x)
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        x = self.head_drop(x.mean(dim=(2, 3)))
+        if pre_logits:
+            return x
+        if self.dist_head is None:
+            return self.head(x)
+        logits, dist_logits = self.head(x), self.dist_head(x)
+        if self.training and not torch.jit.is_scripting():
+            return logits, dist_logits
+        return (logits + dist_logits) / 2
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        return self.forward_head(self.forward_features(x))
+
+    # -------------------------------------------------------------------------------------------- deploy
+    @torch.no_grad()
+    def reparameterize(self) -> None:
+        """Fold every BatchNorm and layer scale into convs/linears, in place, for inference.
+
+        After this the model gives the same eval outputs (the head and distillation head become one averaged
+        linear) and can no longer be trained as the original. Conv weights are stored channels-last, which
+        oneDNN runs faster on CPU; conv outputs follow the weights' layout, so inputs need no conversion, and
+        exported graphs (ONNX, CoreML) are unaffected.
+        """
+        self.eval()
+        reparameterize_model(self, inplace=True)  # calls each block's fuse()
+        if self.fused:
+            return
+        scale, shift = bn_affine(self.norm)  # the final BN commutes with the spatial mean: apply it after
+        if self.num_classes == 0:
+            head = nn.Linear(self.num_features, self.num_features)
+            head.weight.copy_(torch.eye(self.num_features))
+            head.bias.zero_()
+        elif self.dist_head is not None:
+            head = nn.Linear(self.num_features, self.num_classes)
+            head.weight.copy_((self.head.weight + self.dist_head.weight) / 2)
+            head.bias.copy_((self.head.bias + self.dist_head.bias) / 2)
+        else:
+            head = self.head
+        self.head = fold_bn_linear(scale, shift, head)
+        self.norm, self.dist_head = nn.Identity(), None
+        self.to(memory_format=torch.channels_last)
+        self.fused = True
+
+
+# ------------------------------------------------------------------------------------------------ checkpoints
+_TIMM_TO_OFFICIAL = (
+    (re.compile(r"^stem\."), "patch_embed."),
+    (re.compile(r"^head_dist\."), "dist_head."),
+    (re.compile(r"\.attn\.proj\."), ".attn.Proj."),
+    (re.compile(r"\.(layer_scale(?:_1|_2)?)\.gamma$"), r".\1"),
+)
+
+
+def convert_checkpoint(checkpoint: Mapping[str, Any]) -> dict[str, torch.Tensor]:
+    """An official-naming state_dict from an official or timm-port checkpoint.
+
+    Accepts a bare state_dict or a training checkpoint holding it under ``model`` or ``state_dict``, and strips
+    a DistributedDataParallel ``module.`` prefix.
+    """
+    for key in ("model", "state_dict"):
+        if key in checkpoint and isinstance(checkpoint[key], Mapping):
+            checkpoint = checkpoint[key]
+            break
+    out = {}
+    for key, value in checkpoint.items():
+        key = key.removeprefix("module.")
+        for pattern, repl in _TIMM_TO_OFFICIAL:  # none of these patterns matches an official key
+            key = pattern.sub(repl, key)
+        m = re.match(r"^stages\.(\d+)\.(blocks|downsample)\.(.*)$", key)
+        if m:
+            s, part, rest = int(m.group(1)), m.group(2), m.group(3)
+            key = f"network.{2 * s if part == 'blocks' else 2 * s - 1}.{rest}"
+        out[key] = value
+    return out
+
+
+def checkpoint_filter_fn(state_dict: Mapping[str, Any], model: nn.Module) -> dict[str, torch.Tensor]:
+    """timm's ``pretrained_filter_fn`` hook."""
+    return convert_checkpoint(state_dict)
+
+
+def load_checkpoint(model: SwiftFormer, checkpoint: str | Mapping[str, Any], strict: bool = True) -> None:
+    """Load an official or timm-port checkpoint (a path or an already loaded dict) into ``model``."""
+    if not isinstance(checkpoint, Mapping):
+        checkpoint = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    model.load_state_dict(convert_checkpoint(checkpoint), strict=strict)
+
+
+# --------------------------------------------------------------------------------------------- timm registry
+def _cfg(**kwargs: Any) -> dict[str, Any]:
+    return {
+        "num_classes": 1000, "input_size": (3, 224, 224), "pool_size": None,
+        "crop_pct": 0.875, "interpolation": "bicubic",  # official eval: resize 256, centre crop 224
+        "mean": IMAGENET_DEFAULT_MEAN, "std": IMAGENET_DEFAULT_STD,
+        "first_conv": "patch_embed.0", "classifier": ("head", "dist_head"),
+        "license": "apache-2.0", "paper_ids": "arXiv:2303.15446",
+        "paper_name": "SwiftFormer: Efficient Additive Attention for Transformer-based Real-time Mobile Vision "
+                      "Applications",
+        "origin_url": "https://github.com/Amshaker/SwiftFormer",
+        **kwargs,
+    }
+
+
+# No weights are hosted: pretrained=True needs pretrained_cfg_overlay=dict(file=...) pointing at a checkpoint.
+default_cfgs = generate_default_cfgs({f"swiftnas_{name}": _cfg() for name in (*VARIANTS, "arch")})
+
+
+def _create_swiftformer(variant: str, arch: SwiftFormerArch, pretrained: bool = False, **kwargs: Any) -> nn.Module:
+    overlay = dict(kwargs.pop("pretrained_cfg_overlay", None) or {})
+    if pretrained and not (overlay.get("file") or overlay.get("state_dict")):
+        raise ValueError(f"{variant} has no downloadable weights; pass "
+                         "pretrained_cfg_overlay=dict(file='path/to/checkpoint.pth') to load a local checkpoint")
+    # The architecture decides the defaults that timm would otherwise take from the config.
+    overlay = {"num_classes": arch.num_classes, "input_size": (arch.in_chans, arch.resolution, arch.resolution),
+               **overlay}
+    model = build_model_with_cfg(
+        SwiftFormer, variant, pretrained, arch=arch, pretrained_cfg_overlay=overlay,
+        pretrained_filter_fn=checkpoint_filter_fn,
+        feature_cfg=dict(feature_cls="getter", out_indices=tuple(range(len(arch.stages)))),
+        **kwargs,
+    )
+    built = model.model if hasattr(model, "model") else model  # features_only wraps the network
+    model.pretrained_cfg = {**model.pretrained_cfg, "arch": built.arch.to_dict()}
+    model.default_cfg = model.pretrained_cfg
+    return model
+
+
+def _register_variant(name: str) -> None:
+    def entry(pretrained: bool = False, **kwargs: Any) -> nn.Module:
+        return _create_swiftformer(f"swiftnas_{name}", VARIANTS[name], pretrained, **kwargs)
+    entry.__name__ = entry.__qualname__ = f"swiftnas_{name}"
+    entry.__doc__ = f"SwiftFormer-{name.upper()} exactly as released (ICCV 2023), official state_dict naming."
+    entry.__module__ = __name__
+    register_model(entry)
+
+
+for _name in VARIANTS:
+    _register_variant(_name)
+
+
+@register_model
+def swiftnas_arch(pretrained: bool = False, arch: SwiftFormerArch | Mapping[str, Any] | str | None = None,
+                  **kwargs: Any) -> nn.Module:
+    """Any architecture of the design space: ``arch`` is a SwiftFormerArch, its dict, its JSON, or a JSON path."""
+    if arch is None:
+        raise ValueError("swiftnas_arch needs arch=: a SwiftFormerArch, its dict, its JSON text or a JSON file path")
+    return _create_swiftformer("swiftnas_arch", as_arch(arch), pretrained, **kwargs)

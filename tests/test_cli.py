@@ -1,0 +1,65 @@
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from nas.cli import main
+from swiftformer import create_model
+from swiftformer.testing import perturb_weights
+
+
+def run_nas(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "nas", *args], capture_output=True, text=True, timeout=300)
+
+
+def test_model_info_json_for_each_kind_of_reference(tmp_path, capsys):
+    main(["model", "info", "swiftformer:xs", "--json"])
+    info = json.loads(capsys.readouterr().out)
+    assert info["params"] == 3_475_360 and info["macs"] == 602_207_824 and info["resolution"] == 224
+    path = tmp_path / "arch.json"
+    create_model("l1").arch.save(path)
+    main(["model", "info", str(path), "--resolution", "256", "--json"])
+    assert json.loads(capsys.readouterr().out)["macs"] > 1_595_706_240
+    main(["model", "info", "timm:swiftformer_xs", "--json"])
+    assert json.loads(capsys.readouterr().out)["macs"] == 602_207_824  # the hook count on timm's port agrees
+
+
+def test_model_info_table(capsys):
+    main(["model", "info", "swiftformer:s"])
+    out = capsys.readouterr().out
+    assert "6.092 M params" in out and "stage3.block9" in out and "s24-48:CCA-64:CCA" in out
+
+
+@pytest.mark.parametrize("args, message", [
+    (["model", "info", "swiftformer:xl"], "unknown SwiftFormer variant 'xl'"),
+    (["model", "info", "timm:not_a_model"], "unknown timm model 'not_a_model'"),
+    (["model", "info", "missing.json"], "architecture file 'missing.json' does not exist"),
+    (["model", "info", "xs"], "cannot read model reference 'xs'"),
+    (["model", "info", "swiftformer:xs", "--resolution", "0"], "expected a positive integer"),
+    (["export", "swiftformer:xs", "--format", "tflite", "--out", "x"], "invalid choice: 'tflite'"),
+    (["export", "swiftformer:xs", "--format", "onnx", "--out", "x.onnx", "--checkpoint", "nope.pth"],
+     "checkpoint 'nope.pth' does not exist"),
+])
+def test_bad_input_is_one_line_without_traceback(args, message):
+    result = run_nas(*args)
+    assert result.returncode == 2
+    assert message in result.stderr and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith(("nas: error:", "nas model info: error:",
+                                                              "nas export: error:"))
+
+
+def test_export_onnx_with_an_official_checkpoint(tmp_path, capsys):
+    torch.save({"model": perturb_weights(create_model("xs"), seed=2).state_dict()}, tmp_path / "xs.pth")
+    main(["export", "swiftformer:xs", "--format", "onnx", "--out", str(tmp_path / "xs.onnx"),
+          "--checkpoint", str(tmp_path / "xs.pth"), "--resolution", "128"])
+    out = capsys.readouterr().out
+    assert "input 1x3x128x128" in out and "max |diff| vs PyTorch" in out and (tmp_path / "xs.onnx").exists()
+
+
+def test_export_refuses_a_checkpoint_of_another_variant(tmp_path):
+    torch.save(create_model("s").state_dict(), tmp_path / "s.pth")
+    result = run_nas("export", "swiftformer:xs", "--format", "onnx", "--out", str(tmp_path / "x.onnx"),
+                     "--checkpoint", str(tmp_path / "s.pth"))
+    assert result.returncode == 2 and "does not fit swiftformer:xs" in result.stderr

@@ -1,0 +1,52 @@
+import numpy as np
+import onnxruntime as ort
+import pytest
+import torch
+
+from swiftformer import SwiftFormer, SwiftFormerArch, create_model
+from swiftformer.export import deployable, export_coreml, export_onnx
+from swiftformer.testing import perturb_weights
+
+
+def _onnx_matches_unfused(model: torch.nn.Module, path, resolution: int) -> None:
+    result = export_onnx(model, path, resolution=resolution)
+    assert result.max_abs_diff is not None and result.max_abs_diff < 1e-4
+    assert "BatchNormalization" not in result.ops and result.ops["Conv"] > 0
+    # end to end: the file against the original, unfused model, at a batch size other than the traced one
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    x = torch.randn(3, model.arch.in_chans, resolution, resolution)
+    with torch.no_grad():
+        expected = model.eval()(x).numpy()
+    assert np.abs(session.run(None, {"image": x.numpy()})[0] - expected).max() < 1e-4
+
+
+def test_onnx_export_of_xs(tmp_path):
+    _onnx_matches_unfused(perturb_weights(create_model("xs"), seed=1), tmp_path / "xs.onnx", 224)
+
+
+@pytest.mark.slow
+def test_onnx_export_of_random_architectures(tmp_path, random_archs):
+    for i, arch in enumerate(random_archs[:3]):
+        _onnx_matches_unfused(perturb_weights(SwiftFormer(arch), seed=i), tmp_path / f"a{i}.onnx", arch.resolution)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("arch", [
+    SwiftFormerArch.standard([3, 3, 6, 4], [48, 56, 112, 220]),
+    SwiftFormerArch.standard([1, 2], [16, 24], attn_blocks=[1, 2], downsample=(False,), num_classes=0,
+                             in_chans=1, resolution=64),
+], ids=["xs", "odd"])
+def test_coreml_ml_program_converts_and_reads_back(tmp_path, arch):
+    model = perturb_weights(SwiftFormer(arch))
+    result = export_coreml(model, tmp_path / "m.mlpackage")
+    assert (tmp_path / "m.mlpackage" / "Manifest.json").exists()
+    assert result.input_shape == (1, arch.in_chans, arch.resolution, arch.resolution)
+    assert result.ops["conv"] == sum(isinstance(m, torch.nn.Conv2d) for m in deployable(model).modules())
+    assert "batch_norm" not in result.ops and "softmax" not in result.ops
+    if result.max_abs_diff is None:
+        assert "macOS" in result.note
+
+
+def test_coreml_rejects_a_wrong_suffix(tmp_path):
+    with pytest.raises(ValueError, match=".mlpackage"):
+        export_coreml(create_model("xs"), tmp_path / "m.mlmodel")
