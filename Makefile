@@ -21,8 +21,8 @@ data:
 		echo "installing Debian's dataset-fashion-mnist"; \
 		(apt-get install -y -qq dataset-fashion-mnist >/dev/null 2>&1 || \
 		 (apt-get update -qq >/dev/null && apt-get install -y -qq dataset-fashion-mnist >/dev/null)) \
-		|| echo "warning: could not install dataset-fashion-mnist; tests that need it are skipped"; \
-	else echo "note: dataset-fashion-mnist is absent and this is not root; tests that need it are skipped"; fi
+		|| echo "warning: could not install dataset-fashion-mnist (the default proxy dataset)"; \
+	else echo "note: dataset-fashion-mnist is absent and this is not root; install it or set NAS_DATA_DIR"; fi
 
 test: install data
 	$(PY) -m pytest
