@@ -12,9 +12,17 @@ from typing import Callable, Sequence
 
 import swiftformer._torchvision_fix  # noqa: F401
 
+from search_spaces import SpaceError
 from swiftformer import ArchitectureError
 
+from .latency.lut import TableMissError
+from .latency.measure import BackendUnavailable
+from .latency.measurements import MeasurementError
+from .latency.predictor import PredictorError
 from .models import ModelRefError, parse_model_ref
+
+USER_ERRORS = (ArchitectureError, BackendUnavailable, MeasurementError, ModelRefError, PredictorError, SpaceError,
+               TableMissError)
 
 
 class UsageError(ValueError):
@@ -91,6 +99,129 @@ def cmd_export(args: argparse.Namespace) -> None:
     print(f"ops: {ops}")
 
 
+def _progress(label: str):
+    def report(done: int, total: int) -> None:
+        end = "\n" if done == total else ""
+        print(f"\r{label} {done}/{total}", end=end, file=sys.stderr, flush=True)
+    return report
+
+
+def _profiled(measurements, label: str):
+    """Profile every sample (the slow part), showing progress."""
+    report = _progress(label)
+    for i, sample in enumerate(measurements.samples, start=1):
+        sample.profile  # noqa: B018  (cached: later uses are free)
+        report(i, len(measurements.samples))
+    for line in measurements.skipped:
+        print(f"skipped {line}", file=sys.stderr)
+    return measurements.samples
+
+
+def _predictor(args: argparse.Namespace):
+    from .latency import LatencyPredictor, load_device
+
+    if getattr(args, "predictor", None):
+        return LatencyPredictor.load(args.predictor)
+    if getattr(args, "device", None):
+        return load_device(args.device)
+    return None
+
+
+def cmd_latency_calibrate(args: argparse.Namespace) -> None:
+    from .latency import calibrate, read_measurements
+    from .latency.evaluate import evaluate_predictor
+
+    data = read_measurements(args.measurements, args.device_name)
+    samples = _profiled(data, "profiling models")
+    name = args.device_name or (data.devices[0] if data.devices else Path(args.measurements).stem)
+    predictor = calibrate([s.profile for s in samples], [s.latency_ms for s in samples], name.lower().replace(" ", ""),
+                          {"measurements": str(args.measurements), "device_rows": name,
+                           "skipped": len(data.skipped)})
+    fit = evaluate_predictor(predictor, samples).summary()
+    predictor.calibration["in_sample"] = {k: fit[k] for k in ("mape", "within_10pct", "kendall_tau")}
+    predictor.save(args.out)
+    costs = ", ".join(f"{k} {v:.3g}" for k, v in predictor.costs.items() if v > 1e-9)
+    print(f"wrote {args.out}: {predictor.device} from {len(samples)} rows; intercept {predictor.intercept_ms:.3f} ms; "
+          f"ms per unit: {costs}")
+    print(f"in-sample MAPE {fit['mape']:.1%}, within 10% {fit['within_10pct']:.0%}, Kendall tau "
+          f"{fit['kendall_tau']:.2f} (run `nas latency evaluate` for leave-one-out figures)")
+
+
+def cmd_latency_predict(args: argparse.Namespace) -> None:
+    from .latency import predict_latency
+
+    predictor = _predictor(args)
+    ref = parse_model_ref(args.model)
+    resolution = args.resolution or ref.default_resolution()
+    ms = predict_latency(args.model, predictor, resolution)
+    if args.json:
+        print(json.dumps({"model": args.model, "latency_ms": round(ms, 4), "device": predictor.device,
+                          "resolution": resolution}))
+    else:
+        print(f"{ms:.3f} ms  ({args.model} at {resolution}x{resolution} on {predictor.device}, predicted)")
+
+
+def cmd_latency_evaluate(args: argparse.Namespace) -> None:
+    from .latency import read_measurements
+    from .latency.evaluate import evaluate_predictor, leave_one_out
+
+    predictor = _predictor(args)
+    device = args.device_name or (predictor.device if predictor else None)
+    data = read_measurements(args.measurements, device)
+    samples = _profiled(data, "profiling models")
+    result = evaluate_predictor(predictor, samples) if predictor else leave_one_out(samples)
+    if args.json:
+        print(json.dumps(result.summary()))
+        return
+    print(f"{result.mode}, {len(samples)} rows")
+    print(f"{'model':<36}{'res':>5}{'measured':>10}{'predicted':>11}{'error':>8}{'MACs-only':>11}")
+    for row in result.rows:
+        error = (row["predicted_ms"] - row["measured_ms"]) / row["measured_ms"]
+        print(f"{row['model']:<36}{row['resolution']:>5}{row['measured_ms']:>10.2f}{row['predicted_ms']:>11.2f}"
+              f"{error:>+8.0%}{row['baseline_ms']:>11.2f}")
+    print(f"predictor: MAPE {result.mape:.1%}, within 10% {result.within_10pct:.0%}, Kendall tau "
+          f"{result.kendall_tau:.2f}")
+    print(f"MACs-only baseline: MAPE {result.baseline_mape:.1%}, within 10% {result.baseline_within_10pct:.0%}, "
+          f"Kendall tau {result.baseline_kendall_tau:.2f}")
+
+
+def cmd_latency_measure(args: argparse.Namespace) -> None:
+    from .latency.measure import append_csv, measure
+
+    result = measure(args.model, args.backend, args.resolution, warmup=args.warmup, runs=args.runs,
+                     device=args.device_name)
+    print(f"{result.median_ms:.3f} ms median (p10 {result.p10_ms:.3f}, p90 {result.p90_ms:.3f}) over {result.runs} "
+          f"runs; {args.model} at {result.resolution}x{result.resolution}, {args.backend} on {result.device}")
+    if args.csv:
+        append_csv(args.csv, result)
+        print(f"appended to {args.csv}")
+
+
+def cmd_latency_lut(args: argparse.Namespace) -> None:
+    from search_spaces import load_space
+
+    from .latency.lut import build_table
+
+    space = load_space(args.space)
+    predictor = _predictor(args)
+    table = build_table(space, predictor, _progress(f"pricing parts of {space.name} for {predictor.device}"))
+    table.save(args.out)
+    print(f"wrote {args.out}: {len(table.entries)} parts of space {space.name} priced for {predictor.device}")
+
+
+def cmd_space_show(args: argparse.Namespace) -> None:
+    from search_spaces import load_space
+
+    print("\n".join(load_space(args.space).describe()))
+
+
+def cmd_space_sample(args: argparse.Namespace) -> None:
+    from search_spaces import load_space
+
+    for arch in load_space(args.space).samples(args.n, seed=args.seed):
+        print(json.dumps(arch.to_dict(), sort_keys=True))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="nas", description="Hardware-aware NAS over the SwiftFormer family.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -114,6 +245,63 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--precision", choices=("float16", "float32"), default="float16",
                         help="CoreML compute precision (default: float16, what the Neural Engine runs)")
     export.set_defaults(func=cmd_export)
+
+    space = commands.add_parser("space", help="inspect search spaces").add_subparsers(
+        dest="space_command", required=True, metavar="SUBCOMMAND")
+    space_help = "a shipped space name (default: swiftformer) or a .yaml/.json space file"
+    show = space.add_parser("show", help="the choices of a space and its size")
+    show.add_argument("space", nargs="?", default="swiftformer", help=space_help)
+    show.set_defaults(func=cmd_space_show)
+    sample = space.add_parser("sample", help="random architectures of a space, one JSON object per line")
+    sample.add_argument("space", nargs="?", default="swiftformer", help=space_help)
+    sample.add_argument("-n", type=_positive_int, default=1, help="how many (default 1)")
+    sample.add_argument("--seed", type=int, default=0, help="random seed: the same seed gives the same list")
+    sample.set_defaults(func=cmd_space_sample)
+
+    latency = commands.add_parser("latency", help="predict, calibrate, evaluate and measure latency").add_subparsers(
+        dest="latency_command", required=True, metavar="SUBCOMMAND")
+
+    def add_predictor_choice(p: argparse.ArgumentParser, required: bool) -> None:
+        group = p.add_mutually_exclusive_group(required=required)
+        group.add_argument("--device", help="a shipped predictor: iphone14 or iphone12")
+        group.add_argument("--predictor", help="a predictor JSON made by `nas latency calibrate`")
+
+    calibrate = latency.add_parser("calibrate", help="fit a predictor to measured latencies")
+    calibrate.add_argument("--measurements", required=True, help="CSV with timm_name or model, resolution, latency_ms")
+    calibrate.add_argument("--out", required=True, help="predictor JSON to write")
+    calibrate.add_argument("--device-name", help="name of the device (and, for files of several, whose rows to use)")
+    calibrate.set_defaults(func=cmd_latency_calibrate)
+
+    predict = latency.add_parser("predict", help="predicted latency of a model")
+    add_predictor_choice(predict, required=True)
+    predict.add_argument("--model", required=True, help=model_ref_help)
+    predict.add_argument("--resolution", type=_positive_int, help="input side (default: the model's)")
+    predict.add_argument("--json", action="store_true", help="one JSON object")
+    predict.set_defaults(func=cmd_latency_predict)
+
+    evaluate = latency.add_parser("evaluate", help="predicted against measured: a predictor, or leave-one-out "
+                                                    "calibration when none is given")
+    evaluate.add_argument("--measurements", required=True, help="CSV with timm_name or model, resolution, latency_ms")
+    add_predictor_choice(evaluate, required=False)
+    evaluate.add_argument("--device-name", help="whose rows to use when the file holds several devices")
+    evaluate.add_argument("--json", action="store_true", help="the summary as one JSON object")
+    evaluate.set_defaults(func=cmd_latency_evaluate)
+
+    measure = latency.add_parser("measure", help="measure a model on a real runtime (median of repeated runs)")
+    measure.add_argument("--backend", required=True, choices=("torch-cpu", "onnxruntime-cpu", "coreml"))
+    measure.add_argument("--model", required=True, help=model_ref_help)
+    measure.add_argument("--resolution", type=_positive_int, help="input side (default: the model's)")
+    measure.add_argument("--runs", type=_positive_int, default=50, help="timed runs (default 50)")
+    measure.add_argument("--warmup", type=_positive_int, default=10, help="untimed runs first (default 10)")
+    measure.add_argument("--device-name", help="device label for the CSV row (default: host and backend)")
+    measure.add_argument("--csv", help="append the result to this CSV (calibration schema)")
+    measure.set_defaults(func=cmd_latency_measure)
+
+    lut = latency.add_parser("lut", help="per-block latency table of a space for a device")
+    lut.add_argument("--space", default="swiftformer", help=space_help)
+    add_predictor_choice(lut, required=True)
+    lut.add_argument("--out", required=True, help="table JSON to write")
+    lut.set_defaults(func=cmd_latency_lut)
     return parser
 
 
@@ -123,7 +311,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     func: Callable[[argparse.Namespace], None] = args.func
     try:
         func(args)
-    except (UsageError, ModelRefError, ArchitectureError) as exc:
+    except (UsageError, *USER_ERRORS) as exc:
         parser.exit(2, f"nas: error: {exc}\n")
     except KeyboardInterrupt:
         parser.exit(130, "nas: interrupted\n")

@@ -29,12 +29,20 @@ class ModelRef:
     name: str  # variant or timm name; for architecture files, the file's stem
     arch: SwiftFormerArch | None = None  # set for SwiftFormer-family references
 
-    def build(self, num_classes: int | None = None) -> nn.Module:
+    def build(self, num_classes: int | None = None, resolution: int | None = None) -> nn.Module:
+        """The model, randomly initialised; ``resolution`` matters for timm models with a fixed input size."""
         if self.arch is not None:
-            arch = self.arch if num_classes is None else self.arch.replace(num_classes=num_classes)
-            return swiftformer.SwiftFormer(arch)
+            changes = {k: v for k, v in (("num_classes", num_classes), ("resolution", resolution)) if v is not None}
+            return swiftformer.SwiftFormer(self.arch.replace(**changes))
         kwargs = {} if num_classes is None else {"num_classes": num_classes}
+        cfg = timm.models.get_pretrained_cfg(self.name)
+        if resolution is not None and cfg is not None and cfg.fixed_input_size and cfg.input_size[-1] != resolution:
+            kwargs["img_size"] = resolution  # position embeddings are sized for the input
         return timm.create_model(self.name, pretrained=False, **kwargs)
+
+    @property
+    def in_chans(self) -> int:
+        return self.arch.in_chans if self.arch is not None else 3
 
     def default_resolution(self) -> int:
         if self.arch is not None:
@@ -58,7 +66,7 @@ def parse_model_ref(text: str) -> ModelRef:
             raise ModelRefError(f"unknown timm model {rest!r}{hint}")
         return ModelRef(text, "timm", rest)
     path = Path(text)
-    if path.suffix == ".json" or path.exists():
+    if path.suffix == ".json" or path.is_file():
         if not path.is_file():
             raise ModelRefError(f"architecture file {text!r} does not exist")
         try:

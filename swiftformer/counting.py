@@ -37,20 +37,33 @@ def _block_cost(block: Block, c: int, hw: int) -> tuple[int, int]:
     return 6 * c * c + 25 * c + 2 * c * h + h, (9 * c + 6 * c * c + 2 * c * h) * hw
 
 
+def feature_sizes(arch: SwiftFormerArch, resolution: int | tuple[int, int] | None = None
+                  ) -> tuple[tuple[int, int], list[tuple[int, int]]]:
+    """Map sizes: after the stem's first conv, and in each stage (default resolution: the architecture's)."""
+    res = arch.resolution if resolution is None else resolution
+    h, w = (res, res) if isinstance(res, int) else res
+    h, w = _half(h), _half(w)
+    stem_mid = (h, w)
+    h, w = _half(h), _half(w)
+    sizes = [(h, w)]
+    for down in arch.downsample:
+        if down:
+            h, w = _half(h), _half(w)
+        sizes.append((h, w))
+    return stem_mid, sizes
+
+
 def iter_costs(arch: SwiftFormerArch, resolution: int | tuple[int, int] | None = None) -> Iterator[PartCost]:
     """Every part of ``arch`` with its parameters and MACs at ``resolution`` (default: the architecture's)."""
-    res = arch.resolution if resolution is None else resolution
-    h0, w0 = (res, res) if isinstance(res, int) else res
+    (h1, w1), sizes = feature_sizes(arch, resolution)
     mid, c = arch.stem_width, arch.stages[0].width
-    h1, w1 = _half(h0), _half(w0)  # after the stem's first stride-2 conv
-    h, w = _half(h1), _half(w1)
+    h, w = sizes[0]
     stem_params = arch.in_chans * mid * 9 + 3 * mid + mid * c * 9 + 3 * c  # two conv+bias, two BN (weight, bias)
     yield PartCost("stem", "stem", c, h, w, stem_params, arch.in_chans * mid * 9 * h1 * w1 + mid * c * 9 * h * w)
     for s, stage in enumerate(arch.stages):
+        h, w = sizes[s]
         if s > 0:
             prev = arch.stages[s - 1].width
-            if arch.downsample[s - 1]:
-                h, w = _half(h), _half(w)
             if arch.downsample[s - 1] or prev != stage.width:
                 yield PartCost(f"embed{s}", "embed", stage.width, h, w, 9 * prev * stage.width + 3 * stage.width,
                                9 * prev * stage.width * h * w)

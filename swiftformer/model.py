@@ -212,7 +212,9 @@ class Stem(nn.Sequential):
         return nn.Sequential(fold_conv_bn(self[0], self[1]), nn.ReLU(), fold_conv_bn(self[3], self[4]), nn.ReLU())
 
 
-def _make_block(block: Block, dim: int, drop_rate: float, drop_path: float, layer_scale_init_value: float) -> nn.Module:
+def make_block(block: Block, dim: int, drop_rate: float = 0.0, drop_path: float = 0.0,
+               layer_scale_init_value: float = 1e-5) -> nn.Module:
+    """The module for one block of the description at width ``dim``."""
     hidden = int(dim * block.mlp_ratio)
     if block.type == "attn":
         return SwiftFormerEncoder(dim, hidden, drop_rate, drop_path, layer_scale_init_value)
@@ -263,7 +265,7 @@ class SwiftFormer(nn.Module):
             blocks = []
             for block in stage.blocks:
                 dpr = drop_path_rate * block_index / max(total_blocks - 1, 1)
-                blocks.append(_make_block(block, stage.width, proj_drop_rate, dpr, layer_scale_init_value))
+                blocks.append(make_block(block, stage.width, proj_drop_rate, dpr, layer_scale_init_value))
                 block_index += 1
             network.append(nn.Sequential(*blocks))
             self.feature_info.append(dict(num_chs=stage.width, reduction=reduction, module=f"network.{2 * s}"))

@@ -1,0 +1,16 @@
+"""Latency on the user's phone, predicted from the deployed graph and calibrated on measurements."""
+from __future__ import annotations
+
+from .graph import FEATURES, OpProfile, profile_model
+from .measurements import MeasurementError, profile_ref, read_measurements
+from .predictor import LatencyPredictor, PredictorError, builtin_devices, calibrate, load_device
+
+__all__ = ["FEATURES", "LatencyPredictor", "MeasurementError", "OpProfile", "PredictorError", "builtin_devices",
+           "calibrate", "load_device", "predict_latency", "profile_model", "profile_ref", "read_measurements"]
+
+
+def predict_latency(model: str, predictor: LatencyPredictor, resolution: int | None = None) -> float:
+    """Predicted milliseconds for a model reference at ``resolution`` (default: the model's own)."""
+    from ..models import parse_model_ref
+
+    return predictor.predict(profile_ref(model, resolution or parse_model_ref(model).default_resolution()))

@@ -1,0 +1,37 @@
+import timm
+import torch
+
+from nas.latency.graph import profile_model
+from swiftformer import VARIANTS, SwiftFormer, count_macs
+from swiftformer.counting import measure_macs
+
+
+def test_deployed_swiftformer_work_matches_the_closed_forms():
+    arch = VARIANTS["xs"]
+    profile = profile_model(SwiftFormer(arch), (1, 3, 224, 224))
+    # deployed: the head and distillation head are one linear, so one head's MACs fewer than the trained model
+    assert profile.macs == count_macs(arch) - 220 * 1000
+    assert profile.features["attn_macs"] == 0 and profile.features["token_macs"] == 0  # additive attention
+    assert "batch_norm" not in profile.op_counts and profile.op_counts["conv2d"] == 73
+
+
+def test_timm_models_conv_bn_folded_and_macs_agree_with_hooks():
+    for name in ("resnet18", "mobilenetv2_100"):
+        model = timm.create_model(name).eval()
+        profile = profile_model(model, (1, 3, 160, 160))
+        assert "batch_norm" not in profile.op_counts
+        assert profile.macs == measure_macs(model, (1, 3, 160, 160))
+
+
+def test_vit_attention_is_counted_as_token_and_attention_work():
+    profile = profile_model(timm.create_model("deit_tiny_patch16_224"), (1, 3, 224, 224))
+    f = profile.features
+    assert f["token_macs"] > 1e9 and f["attn_macs"] > 1e8 and f["softmax"] == 3 * 12 * 197 * 197
+    assert f["norm"] > 0 and f["conv_macs"] == 192 * 3 * 16 * 16 * 196
+
+
+def test_profiling_does_not_change_the_model():
+    model = SwiftFormer(VARIANTS["xs"]).eval()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    profile_model(model, (1, 3, 64, 64))
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())

@@ -1,0 +1,44 @@
+import pytest
+
+from nas.latency import load_device, profile_model
+from nas.latency.lut import LatencyTable, TableMissError, build_table, extend_table
+from search_spaces import load_space, space_from_dict
+from swiftformer import VARIANTS, SwiftFormer
+
+
+@pytest.fixture(scope="module")
+def iphone14():
+    return load_device("iphone14")
+
+
+def test_table_agrees_with_the_whole_model_predictor_on_random_architectures(iphone14, tmp_path):
+    space = space_from_dict({"name": "small", "resolution": [160, 224], "stages": [
+        {"depth": [1, 2], "width": [24, 32], "mlp_ratio": [2, 4], "attention": "mask"},
+        {"depth": [1, 3], "width": [48, 64], "attention": "last", "attn_blocks": [0, 1, 2]},
+        {"depth": [2], "width": [96, 100], "mlp_ratio": [3]}]})
+    table = build_table(space, iphone14)
+    table.save(tmp_path / "t.json")
+    table = LatencyTable.load(tmp_path / "t.json")
+    for arch in space.samples(12, seed=3):
+        whole = iphone14.predict(profile_model(SwiftFormer(arch), (1, 3, arch.resolution, arch.resolution)))
+        assert abs(table.predict(arch) - whole) <= 0.05 * whole, arch.summary()
+
+
+@pytest.mark.slow
+def test_default_space_table(iphone14):
+    space = load_space("swiftformer")
+    table = build_table(space, iphone14)
+    for arch in [*VARIANTS.values(), *space.samples(4, seed=11)]:
+        whole = iphone14.predict(profile_model(SwiftFormer(arch), (1, 3, 224, 224)))
+        assert abs(table.predict(arch) - whole) <= 0.05 * whole
+
+
+def test_parts_outside_the_table_are_a_clear_error_and_can_be_added(iphone14):
+    space = space_from_dict({"name": "one", "stages": [{"depth": [1], "width": [16]}]})
+    table = build_table(space, iphone14)
+    other = VARIANTS["xs"].replace(resolution=64)
+    with pytest.raises(TableMissError, match="has no entry for"):
+        table.predict(other)
+    extend_table(table, iphone14, [other])
+    whole = iphone14.predict(profile_model(SwiftFormer(other), (1, 3, 64, 64)))
+    assert table.predict(other) == pytest.approx(whole, rel=1e-6)
