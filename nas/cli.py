@@ -15,14 +15,18 @@ import swiftformer._torchvision_fix  # noqa: F401
 from search_spaces import SpaceError
 from swiftformer import ArchitectureError
 
+from .datasets import DatasetError
 from .latency.lut import TableMissError
 from .latency.measure import BackendUnavailable
 from .latency.measurements import MeasurementError
 from .latency.predictor import PredictorError
 from .models import ModelRefError, parse_model_ref
+from .progress import progress
+from .search import SearchError
+from .units import parse_duration_s, parse_latency_ms
 
-USER_ERRORS = (ArchitectureError, BackendUnavailable, MeasurementError, ModelRefError, PredictorError, SpaceError,
-               TableMissError)
+USER_ERRORS = (ArchitectureError, BackendUnavailable, DatasetError, MeasurementError, ModelRefError, PredictorError,
+               SearchError, SpaceError, TableMissError)
 
 
 class UsageError(ValueError):
@@ -99,16 +103,9 @@ def cmd_export(args: argparse.Namespace) -> None:
     print(f"ops: {ops}")
 
 
-def _progress(label: str):
-    def report(done: int, total: int) -> None:
-        end = "\n" if done == total else ""
-        print(f"\r{label} {done}/{total}", end=end, file=sys.stderr, flush=True)
-    return report
-
-
 def _profiled(measurements, label: str):
     """Profile every sample (the slow part), showing progress."""
-    report = _progress(label)
+    report = progress(label)
     for i, sample in enumerate(measurements.samples, start=1):
         sample.profile  # noqa: B018  (cached: later uses are free)
         report(i, len(measurements.samples))
@@ -204,7 +201,7 @@ def cmd_latency_lut(args: argparse.Namespace) -> None:
 
     space = load_space(args.space)
     predictor = _predictor(args)
-    table = build_table(space, predictor, _progress(f"pricing parts of {space.name} for {predictor.device}"))
+    table = build_table(space, predictor, progress(f"pricing parts of {space.name} for {predictor.device}"))
     table.save(args.out)
     print(f"wrote {args.out}: {len(table.entries)} parts of space {space.name} priced for {predictor.device}")
 
@@ -220,6 +217,43 @@ def cmd_space_sample(args: argparse.Namespace) -> None:
 
     for arch in load_space(args.space).samples(args.n, seed=args.seed):
         print(json.dumps(arch.to_dict(), sort_keys=True))
+
+
+def _budget(text: str) -> float:
+    try:
+        return parse_latency_ms(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _duration(text: str) -> float:
+    try:
+        return parse_duration_s(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def cmd_search(args: argparse.Namespace) -> None:
+    from .proxy import ProxyConfig
+    from .search import SearchConfig, run_search
+
+    proxy = ProxyConfig(epochs=args.proxy_epochs, resolution=args.proxy_resolution, subset=args.proxy_subset,
+                        seed=args.seed)
+    cfg = SearchConfig(budget_ms=args.latency_budget, device=None if args.predictor else args.device,
+                       predictor=args.predictor, space=args.space, data=args.data, trials=args.trials,
+                       timeout_s=args.timeout, sampler=args.sampler, objective=args.objective, proxy=proxy,
+                       seed=args.seed, out=args.out or "", study=args.study or "", storage=args.storage,
+                       backend=args.backend, ray_address=args.ray_address, workers=args.workers)
+    run_search(cfg)
+    cmd_report(argparse.Namespace(dir=cfg.out))
+
+
+def cmd_report(args: argparse.Namespace) -> None:
+    from .report import PLOT, load_run, write_outputs
+
+    cfg, study = load_run(args.dir)
+    print(write_outputs(args.dir, study, cfg))
+    print(f"outputs in {args.dir}: trials.csv, trials.parquet, pareto.json, best_arch.json, {PLOT}, report.md")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -302,12 +336,53 @@ def build_parser() -> argparse.ArgumentParser:
     add_predictor_choice(lut, required=True)
     lut.add_argument("--out", required=True, help="table JSON to write")
     lut.set_defaults(func=cmd_latency_lut)
+
+    search = commands.add_parser("search", help="the most accurate architectures within a latency budget")
+    search.add_argument("--latency-budget", type=_budget, required=True, help="e.g. 1ms, 0.8 ms, 800us")
+    add_predictor_choice(search, required=False)
+    search.set_defaults(device="iphone14")
+    search.add_argument("--space", default="swiftformer", help=space_help)
+    search.add_argument("--data", default="fashion-mnist",
+                        help="fashion-mnist (default), cifar10:PATH or imagefolder:PATH (train/ and val/ or test/)")
+    search.add_argument("--trials", type=_positive_int, default=40,
+                        help="architectures to train (default 40; over-budget ones are rejected without training)")
+    search.add_argument("--timeout", type=_duration, help="stop starting trials after this long, e.g. 30m")
+    search.add_argument("--sampler", choices=("tpe", "nsga2", "random", "evolution"), default="tpe")
+    search.add_argument("--objective", choices=("constrained", "pareto"), default="constrained",
+                        help="constrained: best accuracy under the budget (with pruning); pareto: accuracy "
+                             "against latency (NSGA-II or MOTPE) with the budget as a constraint")
+    search.add_argument("--proxy-epochs", type=_positive_int, default=2)
+    search.add_argument("--proxy-resolution", type=_positive_int, default=32)
+    search.add_argument("--proxy-subset", type=_positive_int, default=4000, help="training images per trial")
+    search.add_argument("--seed", type=int, default=0)
+    search.add_argument("--out", help="output folder (default runs/<study>)")
+    search.add_argument("--study", help="study name (default: from space, device and budget)")
+    search.add_argument("--storage", help="an RDB URL (sqlite:///..., postgresql://...) or a journal file path")
+    search.add_argument("--backend", choices=("local", "ray"), default="local")
+    search.add_argument("--ray-address", help="a Ray cluster to run on (default: a local Ray)")
+    search.add_argument("--workers", type=_positive_int, default=1, help="trials trained at once")
+    search.set_defaults(func=cmd_search)
+
+    report = commands.add_parser("report", help="print a search's summary and redraw its outputs")
+    report.add_argument("dir", help="the search's --out folder")
+    report.set_defaults(func=cmd_report)
     return parser
+
+
+def _attach_negative_values(argv: list[str]) -> list[str]:
+    """``--latency-budget -1ms`` would read as a missing value; attach it so the budget check can explain."""
+    out: list[str] = []
+    for item in argv:
+        if out and out[-1] in ("--latency-budget", "--timeout") and item.startswith("-"):
+            out[-1] = f"{out[-1]}={item}"
+        else:
+            out.append(item)
+    return out
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(_attach_negative_values(list(sys.argv[1:] if argv is None else argv)))
     func: Callable[[argparse.Namespace], None] = args.func
     try:
         func(args)

@@ -163,6 +163,26 @@ class SearchSpace:
                 decisions[p + "attn"] = min(_ask(trial, p + "attn_blocks", choices.attn_blocks), depth)
         return self.build(decisions)
 
+    def trial_params(self, arch: SwiftFormerArch) -> dict[str, Any]:
+        """The Optuna parameters ``suggest`` asks for that yield ``arch`` (for ``study.enqueue_trial``)."""
+        d = self.decisions(arch)
+        params: dict[str, Any] = {}
+        if len(self.resolutions) > 1:
+            params["resolution"] = d["resolution"]
+        if self.stem_widths and len(self.stem_widths) > 1:
+            params["stem_width"] = d["stem_width"]
+        for i, choices in enumerate(self.stages):
+            p = f"stage{i + 1}."
+            for key, options in (("depth", choices.depths), ("width", choices.widths),
+                                 ("mlp_ratio", choices.mlp_ratios)):
+                if len(options) > 1:
+                    params[p + key] = d[p + key]
+            if choices.attention == "mask":
+                params.update({f"{p}block{j + 1}.attn": bit for j, bit in enumerate(d[p + "attn"])})
+            elif len(choices.attn_blocks) > 1:  # the smallest count that, capped at the depth, gives this one
+                params[p + "attn_blocks"] = min(k for k in choices.attn_blocks if min(k, d[p + "depth"]) == d[p + "attn"])
+        return params
+
     # ------------------------------------------------------------------------------------------ evolution
     def mutate(self, arch: SwiftFormerArch, rng: random.Random | int | None = None, n: int = 1) -> SwiftFormerArch:
         """``arch`` with ``n`` decisions redrawn (each to a different value where the space allows one)."""

@@ -36,3 +36,38 @@ def random_arch(rng: random.Random, max_stages: int = 4) -> SwiftFormerArch:
 def random_archs():
     rng = random.Random(1234)
     return [random_arch(rng) for _ in range(12)]
+
+
+@pytest.fixture(scope="session")
+def tiny_imagefolder(tmp_path_factory):
+    """A 3-class ImageFolder of 16x16 images whose class is their dominant colour (learnable in one epoch)."""
+    import numpy as np
+    from PIL import Image
+
+    root = tmp_path_factory.mktemp("imagefolder")
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 40), ("val", 12)):
+        for label, cls in enumerate(("red", "green", "blue")):
+            folder = root / split / cls
+            folder.mkdir(parents=True)
+            for i in range(n):
+                pixels = rng.integers(0, 90, size=(16, 16, 3), dtype=np.uint8)
+                pixels[..., label] += 160
+                Image.fromarray(pixels).save(folder / f"{i}.png")
+    return root
+
+
+TINY_SPACE = """
+name: tiny
+resolution: [64]
+stages:
+  - {depth: [1, 2], width: [8, 16], mlp_ratio: [2], attention: last, attn_blocks: [0, 1]}
+  - {depth: [1, 2], width: [16, 24, 32], mlp_ratio: [2, 4], attention: last, attn_blocks: [0, 1]}
+"""
+
+
+@pytest.fixture
+def tiny_space(tmp_path):
+    path = tmp_path / "tiny.yaml"
+    path.write_text(TINY_SPACE)
+    return path

@@ -129,3 +129,18 @@ def test_unknown_space_name():
         load_space("missing.yaml")
     with pytest.raises(SpaceError, match="expected a mapping"):
         space_from_dict([1, 2])
+
+
+def test_trial_params_make_suggest_return_the_same_architecture(default):
+    for space in (default, load_space_tiny()):
+        for arch in space.samples(20, seed=9):
+            study = optuna.create_study()
+            study.enqueue_trial(space.trial_params(arch))
+            trial = study.ask()
+            assert space.suggest(trial) == arch
+
+
+def load_space_tiny() -> SearchSpace:
+    return space_from_dict({"name": "tiny", "resolution": [64, 96], "stages": [
+        {"depth": [1, 3], "width": [16], "attention": "mask"},
+        {"depth": [2, 4], "width": [24, 32], "attention": "last", "attn_blocks": [0, 3]}]})

@@ -1,0 +1,205 @@
+"""The data a search trains its proxies on, named by a spec string.
+
+- ``fashion-mnist``: the four IDX files of Debian's ``dataset-fashion-mnist`` (``/usr/share/datasets/
+  fashion-mnist``), or of ``$NAS_DATA_DIR`` (directly or in its ``fashion-mnist/`` folder);
+- ``cifar10:PATH``: the python-pickle batches (``data_batch_1..5``, ``test_batch``) or an ImageFolder tree;
+- ``imagefolder:PATH``: ``PATH/train/<class>/*`` and ``PATH/val/<class>/*`` (or ``test/``).
+
+Images are decoded once into uint8 arrays (N, H, W, C) and cached on disk (``$NAS_CACHE_DIR``, default
+``~/.cache/swiftnas``), so later trials and later runs do not decode again. Unreadable images are reported and
+skipped; a missing or malformed dataset is an error naming the path and the layout expected.
+"""
+from __future__ import annotations
+
+import gzip
+import hashlib
+import os
+import pickle
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .progress import progress
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
+DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
+FASHION_MNIST_FILES = ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz", "t10k-images-idx3-ubyte.gz",
+                       "t10k-labels-idx1-ubyte.gz")
+FASHION_MNIST_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
+                         "Ankle boot")
+CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+
+
+class DatasetError(ValueError):
+    """A dataset that cannot be read; the message names the path and the layout expected."""
+
+
+@dataclass
+class ImageData:
+    """Decoded images, uint8 (N, H, W, C), with integer labels."""
+
+    name: str
+    train_x: np.ndarray
+    train_y: np.ndarray
+    val_x: np.ndarray
+    val_y: np.ndarray
+    classes: tuple[str, ...]
+    skipped: int = 0  # unreadable images left out
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    @property
+    def channels(self) -> int:
+        return int(self.train_x.shape[-1])
+
+
+def load_data(spec: str, image_size: int = 64) -> ImageData:
+    """Load (or fetch from the cache) the dataset named by ``spec``.
+
+    ``image_size`` is the side ImageFolder images are decoded to (centre crop of the shorter side, then
+    resize); IDX and pickle datasets keep their native size.
+    """
+    kind, _, path = spec.partition(":")
+    if kind == "fashion-mnist" and not path:
+        return _fashion_mnist()
+    if kind == "cifar10" and path:
+        root = Path(path).expanduser()
+        if (root / "data_batch_1").exists():
+            return _cifar_pickle(root)
+        if root.is_dir() and (root / "train").is_dir():
+            return _image_folder(root, image_size, name="cifar10")
+        raise DatasetError(f"cifar10:{path}: expected the python batches (data_batch_1..5, test_batch) or an "
+                           f"ImageFolder tree (train/<class>/*.jpg and test/ or val/), found neither")
+    if kind == "imagefolder" and path:
+        return _image_folder(Path(path).expanduser(), image_size, name="imagefolder")
+    raise DatasetError(f"unknown data spec {spec!r}; accepted: fashion-mnist, cifar10:PATH, imagefolder:PATH")
+
+
+# ------------------------------------------------------------------------------------------------- IDX files
+def _fashion_mnist() -> ImageData:
+    candidates = []
+    if os.environ.get("NAS_DATA_DIR"):
+        base = Path(os.environ["NAS_DATA_DIR"]).expanduser()
+        candidates += [base / "fashion-mnist", base]
+    candidates.append(DEBIAN_FASHION_MNIST)
+    for folder in candidates:
+        if all((folder / f).is_file() for f in FASHION_MNIST_FILES):
+            break
+    else:
+        where = " or ".join(str(c) for c in candidates)
+        raise DatasetError(f"Fashion-MNIST not found in {where}: expected {', '.join(FASHION_MNIST_FILES)}; "
+                           "install Debian's dataset-fashion-mnist (make test does, as root) or set NAS_DATA_DIR")
+    arrays = [_read_idx(folder / f) for f in FASHION_MNIST_FILES]
+    return ImageData("fashion-mnist", arrays[0][..., None], arrays[1].astype(np.int64), arrays[2][..., None],
+                     arrays[3].astype(np.int64), FASHION_MNIST_CLASSES)
+
+
+def _read_idx(path: Path) -> np.ndarray:
+    try:
+        raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
+    except (OSError, EOFError, gzip.BadGzipFile) as exc:
+        raise DatasetError(f"{path}: cannot read IDX data ({exc})") from None
+    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 8:
+        raise DatasetError(f"{path}: not an IDX file of unsigned bytes")
+    ndim = raw[3]
+    shape = tuple(int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
+    data = np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim)
+    if data.size != int(np.prod(shape)):
+        raise DatasetError(f"{path}: truncated IDX file ({data.size} values for shape {shape})")
+    return data.reshape(shape)
+
+
+# ---------------------------------------------------------------------------------------------- CIFAR pickles
+def _cifar_pickle(root: Path) -> ImageData:
+    def batch(name: str) -> tuple[np.ndarray, np.ndarray]:
+        path = root / name
+        try:
+            with path.open("rb") as handle:
+                entry = pickle.load(handle, encoding="bytes")
+            x = np.asarray(entry[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
+            return x, np.asarray(entry[b"labels"], dtype=np.int64)
+        except (OSError, pickle.UnpicklingError, KeyError, ValueError, EOFError) as exc:
+            raise DatasetError(f"{path}: not a CIFAR-10 python batch ({type(exc).__name__}); expected the "
+                               "cifar-10-batches-py files data_batch_1..5 and test_batch") from None
+
+    train = [batch(f"data_batch_{i}") for i in range(1, 6)]
+    val_x, val_y = batch("test_batch")
+    return ImageData("cifar10", np.concatenate([x for x, _ in train]), np.concatenate([y for _, y in train]),
+                     val_x, val_y, CIFAR10_CLASSES)
+
+
+# ---------------------------------------------------------------------------------------------- ImageFolder
+def _image_folder(root: Path, image_size: int, name: str) -> ImageData:
+    layout = f"{root}/train/<class>/<image> and {root}/val/<class>/<image> (or test/)"
+    if not root.is_dir():
+        raise DatasetError(f"{name}:{root}: no such directory; expected {layout}")
+    val_dir = next((root / d for d in ("val", "test") if (root / d).is_dir()), None)
+    if not (root / "train").is_dir() or val_dir is None:
+        raise DatasetError(f"{name}:{root}: expected {layout}")
+    classes = tuple(sorted(p.name for p in (root / "train").iterdir() if p.is_dir()))
+    if len(classes) < 2:
+        raise DatasetError(f"{name}:{root}/train: needs at least two class folders, found {len(classes)}")
+    train_files = _list_images(root / "train", classes)
+    val_files = _list_images(val_dir, classes)
+    if not train_files or not val_files:
+        raise DatasetError(f"{name}:{root}: no images found; expected {layout}")
+    cache = _cache_path(root, image_size, train_files + val_files)
+    if cache.exists():
+        with np.load(cache) as saved:
+            return ImageData(name, saved["train_x"], saved["train_y"], saved["val_x"], saved["val_y"], classes,
+                             int(saved["skipped"]))
+    train_x, train_y, bad_train = _decode(train_files, image_size)
+    val_x, val_y, bad_val = _decode(val_files, image_size)
+    bad = bad_train + bad_val
+    if bad:
+        print(f"warning: {len(bad)} unreadable image(s) skipped, e.g. {bad[0]}", file=sys.stderr)
+    data = ImageData(name, train_x, train_y, val_x, val_y, classes, len(bad))
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    tmp = cache.with_suffix(".tmp.npz")
+    np.savez(tmp, train_x=train_x, train_y=train_y, val_x=val_x, val_y=val_y, skipped=len(bad))
+    tmp.replace(cache)  # atomic: a killed run never leaves a half-written cache
+    return data
+
+
+def _list_images(folder: Path, classes: tuple[str, ...]) -> list[tuple[Path, int]]:
+    files = []
+    for label, cls in enumerate(classes):
+        if (folder / cls).is_dir():
+            files += [(p, label) for p in sorted((folder / cls).iterdir()) if p.suffix.lower() in IMAGE_SUFFIXES]
+    return files
+
+
+def _decode(files: list[tuple[Path, int]], size: int) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    from PIL import Image, UnidentifiedImageError
+
+    images, labels, bad = [], [], []
+    total = len(files)
+    report = progress(f"decoding {files[0][0].parent.parent.name} images")
+    for i, (path, label) in enumerate(files, start=1):
+        try:
+            with Image.open(path) as image:
+                image = image.convert("RGB")
+                side = min(image.size)
+                left, top = (image.width - side) // 2, (image.height - side) // 2
+                image = image.crop((left, top, left + side, top + side)).resize((size, size), Image.BILINEAR)
+                images.append(np.asarray(image, dtype=np.uint8))
+                labels.append(label)
+        except (OSError, UnidentifiedImageError, ValueError) as exc:
+            bad.append(f"{path} ({type(exc).__name__})")
+        report(i, total)
+    if not images:
+        raise DatasetError(f"none of the {total} images under {files[0][0].parent.parent} could be read")
+    return np.stack(images), np.asarray(labels, dtype=np.int64), bad
+
+
+def _cache_path(root: Path, size: int, files: list[tuple[Path, int]]) -> Path:
+    digest = hashlib.sha1(f"{root.resolve()}|{size}|{len(files)}".encode())
+    for path, label in files[:: max(1, len(files) // 200)]:  # a sample of names, sizes and times: cheap to check
+        stat = path.stat()
+        digest.update(f"{path.name}|{label}|{stat.st_size}|{stat.st_mtime_ns}".encode())
+    base = Path(os.environ.get("NAS_CACHE_DIR", Path.home() / ".cache" / "swiftnas"))
+    return base / f"images-{digest.hexdigest()[:16]}.npz"

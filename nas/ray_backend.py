@@ -1,0 +1,62 @@
+"""``--backend ray``: the same worker step, scheduled by Ray Tune on a local Ray or a cluster.
+
+Ray only schedules: each Tune trial opens the study from the shared storage and runs worker steps until it has
+trained one architecture, exactly as a local worker does, so outputs and resuming are the same. Every Ray worker
+imports this module, whose first import is the torchvision fix (before timm).
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import swiftformer._torchvision_fix  # noqa: F401  (first: Ray workers import timm through nas.search)
+
+import optuna
+
+from .search import SearchConfig, SearchContext, SearchError, build_context, counted, open_study, worker_loop
+
+_CONTEXTS: dict[str, SearchContext] = {}  # per Ray worker process: data and tables are built once
+
+
+def _tune_trial(config: dict[str, Any]) -> None:
+    from ray import tune
+
+    cfg = SearchConfig.from_dict(config["search"])
+    key = cfg.out + cfg.study
+    if key not in _CONTEXTS:
+        _CONTEXTS[key] = build_context(cfg, quiet=True)
+    worker = int(config.get("slot", 0)) + 1
+    worker_loop(cfg, worker, _CONTEXTS[key], deadline=config.get("deadline"), max_trained=1)
+    trials = open_study(cfg, worker).get_trials(deepcopy=False)
+    tune.report({"trained": counted(trials)})
+
+
+def run_with_ray(cfg: SearchConfig, study: optuna.Study, storage_url: str, deadline: float | None = None) -> None:
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    import ray
+    from ray import tune
+
+    if "://" not in storage_url and cfg.ray_address:
+        print("note: on a cluster every node must see the journal file; prefer an RDB --storage URL")
+    remaining = cfg.trials - counted(study.get_trials(deepcopy=False))
+    queued = len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.WAITING,)))
+    if remaining <= 0 and not queued:
+        return
+    init = {"address": cfg.ray_address} if cfg.ray_address else {
+        "num_cpus": os.cpu_count(), "_node_ip_address": "127.0.0.1", "include_dashboard": False}
+    ray.init(ignore_reinit_error=True, log_to_driver=True, logging_level="ERROR", **init)
+    try:
+        cpus = max(1, (os.cpu_count() or 1) // cfg.workers) if not cfg.ray_address else 1
+        tuner = tune.Tuner(
+            tune.with_resources(_tune_trial, {"cpu": cpus}),
+            param_space={"search": cfg.to_dict(), "deadline": deadline,
+                         "slot": tune.grid_search(list(range(max(remaining, 0) + queued)))},
+            tune_config=tune.TuneConfig(max_concurrent_trials=cfg.workers),
+            run_config=tune.RunConfig(name=cfg.study, storage_path=str(Path(cfg.out).resolve() / "ray"), verbose=0))
+        results = tuner.fit()
+        if results.errors:
+            raise SearchError(f"{len(results.errors)} Ray trial(s) failed (first: {results.errors[0]}); run the "
+                              "same command again to resume")
+    finally:
+        ray.shutdown()

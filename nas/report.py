@@ -1,0 +1,204 @@
+"""A search's results, always derived from its study: tables, Pareto front, best architecture, plot, report.
+
+``nas report DIR`` rebuilds all of them from the study, so they can never disagree with it.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import optuna
+import pandas as pd
+
+from swiftformer import SwiftFormerArch
+
+from .search import SearchConfig, SearchError, make_storage, status_of
+
+PLOT = "accuracy_vs_latency.png"
+
+
+def trials_frame(study: optuna.Study) -> pd.DataFrame:
+    """One row per trial: architecture, size, predicted latency, proxy accuracy, state, duration."""
+    rows = []
+    for t in study.get_trials(deepcopy=False):
+        attrs = t.user_attrs
+        duration = (t.datetime_complete - t.datetime_start).total_seconds() \
+            if t.datetime_complete and t.datetime_start else None
+        rows.append({
+            "number": t.number, "status": status_of(t), "reference": attrs.get("reference", ""),
+            "architecture": attrs.get("summary", ""), "digest": attrs.get("digest", ""),
+            "params": attrs.get("params"), "macs": attrs.get("macs"), "latency_ms": attrs.get("latency_ms"),
+            "accuracy": t.values[0] if t.values and status_of(t) in ("trained", "reference", "duplicate") else None,
+            "last_accuracy": max(t.intermediate_values.items())[1] if t.intermediate_values else None,
+            "state": t.state.name, "duration_s": duration, "train_seconds": attrs.get("train_seconds"),
+            "fail_reason": attrs.get("fail_reason", ""), "duplicate_of": attrs.get("duplicate_of"),
+            "retry_of": attrs.get("retry_of"), "worker": attrs.get("worker", ""),
+            "arch_json": json.dumps(attrs["arch"], sort_keys=True) if "arch" in attrs else "",
+        })
+    return pd.DataFrame(rows)
+
+
+def evaluated(df: pd.DataFrame) -> pd.DataFrame:
+    """Trials with a proxy accuracy of their own (trained, or references), all within the budget."""
+    return df[df["status"].isin(["trained", "reference"])]
+
+
+def pareto_front(df: pd.DataFrame) -> pd.DataFrame:
+    """Evaluated trials no other is both as accurate and as fast as (and strictly better in one)."""
+    done = evaluated(df).sort_values(["latency_ms", "accuracy"], ascending=[True, False])
+    keep, best = [], -1.0
+    for index, row in done.iterrows():
+        if row["accuracy"] > best:
+            keep.append(index)
+            best = row["accuracy"]
+    return done.loc[keep]
+
+
+def hypervolume(df: pd.DataFrame, budget_ms: float) -> float:
+    """Area under the Pareto front's accuracy step curve from 0 to the budget, divided by the budget: the
+    mean best accuracy attainable below a latency drawn uniformly from [0, budget] (0 to 1)."""
+    front = pareto_front(df)
+    area, previous, height = 0.0, None, 0.0
+    for _, row in front.iterrows():
+        if previous is not None:
+            area += height * (row["latency_ms"] - previous)
+        previous, height = row["latency_ms"], row["accuracy"]
+    if previous is not None:
+        area += height * (budget_ms - previous)
+    return area / budget_ms
+
+
+def load_run(out: str | Path) -> tuple[SearchConfig, optuna.Study]:
+    out = Path(out)
+    meta_path = out / "search.json"
+    if not meta_path.is_file():
+        raise SearchError(f"{out} holds no search (no search.json); run `nas search --out {out}` first")
+    meta = json.loads(meta_path.read_text())
+    url = meta.pop("storage_url")
+    cfg = SearchConfig.from_dict(meta)
+    try:
+        study = optuna.load_study(study_name=cfg.study, storage=make_storage(url))
+    except KeyError:
+        raise SearchError(f"study {cfg.study!r} is not in {url}") from None
+    return cfg, study
+
+
+def write_outputs(out: str | Path, study: optuna.Study, cfg: SearchConfig) -> str:
+    """Write every output file into ``out`` and return the summary text."""
+    out = Path(out)
+    df = trials_frame(study)
+    df.to_csv(out / "trials.csv", index=False)
+    df.to_parquet(out / "trials.parquet", index=False)
+    front = pareto_front(df)
+    (out / "pareto.json").write_text(json.dumps([_record(row) for _, row in front.iterrows()], indent=2) + "\n")
+    done = evaluated(df)
+    best = done.loc[done["accuracy"].idxmax()] if len(done) else None
+    if best is not None:
+        SwiftFormerArch.from_json(best["arch_json"]).save(out / "best_arch.json")
+    plot(df, cfg.budget_ms, out / PLOT)
+    summary = summary_text(df, cfg)
+    (out / "report.md").write_text(report_markdown(df, cfg, summary))
+    return summary
+
+
+def _record(row: pd.Series) -> dict[str, Any]:
+    return {"number": int(row["number"]), "reference": row["reference"] or None, "architecture": row["architecture"],
+            "accuracy": float(row["accuracy"]), "latency_ms": float(row["latency_ms"]), "params": int(row["params"]),
+            "macs": int(row["macs"]), "arch": json.loads(row["arch_json"])}
+
+
+def summary_text(df: pd.DataFrame, cfg: SearchConfig) -> str:
+    counts = df["status"].value_counts().to_dict()
+    done = evaluated(df)
+    lines = [f"study {cfg.study}: budget {cfg.budget_ms:g} ms on {cfg.device or cfg.predictor}, space {cfg.space}, "
+             f"data {cfg.data}, sampler {cfg.sampler}, objective {cfg.objective}",
+             "trials: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items(), key=lambda kv: -kv[1])),
+             f"over budget, rejected before training: {counts.get('rejected', 0)}"]
+    searched = done[done["status"] == "trained"]
+    if len(searched):
+        b = searched.loc[searched["accuracy"].idxmax()]
+        lines.append(f"best found: #{b['number']} accuracy {b['accuracy']:.4f}, {b['latency_ms']:.3f} ms, "
+                     f"{b['params'] / 1e6:.2f} M params, {b['macs'] / 1e6:.0f} MMACs: {b['architecture']}")
+    refs = done[done["status"] == "reference"].sort_values("accuracy", ascending=False)
+    for _, r in refs.iterrows():
+        lines.append(f"reference {r['reference']}: accuracy {r['accuracy']:.4f}, {r['latency_ms']:.3f} ms")
+    if len(searched) and len(refs):
+        gap = searched["accuracy"].max() - refs["accuracy"].max()
+        verdict = "beats" if gap > 0 else "ties with" if gap == 0 else "falls short of"
+        lines.append(f"best found {verdict} the best reference ({gap:+.4f})")
+    lines.append(f"Pareto front: {len(pareto_front(df))} architectures; hypervolume {hypervolume(df, cfg.budget_ms):.4f}")
+    return "\n".join(lines)
+
+
+def report_markdown(df: pd.DataFrame, cfg: SearchConfig, summary: str) -> str:
+    done = evaluated(df).sort_values("accuracy", ascending=False)
+    columns = ["number", "status", "reference", "accuracy", "latency_ms", "params", "macs", "architecture"]
+    table = done[columns].head(15).copy()
+    table["params"] = (table["params"] / 1e6).round(3)
+    table["macs"] = (table["macs"] / 1e6).round(1)
+    front = pareto_front(df)[["number", "reference", "accuracy", "latency_ms", "architecture"]]
+    proxy = ", ".join(f"{k} {v}" for k, v in cfg.proxy.to_dict().items())
+    return "\n".join([
+        f"# Search report: {cfg.study}", "", "```", summary, "```", "",
+        f"![accuracy against predicted latency]({PLOT})", "",
+        "## Best architectures (proxy accuracy)", "", _markdown(table.rename(columns={"params": "params (M)",
+                                                                                      "macs": "MMACs"})), "",
+        "## Pareto front (accuracy against predicted latency)", "", _markdown(front), "",
+        "## Protocol", "",
+        f"- Latency: predicted for the deployed model (batch 1, {cfg.device or cfg.predictor}) by the per-block "
+        f"table; architectures over {cfg.budget_ms:g} ms are recorded as infeasible and never trained.",
+        f"- Proxy training: {proxy}; every trial, references included, uses the same protocol.",
+        "- `best_arch.json` is the most accurate architecture within the budget (it may be a reference); "
+        "`pareto.json` lists the front; `trials.csv` / `trials.parquet` every trial.",
+        "- The study is the single source of truth: `nas report DIR` rebuilds this report from it; running the "
+        "same `nas search` command again resumes it; `optuna-dashboard <storage>` opens it.", ""])
+
+
+def _markdown(df: pd.DataFrame) -> str:
+    if df.empty:
+        return "(none)"
+    header = "| " + " | ".join(map(str, df.columns)) + " |\n|" + "---|" * len(df.columns)
+    body = ["| " + " | ".join(_cell(v) for v in row) + " |" for row in df.itertuples(index=False)]
+    return "\n".join([header, *body])
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4f}" if value < 10 else f"{value:.1f}"
+    return "" if value is None else str(value)
+
+
+def plot(df: pd.DataFrame, budget_ms: float, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 5), dpi=120)
+    searched = df[df["status"] == "trained"]
+    refs = df[df["status"] == "reference"]
+    rejected = df[df["status"] == "rejected"]
+    ax.scatter(searched["latency_ms"], searched["accuracy"], s=18, color="tab:blue", alpha=0.7,
+               label=f"searched ({len(searched)})")
+    front = pareto_front(df)
+    if len(front):
+        xs = list(front["latency_ms"]) + [budget_ms]
+        ys = list(front["accuracy"]) + [front["accuracy"].iloc[-1]]
+        ax.step(xs, ys, where="post", color="tab:green", lw=1.5, label="Pareto front")
+    ax.scatter(refs["latency_ms"], refs["accuracy"], marker="*", s=160, color="tab:red", zorder=5,
+               label="SwiftFormer references")
+    for _, r in refs.iterrows():
+        ax.annotate(r["reference"], (r["latency_ms"], r["accuracy"]), textcoords="offset points", xytext=(6, 4))
+    ax.axvline(budget_ms, color="black", ls="--", lw=1, label=f"budget {budget_ms:g} ms")
+    if len(rejected):
+        bottom = ax.get_ylim()[0] if len(searched) or len(refs) else 0
+        ax.plot(rejected["latency_ms"], [bottom] * len(rejected), "|", color="grey", alpha=0.5,
+                label=f"rejected over budget ({len(rejected)})")
+    ax.set_xlabel("predicted latency (ms)")
+    ax.set_ylabel("proxy accuracy")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)

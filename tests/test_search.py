@@ -1,0 +1,212 @@
+"""The search end to end, on a tiny generated dataset and space so that each run takes seconds."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import optuna
+import pandas as pd
+import pytest
+import torch
+
+from nas.cli import main
+from nas.proxy import ProxyConfig, ProxyDiverged
+from nas.report import load_run
+from nas.search import SearchConfig, build_context, open_study, run_step, status_of, worker_loop
+from swiftformer import SwiftFormerArch
+
+BUDGET = "0.418ms"  # about half of the tiny space is over it on iphone14
+
+
+@pytest.fixture(autouse=True)
+def private_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("NAS_CACHE_DIR", str(tmp_path / "cache"))
+
+
+def search_args(out, data, space, *extra, trials=4, epochs=1, subset=60):
+    return ["search", "--latency-budget", BUDGET, "--space", str(space), "--data", f"imagefolder:{data}",
+            "--trials", str(trials), "--proxy-epochs", str(epochs), "--proxy-resolution", "16",
+            "--proxy-subset", str(subset), "--out", str(out), *extra]
+
+
+def trials_of(out):
+    return pd.read_csv(out / "trials.csv")
+
+
+def test_search_writes_every_output_and_never_trains_over_budget(tmp_path, tiny_imagefolder, tiny_space, capsys):
+    out = tmp_path / "run"
+    main(search_args(out, tiny_imagefolder, tiny_space, trials=5))
+    printed = capsys.readouterr()
+    for name in ("trials.csv", "trials.parquet", "pareto.json", "best_arch.json", "accuracy_vs_latency.png",
+                 "report.md", "study.db"):
+        assert (out / name).exists(), name
+    df = trials_of(out)
+    assert (df["status"] == "trained").sum() + (df["status"] == "pruned").sum() == 5
+    rejected = df[df["status"] == "rejected"]
+    assert len(rejected) > 0 and (rejected["latency_ms"] > 0.418).all() and rejected["train_seconds"].isna().all()
+    assert (df.loc[df["status"] == "trained", "latency_ms"] <= 0.418).all()
+    assert f"over budget, rejected before training: {len(rejected)}" in printed.out
+    assert "reference XS is outside space 'tiny'" in printed.err and "trained |" in printed.err
+    best = SwiftFormerArch.load(out / "best_arch.json")
+    assert best.num_classes == 3 and best.resolution == 64
+    assert pd.read_parquet(out / "trials.parquet").shape == df.shape
+    front = json.loads((out / "pareto.json").read_text())
+    assert front and [p["latency_ms"] for p in front] == sorted(p["latency_ms"] for p in front)
+    assert "Pareto front" in (out / "report.md").read_text()
+
+
+def test_rerun_resumes_and_more_trials_continue(tmp_path, tiny_imagefolder, tiny_space, capsys):
+    out = tmp_path / "run"
+    main(search_args(out, tiny_imagefolder, tiny_space, trials=3))
+    first = trials_of(out)
+    main(search_args(out, tiny_imagefolder, tiny_space, trials=3))  # nothing left to do
+    assert len(trials_of(out)) == len(first)
+    main(search_args(out, tiny_imagefolder, tiny_space, trials=5))
+    again = trials_of(out)
+    assert again["status"].isin(["trained", "pruned"]).sum() == 5
+    pd.testing.assert_frame_equal(again.iloc[:len(first)][["number", "architecture", "accuracy"]],
+                                  first[["number", "architecture", "accuracy"]])
+
+
+def test_changed_settings_do_not_mix_into_a_study(tmp_path, tiny_imagefolder, tiny_space):
+    out = tmp_path / "run"
+    main(search_args(out, tiny_imagefolder, tiny_space, "--study", "s", trials=1))
+    args = search_args(out, tiny_imagefolder, tiny_space, "--study", "s", trials=1)
+    args[args.index("--proxy-epochs") + 1] = "2"
+    result = subprocess.run([sys.executable, "-m", "nas", *args], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2 and "was run with other settings (proxy)" in result.stderr
+
+
+def test_killed_mid_trial_resumes_and_retries_the_architecture(tmp_path, tiny_imagefolder, tiny_space):
+    out = tmp_path / "run"
+    args = search_args(out, tiny_imagefolder, tiny_space, trials=4, epochs=8, subset=120)
+    process = subprocess.Popen([sys.executable, "-m", "nas", *args], stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL, start_new_session=True)
+    storage = f"sqlite:///{out.resolve() / 'study.db'}"
+    deadline, running = time.time() + 120, None
+    while time.time() < deadline and running is None:
+        time.sleep(0.5)
+        try:
+            study = optuna.load_study(study_name="tiny-iphone14-0p418ms", storage=storage)
+            done = [t for t in study.get_trials() if status_of(t) in ("trained", "pruned")]
+            running = next((t for t in study.get_trials() if t.state.name == "RUNNING" and done), None)
+        except (KeyError, Exception):  # noqa: BLE001 (the study may not exist yet)
+            continue
+    assert running is not None, "no trial started in time"
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    finished_before = {t.number: t.values for t in study.get_trials() if status_of(t) in ("trained", "pruned")}
+    result = subprocess.run([sys.executable, "-m", "nas", *args], capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr
+    assert f"trial(s) #{running.number} were interrupted" in result.stderr
+    df = trials_of(out)
+    killed = df[df["number"] == running.number].iloc[0]
+    assert killed["status"] == "interrupted"
+    retry = df[df["retry_of"] == running.number]
+    assert len(retry) == 1 and retry.iloc[0]["architecture"] == running.user_attrs["summary"]
+    assert retry.iloc[0]["status"] in ("trained", "pruned")
+    study = optuna.load_study(study_name="tiny-iphone14-0p418ms", storage=storage)
+    assert {n: study.trials[n].values for n in finished_before} == finished_before  # finished work kept
+    assert df["status"].isin(["trained", "pruned"]).sum() == 4
+
+
+def test_parallel_workers_share_one_journal_without_duplicate_work(tmp_path, tiny_imagefolder, tiny_space):
+    out = tmp_path / "run"
+    main(search_args(out, tiny_imagefolder, tiny_space, "--workers", "2", trials=6))
+    assert (out / "study.journal").exists() and not (out / "study.db").exists()
+    df = trials_of(out)
+    worked = df[df["status"].isin(["trained", "pruned"])]
+    assert 6 <= len(worked) <= 7  # a worker may start one more while the other finishes the last
+    assert worked["digest"].is_unique and set(worked["worker"]) == {"w0", "w1"}
+
+
+def test_sqlite_refuses_parallel_writers(tmp_path, tiny_imagefolder, tiny_space):
+    args = search_args(tmp_path / "run", tiny_imagefolder, tiny_space, "--workers", "2", "--storage",
+                       f"sqlite:///{tmp_path / 'x.db'}")
+    result = subprocess.run([sys.executable, "-m", "nas", *args], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2 and "does not survive parallel writers" in result.stderr
+
+
+@pytest.mark.slow
+def test_ray_backend_tiny_run_and_resume(tmp_path, tiny_imagefolder, tiny_space):
+    out = tmp_path / "run"
+    args = search_args(out, tiny_imagefolder, tiny_space, "--backend", "ray", trials=2)
+    result = subprocess.run([sys.executable, "-m", "nas", *args], capture_output=True, text=True, timeout=600,
+                            env={**os.environ, "RAY_USAGE_STATS_ENABLED": "0"})
+    assert result.returncode == 0, result.stderr[-3000:]
+    df = trials_of(out)
+    assert df["status"].isin(["trained", "pruned"]).sum() == 2 and (out / "best_arch.json").exists()
+    assert (out / "study.journal").exists()
+    more = search_args(out, tiny_imagefolder, tiny_space, "--backend", "ray", trials=3)
+    again = subprocess.run([sys.executable, "-m", "nas", *more], capture_output=True, text=True,
+                           timeout=600, env={**os.environ, "RAY_USAGE_STATS_ENABLED": "0"})
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert trials_of(out)["status"].isin(["trained", "pruned"]).sum() == 3
+
+
+def test_diverged_and_out_of_memory_trials_fail_with_their_reason(tmp_path, tiny_imagefolder, tiny_space,
+                                                                   monkeypatch):
+    cfg = SearchConfig(budget_ms=0.418, space=str(tiny_space), data=f"imagefolder:{tiny_imagefolder}", trials=3,
+                       proxy=ProxyConfig(epochs=1, resolution=16, subset=60), out=str(tmp_path / "run"))
+    ctx = build_context(cfg, quiet=True)
+    study = open_study(cfg)
+    real_train = ctx.task.train
+    failures = iter([ProxyDiverged("loss became nan at epoch 1, step 3"), torch.OutOfMemoryError("CUDA out of memory")])
+
+    def failing(arch, report=None):
+        raise next(failures)
+
+    monkeypatch.setattr(ctx.task, "train", failing)
+    statuses = []
+    while len(statuses) < 2:
+        status, trial = run_step(study, ctx)
+        if status in ("diverged", "out of memory"):
+            statuses.append((status, trial.user_attrs["fail_reason"], trial.state.name))
+    assert statuses == [("diverged", "loss became nan at epoch 1, step 3", "FAIL"),
+                        ("out of memory", "out of memory: CUDA out of memory", "FAIL")]
+    monkeypatch.setattr(ctx.task, "train", real_train)
+    worker_loop(cfg, 0, ctx)  # the search goes on past them
+    trained = [t for t in study.get_trials() if status_of(t) in ("trained", "pruned")]
+    assert len(trained) >= 1
+
+
+@pytest.mark.parametrize("objective, sampler", [("pareto", "nsga2"), ("pareto", "tpe"), ("constrained", "evolution"),
+                                                ("constrained", "random")])
+def test_objectives_and_samplers(tmp_path, tiny_imagefolder, tiny_space, objective, sampler):
+    out = tmp_path / "run"
+    main(search_args(out, tiny_imagefolder, tiny_space, "--objective", objective, "--sampler", sampler,
+                     trials=3 if sampler != "evolution" else 12))
+    cfg, study = load_run(out)
+    assert len(study.directions) == (2 if objective == "pareto" else 1) and cfg.sampler == sampler
+    df = trials_of(out)
+    assert df["status"].isin(["trained", "pruned"]).sum() >= 3
+    if sampler == "evolution":
+        assert study.get_trials()[-1].user_attrs.get("parent") is not None or len(df) > 12
+
+
+def test_report_command_redraws(tmp_path, tiny_imagefolder, tiny_space, capsys):
+    out = tmp_path / "run"
+    main(search_args(out, tiny_imagefolder, tiny_space, trials=2))
+    (out / "accuracy_vs_latency.png").unlink()
+    capsys.readouterr()
+    main(["report", str(out)])
+    assert "over budget, rejected before training" in capsys.readouterr().out
+    assert (out / "accuracy_vs_latency.png").exists()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["search", "--latency-budget", "fast"], "latency budget 'fast' is not a positive number"),
+    (["search", "--latency-budget", "-1ms"], "latency budget '-1ms' is not a positive number"),
+    (["search", "--latency-budget", "0"], "latency budget '0' has no unit"),
+    (["search", "--latency-budget", "1kg"], "latency budget '1kg' has unit 'kg'"),
+    (["search", "--latency-budget", "1ms", "--data", "imagefolder:/nonexistent"], "no such directory"),
+    (["search", "--latency-budget", "1ms", "--space", "nope"], "unknown space 'nope'"),
+    (["search", "--latency-budget", "1ms", "--timeout", "soon"], "duration 'soon'"),
+    (["report", "/nonexistent/run"], "holds no search"),
+])
+def test_bad_search_input_is_one_line(tmp_path, args, message):
+    result = subprocess.run([sys.executable, "-m", "nas", *args, *(["--out", str(tmp_path / "o")] if
+                            args[0] == "search" else [])], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2 and message in result.stderr and "Traceback" not in result.stderr
