@@ -313,21 +313,20 @@ def run_step(study: optuna.Study, ctx: SearchContext, worker: str = "w0") -> tup
         trial.set_user_attr(key, value)
     trial.set_constraint("latency", latency - cfg.budget_ms)
 
-    def tell(status: str, values: list[float] | None, state: TrialState = TrialState.COMPLETE) -> None:
+    def tell(status: str, values: list[float] | None,
+             state: TrialState = TrialState.COMPLETE) -> tuple[str, optuna.trial.FrozenTrial]:
         trial.set_user_attr("status", status)
-        study.tell(trial, values, state=state)
+        return status, study.tell(trial, values, state=state)
 
     if latency > cfg.budget_ms:  # never trained: the table rejects it before any training
-        tell("rejected", [0.0] if cfg.objective == "constrained" else [0.0, latency])
-        return "rejected", study.get_trials(deepcopy=False)[trial.number]
+        return tell("rejected", [0.0] if cfg.objective == "constrained" else [0.0, latency])
     reference = trial.user_attrs.get("reference")
     twin = next((t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
                  if t.user_attrs.get("digest") == arch.digest() and status_of(t) in ("trained", "reference")),
                 None)
     if twin is not None and reference is None:
         trial.set_user_attr("duplicate_of", twin.number)
-        tell("duplicate", list(twin.values))
-        return "duplicate", study.get_trials(deepcopy=False)[trial.number]
+        return tell("duplicate", list(twin.values))
 
     def report(epoch: int, accuracy: float) -> None:
         if cfg.objective != "constrained":
@@ -340,20 +339,25 @@ def run_step(study: optuna.Study, ctx: SearchContext, worker: str = "w0") -> tup
         try:
             result = ctx.task.train(arch, report)
         except optuna.TrialPruned:
-            tell("pruned", None, TrialState.PRUNED)
-            return "pruned", study.get_trials(deepcopy=False)[trial.number]
+            return tell("pruned", None, TrialState.PRUNED)
         except ProxyDiverged as exc:
             trial.set_user_attr("fail_reason", str(exc))
-            tell("diverged", None, TrialState.FAIL)
-            return "diverged", study.get_trials(deepcopy=False)[trial.number]
-        except (torch.OutOfMemoryError, MemoryError) as exc:
+            return tell("diverged", None, TrialState.FAIL)
+        except (torch.OutOfMemoryError, MemoryError, RuntimeError) as exc:
+            if not _is_out_of_memory(exc):
+                raise
             trial.set_user_attr("fail_reason", f"out of memory: {str(exc).splitlines()[0] if str(exc) else ''}")
-            tell("out of memory", None, TrialState.FAIL)
-            return "out of memory", study.get_trials(deepcopy=False)[trial.number]
+            return tell("out of memory", None, TrialState.FAIL)
     trial.set_user_attr("train_seconds", result.seconds)
-    status = "reference" if reference else "trained"
-    tell(status, [result.accuracy] if cfg.objective == "constrained" else [result.accuracy, latency])
-    return status, study.get_trials(deepcopy=False)[trial.number]
+    return tell("reference" if reference else "trained",
+                [result.accuracy] if cfg.objective == "constrained" else [result.accuracy, latency])
+
+
+def _is_out_of_memory(exc: BaseException) -> bool:
+    """CUDA raises OutOfMemoryError; the CPU allocator a RuntimeError saying it cannot allocate."""
+    text = str(exc)
+    return isinstance(exc, (torch.OutOfMemoryError, MemoryError)) or "can't allocate memory" in text \
+        or "out of memory" in text
 
 
 def _evolve(study: optuna.Study, ctx: SearchContext, population: int = 20, sample: int = 5,

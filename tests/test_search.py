@@ -148,24 +148,27 @@ def test_ray_backend_tiny_run_and_resume(tmp_path, tiny_imagefolder, tiny_space)
 
 def test_diverged_and_out_of_memory_trials_fail_with_their_reason(tmp_path, tiny_imagefolder, tiny_space,
                                                                    monkeypatch):
-    cfg = SearchConfig(budget_ms=0.418, space=str(tiny_space), data=f"imagefolder:{tiny_imagefolder}", trials=3,
+    cfg = SearchConfig(budget_ms=0.418, space=str(tiny_space), data=f"imagefolder:{tiny_imagefolder}", trials=4,
                        proxy=ProxyConfig(epochs=1, resolution=16, subset=60), out=str(tmp_path / "run"))
     ctx = build_context(cfg, quiet=True)
     study = open_study(cfg)
     real_train = ctx.task.train
-    failures = iter([ProxyDiverged("loss became nan at epoch 1, step 3"), torch.OutOfMemoryError("CUDA out of memory")])
+    failures = iter([ProxyDiverged("loss became nan at epoch 1, step 3"), torch.OutOfMemoryError("CUDA out of memory"),
+                     RuntimeError("[enforce fail at alloc_cpu.cpp:117] DefaultCPUAllocator: can't allocate memory")])
 
     def failing(arch, report=None):
         raise next(failures)
 
     monkeypatch.setattr(ctx.task, "train", failing)
     statuses = []
-    while len(statuses) < 2:
+    while len(statuses) < 3:
         status, trial = run_step(study, ctx)
         if status in ("diverged", "out of memory"):
             statuses.append((status, trial.user_attrs["fail_reason"], trial.state.name))
     assert statuses == [("diverged", "loss became nan at epoch 1, step 3", "FAIL"),
-                        ("out of memory", "out of memory: CUDA out of memory", "FAIL")]
+                        ("out of memory", "out of memory: CUDA out of memory", "FAIL"),
+                        ("out of memory", "out of memory: [enforce fail at alloc_cpu.cpp:117] DefaultCPUAllocator: "
+                                          "can't allocate memory", "FAIL")]
     monkeypatch.setattr(ctx.task, "train", real_train)
     worker_loop(cfg, 0, ctx)  # the search goes on past them
     trained = [t for t in study.get_trials() if status_of(t) in ("trained", "pruned")]
