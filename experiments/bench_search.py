@@ -14,22 +14,12 @@ from __future__ import annotations
 import argparse
 import platform
 import statistics
-import tarfile
 import time
 from pathlib import Path
 
 from nas.proxy import ProxyConfig
 from nas.report import evaluated, hypervolume, trials_frame
 from nas.search import SearchConfig, run_search
-
-
-def cifar_folder(archive: Path, out: Path) -> Path:
-    folder = out / "cifar10-jpeg"
-    if not (folder / "train").is_dir():
-        out.mkdir(parents=True, exist_ok=True)
-        with tarfile.open(archive) as tar:
-            tar.extractall(out, filter="data")
-    return folder
 
 
 def main() -> None:
@@ -46,12 +36,11 @@ def main() -> None:
     parser.add_argument("--budget", type=float, default=1.0)
     args = parser.parse_args()
 
-    data = cifar_folder(args.archive, args.out)
     rows = []
     started = time.perf_counter()
     for seed in args.seeds:
         for sampler in args.samplers:
-            cfg = SearchConfig(budget_ms=args.budget, device="iphone14", space="swiftformer", data=f"cifar10:{data}",
+            cfg = SearchConfig(budget_ms=args.budget, device="iphone14", space="swiftformer", data=f"cifar10:{args.archive}",
                                trials=args.trials, sampler=sampler, objective="pareto",
                                proxy=ProxyConfig(epochs=args.epochs, resolution=args.resolution, subset=args.subset,
                                                  seed=seed),

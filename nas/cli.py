@@ -343,7 +343,8 @@ def build_parser() -> argparse.ArgumentParser:
     search.set_defaults(device="iphone14")
     search.add_argument("--space", default="swiftformer", help=space_help)
     search.add_argument("--data", default="fashion-mnist",
-                        help="fashion-mnist (default), cifar10:PATH or imagefolder:PATH (train/ and val/ or test/)")
+                        help="fashion-mnist (default), cifar10:PATH (folder or .tar.gz) or imagefolder:PATH "
+                             "(train/ and val/ or test/)")
     search.add_argument("--trials", type=_positive_int, default=40,
                         help="architectures to train (default 40; over-budget ones are rejected without training)")
     search.add_argument("--timeout", type=_duration, help="stop starting trials after this long, e.g. 30m")

@@ -2,7 +2,8 @@
 
 - ``fashion-mnist``: the four IDX files of Debian's ``dataset-fashion-mnist`` (``/usr/share/datasets/
   fashion-mnist``), or of ``$NAS_DATA_DIR`` (directly or in its ``fashion-mnist/`` folder);
-- ``cifar10:PATH``: the python-pickle batches (``data_batch_1..5``, ``test_batch``) or an ImageFolder tree;
+- ``cifar10:PATH``: the python-pickle batches (``data_batch_1..5``, ``test_batch``) or an ImageFolder tree, as a
+  folder or as a ``.tar.gz`` of one (extracted once into the cache, e.g. the official ``cifar-10-python.tar.gz``);
 - ``imagefolder:PATH``: ``PATH/train/<class>/*`` and ``PATH/val/<class>/*`` (or ``test/``).
 
 Images are decoded once into uint8 arrays (N, H, W, C) and cached on disk (``$NAS_CACHE_DIR``, default
@@ -15,7 +16,9 @@ import gzip
 import hashlib
 import os
 import pickle
+import shutil
 import sys
+import tarfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -68,15 +71,41 @@ def load_data(spec: str, image_size: int = 64) -> ImageData:
         return _fashion_mnist()
     if kind == "cifar10" and path:
         root = Path(path).expanduser()
-        if (root / "data_batch_1").exists():
-            return _cifar_pickle(root)
-        if root.is_dir() and (root / "train").is_dir():
-            return _image_folder(root, image_size, name="cifar10")
+        if root.is_file() and root.name.endswith((".tar.gz", ".tgz", ".tar")):
+            root = _extracted(root)
+        for folder in [root, *(sorted(p for p in root.iterdir() if p.is_dir()) if root.is_dir() else [])]:
+            if (folder / "data_batch_1").exists():
+                return _cifar_pickle(folder)
+            if (folder / "train").is_dir():
+                return _image_folder(folder, image_size, name="cifar10")
         raise DatasetError(f"cifar10:{path}: expected the python batches (data_batch_1..5, test_batch) or an "
-                           f"ImageFolder tree (train/<class>/*.jpg and test/ or val/), found neither")
+                           f"ImageFolder tree (train/<class>/*.jpg and test/ or val/), as a folder or a .tar.gz, "
+                           "found neither")
     if kind == "imagefolder" and path:
         return _image_folder(Path(path).expanduser(), image_size, name="imagefolder")
     raise DatasetError(f"unknown data spec {spec!r}; accepted: fashion-mnist, cifar10:PATH, imagefolder:PATH")
+
+
+def _cache_dir() -> Path:
+    return Path(os.environ.get("NAS_CACHE_DIR", Path.home() / ".cache" / "swiftnas"))
+
+
+def _extracted(archive: Path) -> Path:
+    """The archive's contents, extracted once into the cache (atomically: a killed extraction is redone)."""
+    stat = archive.stat()
+    key = hashlib.sha1(f"{archive.resolve()}|{stat.st_size}|{stat.st_mtime_ns}".encode()).hexdigest()[:16]
+    target = _cache_dir() / f"extracted-{key}"
+    if not target.is_dir():
+        partial = target.with_name(target.name + ".partial")
+        shutil.rmtree(partial, ignore_errors=True)
+        print(f"extracting {archive} into {target}", file=sys.stderr)
+        try:
+            with tarfile.open(archive) as tar:
+                tar.extractall(partial, filter="data")
+        except (tarfile.TarError, OSError) as exc:
+            raise DatasetError(f"cannot extract {archive}: {exc}") from None
+        partial.rename(target)
+    return target
 
 
 # ------------------------------------------------------------------------------------------------- IDX files
@@ -201,5 +230,4 @@ def _cache_path(root: Path, size: int, files: list[tuple[Path, int]]) -> Path:
     for path, label in files[:: max(1, len(files) // 200)]:  # a sample of names, sizes and times: cheap to check
         stat = path.stat()
         digest.update(f"{path.name}|{label}|{stat.st_size}|{stat.st_mtime_ns}".encode())
-    base = Path(os.environ.get("NAS_CACHE_DIR", Path.home() / ".cache" / "swiftnas"))
-    return base / f"images-{digest.hexdigest()[:16]}.npz"
+    return _cache_dir() / f"images-{digest.hexdigest()[:16]}.npz"

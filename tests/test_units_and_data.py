@@ -96,3 +96,16 @@ def test_imagefolder_without_val_split(tmp_path):
     (tmp_path / "train" / "a").mkdir(parents=True)
     with pytest.raises(DatasetError, match="expected .*/val/<class>/<image> \\(or test/\\)"):
         load_data(f"imagefolder:{tmp_path}")
+
+
+def test_cifar10_from_an_archive_is_extracted_once(tmp_path, tiny_imagefolder, monkeypatch):
+    import tarfile
+
+    monkeypatch.setenv("NAS_CACHE_DIR", str(tmp_path / "cache"))
+    archive = tmp_path / "cifar10-jpeg.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(tiny_imagefolder, arcname="cifar10-jpeg")
+    data = load_data(f"cifar10:{archive}", image_size=16)
+    assert data.train_x.shape == (120, 16, 16, 3) and data.name == "cifar10"
+    monkeypatch.setattr(tarfile, "open", lambda *a, **k: pytest.fail("extracted again"))
+    assert load_data(f"cifar10:{archive}", image_size=16).val_x.shape == (36, 16, 16, 3)
