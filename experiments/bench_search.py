@@ -45,7 +45,7 @@ def main() -> None:
                                proxy=ProxyConfig(epochs=args.epochs, resolution=args.resolution, subset=args.subset,
                                                  seed=seed),
                                seed=seed, out=str(args.out / f"{sampler}-seed{seed}"), study=f"{sampler}-seed{seed}")
-            study = run_search(cfg)
+            study, _ = run_search(cfg)
             df = trials_frame(study)
             done = evaluated(df)
             searched, refs = done[done["status"] == "trained"], done[done["status"] == "reference"]

@@ -15,6 +15,8 @@ import swiftformer._torchvision_fix  # noqa: F401
 from search_spaces import SpaceError
 from swiftformer import ArchitectureError
 
+from swiftformer.export import ExportError
+
 from .datasets import DatasetError
 from .latency.lut import TableMissError
 from .latency.measure import BackendUnavailable
@@ -25,8 +27,8 @@ from .progress import progress
 from .search import SearchError
 from .units import parse_duration_s, parse_latency_ms
 
-USER_ERRORS = (ArchitectureError, BackendUnavailable, DatasetError, MeasurementError, ModelRefError, PredictorError,
-               SearchError, SpaceError, TableMissError)
+USER_ERRORS = (ArchitectureError, BackendUnavailable, DatasetError, ExportError, MeasurementError, ModelRefError,
+               PredictorError, SearchError, SpaceError, TableMissError)
 
 
 class UsageError(ValueError):
@@ -45,7 +47,7 @@ def _positive_int(text: str) -> int:
 
 def _build(args: argparse.Namespace):
     ref = parse_model_ref(args.model)
-    model = ref.build(num_classes=getattr(args, "num_classes", None))
+    model = ref.build(num_classes=getattr(args, "num_classes", None), resolution=getattr(args, "resolution", None))
     checkpoint = getattr(args, "checkpoint", None)
     if checkpoint:
         if not Path(checkpoint).is_file():
@@ -115,13 +117,12 @@ def _profiled(measurements, label: str):
 
 
 def _predictor(args: argparse.Namespace):
-    from .latency import LatencyPredictor, load_device
+    """The predictor the command names, or None when it names none (evaluate then runs leave-one-out)."""
+    from .latency.predictor import resolve_predictor
 
-    if getattr(args, "predictor", None):
-        return LatencyPredictor.load(args.predictor)
-    if getattr(args, "device", None):
-        return load_device(args.device)
-    return None
+    if not (getattr(args, "predictor", None) or getattr(args, "device", None)):
+        return None
+    return resolve_predictor(args.device, args.predictor)
 
 
 def cmd_latency_calibrate(args: argparse.Namespace) -> None:
@@ -183,8 +184,10 @@ def cmd_latency_evaluate(args: argparse.Namespace) -> None:
 
 
 def cmd_latency_measure(args: argparse.Namespace) -> None:
-    from .latency.measure import append_csv, measure
+    from .latency.measure import append_csv, csv_header, measure
 
+    if args.csv:
+        csv_header(args.csv)  # a file without the calibration columns is refused before measuring
     result = measure(args.model, args.backend, args.resolution, warmup=args.warmup, runs=args.runs,
                      device=args.device_name)
     print(f"{result.median_ms:.3f} ms median (p10 {result.p10_ms:.3f}, p90 {result.p90_ms:.3f}) over {result.runs} "
@@ -244,16 +247,22 @@ def cmd_search(args: argparse.Namespace) -> None:
                        timeout_s=args.timeout, sampler=args.sampler, objective=args.objective, proxy=proxy,
                        seed=args.seed, out=args.out or "", study=args.study or "", storage=args.storage,
                        backend=args.backend, ray_address=args.ray_address, workers=args.workers)
-    run_search(cfg)
-    cmd_report(argparse.Namespace(dir=cfg.out))
+    _, summary = run_search(cfg)
+    _print_summary(cfg.out, summary)
 
 
 def cmd_report(args: argparse.Namespace) -> None:
-    from .report import PLOT, load_run, write_outputs
+    from .report import load_run, write_outputs
 
     cfg, study = load_run(args.dir)
-    print(write_outputs(args.dir, study, cfg))
-    print(f"outputs in {args.dir}: trials.csv, trials.parquet, pareto.json, best_arch.json, {PLOT}, report.md")
+    _print_summary(args.dir, write_outputs(args.dir, study, cfg))
+
+
+def _print_summary(out: str, summary: str) -> None:
+    from .report import PLOT
+
+    print(summary)
+    print(f"outputs in {out}: trials.csv, trials.parquet, pareto.json, best_arch.json, {PLOT}, report.md")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -15,9 +15,8 @@ def progress(label: str) -> Callable[[int, int], None]:
             print(f"\r{label} {done}/{total}", end="\n" if done == total else "", file=sys.stderr, flush=True)
             return
         quarter = 4 * done // max(total, 1)
-        if (quarter not in printed and quarter > 0) or done == total:
-            if quarter not in printed:
-                printed.add(quarter)
-                print(f"{label} {done}/{total}", file=sys.stderr, flush=True)
+        if quarter > 0 and quarter not in printed:
+            printed.add(quarter)
+            print(f"{label} {done}/{total}", file=sys.stderr, flush=True)
 
     return report

@@ -16,11 +16,14 @@ from swiftformer import SwiftFormerArch
 from .search import SearchConfig, SearchError, make_storage, status_of
 
 PLOT = "accuracy_vs_latency.png"
+COLUMNS = ["number", "status", "reference", "architecture", "digest", "params", "macs", "latency_ms", "accuracy",
+           "last_accuracy", "state", "duration_s", "train_seconds", "fail_reason", "duplicate_of", "retry_of",
+           "worker", "arch_json"]
 
 
 def trials_frame(study: optuna.Study) -> pd.DataFrame:
     """One row per trial: architecture, size, predicted latency, proxy accuracy, state, duration."""
-    rows = []
+    rows = []  # (an empty study still gives the columns, so every output can be written)
     for t in study.get_trials(deepcopy=False):
         attrs = t.user_attrs
         duration = (t.datetime_complete - t.datetime_start).total_seconds() \
@@ -36,7 +39,7 @@ def trials_frame(study: optuna.Study) -> pd.DataFrame:
             "retry_of": attrs.get("retry_of"), "worker": attrs.get("worker", ""),
             "arch_json": json.dumps(attrs["arch"], sort_keys=True) if "arch" in attrs else "",
         })
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows, columns=COLUMNS)
 
 
 def evaluated(df: pd.DataFrame) -> pd.DataFrame:

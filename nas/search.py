@@ -32,7 +32,8 @@ from search_spaces import SearchSpace
 from swiftformer import VARIANTS, SwiftFormerArch, count_macs, count_params
 
 from .datasets import load_data
-from .latency import LatencyPredictor, load_device
+from .latency import LatencyPredictor
+from .latency.predictor import resolve_predictor
 from .latency.lut import LatencyTable, build_table
 from .progress import progress
 from .proxy import ProxyConfig, ProxyDiverged, ProxyTask
@@ -43,6 +44,7 @@ OBJECTIVES = ("constrained", "pareto")
 HEARTBEAT_S = 2.0
 STALE_AFTER_S = 10.0
 MAX_REJECTED_IN_A_ROW = 2000
+MAX_DUPLICATES_IN_A_ROW = 200
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 
@@ -103,12 +105,8 @@ class SearchContext:
         self.space = space  # with the task's classes and channels: its architectures are the ones that ship
 
 
-def load_predictor(cfg: SearchConfig) -> LatencyPredictor:
-    return LatencyPredictor.load(cfg.predictor) if cfg.predictor else load_device(cfg.device or "iphone14")
-
-
 def build_context(cfg: SearchConfig, quiet: bool = False) -> SearchContext:
-    predictor = load_predictor(cfg)
+    predictor = resolve_predictor(cfg.device, cfg.predictor)
     data = load_data(cfg.data, image_size=max(cfg.proxy.resolution, 32))
     base = search_spaces.load_space(cfg.space)
     space = dataclasses.replace(base, num_classes=data.num_classes, in_chans=data.channels)
@@ -116,8 +114,11 @@ def build_context(cfg: SearchConfig, quiet: bool = False) -> SearchContext:
     key = _digest({"predictor": predictor.to_dict(), "space": space.to_dict()})
     table = None
     if table_path.exists():
-        saved = LatencyTable.load(table_path)
-        table = saved if saved.space == f"{space.name}:{key}" else None
+        try:
+            saved = LatencyTable.load(table_path)
+            table = saved if saved.space == f"{space.name}:{key}" else None
+        except (ValueError, KeyError, TypeError):  # truncated or foreign: price the space again
+            table = None
     if table is None:
         table = build_table(space, predictor, None if quiet else progress("pricing the space's blocks"))
         table.space = f"{space.name}:{key}"  # the space and the digest of what it was priced from
@@ -207,8 +208,8 @@ def status_of(trial: optuna.trial.FrozenTrial) -> str:
         return "queued"
     if trial.state == TrialState.PRUNED:
         return "pruned"
-    if trial.state == TrialState.FAIL:
-        return trial.user_attrs.get("status", "failed")
+    if trial.state == TrialState.FAIL:  # a failure records its reason; a killed run's trial has none
+        return trial.user_attrs.get("status", "interrupted")
     return trial.user_attrs.get("status", "trained")
 
 
@@ -243,11 +244,9 @@ def recover_interrupted(study: optuna.Study, wait: bool = True) -> list[int]:
         if time.time() - beat < STALE_AFTER_S:
             continue
         try:
-            study._storage.set_trial_user_attr(trial._trial_id, "status", "interrupted")
-            if not study._storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL):
-                continue
+            study._storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL)
         except optuna.exceptions.UpdateFinishedTrialError:
-            continue  # another process recovered it first
+            continue  # it finished meanwhile, or another process recovered it first
         keep = {k: v for k, v in trial.user_attrs.items() if k == "reference"}
         study.enqueue_trial(trial.params, user_attrs={**keep, "retry_of": trial.number})
         retried.append(trial.number)
@@ -315,8 +314,14 @@ def run_step(study: optuna.Study, ctx: SearchContext, worker: str = "w0") -> tup
 
     def tell(status: str, values: list[float] | None,
              state: TrialState = TrialState.COMPLETE) -> tuple[str, optuna.trial.FrozenTrial]:
-        trial.set_user_attr("status", status)
-        return status, study.tell(trial, values, state=state)
+        try:
+            trial.set_user_attr("status", status)
+            return status, study.tell(trial, values, state=state)
+        except (optuna.exceptions.UpdateFinishedTrialError, ValueError):
+            # another process judged this trial stale (a heartbeat arrived late) and queued it again
+            print(f"[{worker}] trial #{trial.number} was recovered by another process; its result is dropped",
+                  file=sys.stderr)
+            return "recovered elsewhere", study._storage.get_trial(trial._trial_id)
 
     if latency > cfg.budget_ms:  # never trained: the table rejects it before any training
         return tell("rejected", [0.0] if cfg.objective == "constrained" else [0.0, latency])
@@ -335,19 +340,27 @@ def run_step(study: optuna.Study, ctx: SearchContext, worker: str = "w0") -> tup
         if reference is None and epoch < cfg.proxy.epochs and trial.should_prune():
             raise optuna.TrialPruned(f"accuracy {accuracy:.3f} after epoch {epoch} is below the median")
 
+    failure: tuple[str, str] | None = None
     with _Heartbeat(study, trial):
         try:
             result = ctx.task.train(arch, report)
         except optuna.TrialPruned:
-            return tell("pruned", None, TrialState.PRUNED)
+            failure = ("pruned", "")
         except ProxyDiverged as exc:
-            trial.set_user_attr("fail_reason", str(exc))
-            return tell("diverged", None, TrialState.FAIL)
-        except (torch.OutOfMemoryError, MemoryError, RuntimeError) as exc:
-            if not _is_out_of_memory(exc):
+            failure = ("diverged", str(exc))
+        except Exception as exc:  # (an interrupt is not caught: that trial is retried on resume)
+            message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            if not _is_out_of_memory(exc):  # a crash: record why (so it is not retried), then surface it
+                trial.set_user_attr("fail_reason", f"{type(exc).__name__}: {message}")
+                tell("error", None, TrialState.FAIL)
                 raise
-            trial.set_user_attr("fail_reason", f"out of memory: {str(exc).splitlines()[0] if str(exc) else ''}")
-            return tell("out of memory", None, TrialState.FAIL)
+            failure = ("out of memory", f"out of memory: {message}")
+    if failure is not None:
+        status, reason = failure
+        if status == "pruned":
+            return tell("pruned", None, TrialState.PRUNED)
+        trial.set_user_attr("fail_reason", reason)
+        return tell(status, None, TrialState.FAIL)
     trial.set_user_attr("train_seconds", result.seconds)
     return tell("reference" if reference else "trained",
                 [result.accuracy] if cfg.objective == "constrained" else [result.accuracy, latency])
@@ -356,7 +369,7 @@ def run_step(study: optuna.Study, ctx: SearchContext, worker: str = "w0") -> tup
 def _is_out_of_memory(exc: BaseException) -> bool:
     """CUDA raises OutOfMemoryError; the CPU allocator a RuntimeError saying it cannot allocate."""
     text = str(exc)
-    return isinstance(exc, (torch.OutOfMemoryError, MemoryError)) or "can't allocate memory" in text \
+    return isinstance(exc, (torch.cuda.OutOfMemoryError, MemoryError)) or "can't allocate memory" in text \
         or "out of memory" in text
 
 
@@ -371,14 +384,13 @@ def _evolve(study: optuna.Study, ctx: SearchContext, population: int = 20, sampl
     pool = [t for t in study.get_trials(deepcopy=False) if status_of(t) in ("trained", "reference")]
     if len(pool) < warmup:
         return
-    rng = random.Random(ctx.cfg.seed * 7919 + len(study.trials))
+    rng = random.Random(ctx.cfg.seed * 7919 + len(pool))
     recent = pool[-population:]
     parent = max(rng.sample(recent, min(sample, len(recent))), key=lambda t: t.values[0])
-    arch = _task_arch(SwiftFormerArch.from_dict(parent.user_attrs["arch"]), ctx.space)
+    arch = SwiftFormerArch.from_dict(parent.user_attrs["arch"])  # recorded as the task architecture it was
     if rng.random() < 0.3:
         other = max(rng.sample(recent, min(sample, len(recent))), key=lambda t: t.values[0])
-        arch = ctx.space.crossover(arch, _task_arch(SwiftFormerArch.from_dict(other.user_attrs["arch"]), ctx.space),
-                                   rng)
+        arch = ctx.space.crossover(arch, SwiftFormerArch.from_dict(other.user_attrs["arch"]), rng)
     child = ctx.space.mutate(arch, rng)
     study.enqueue_trial(ctx.space.trial_params(child), user_attrs={"parent": parent.number})
 
@@ -386,12 +398,14 @@ def _evolve(study: optuna.Study, ctx: SearchContext, population: int = 20, sampl
 # ------------------------------------------------------------------------------------------------ the loop
 def worker_loop(cfg: SearchConfig, worker: int = 0, ctx: SearchContext | None = None, deadline: float | None = None,
                 max_trained: int | None = None) -> None:
-    """Run steps until the study has ``cfg.trials`` trained trials (or the deadline passes)."""
+    """Run steps until ``cfg.trials`` trials have used training time (trained, pruned or failed while
+    training) and nothing is queued; or until the deadline, ``max_trained`` steps of this worker, or a long run
+    of proposals that were all trained already (a space smaller than the trial count)."""
     torch.set_num_threads(max(1, (os.cpu_count() or 1) // cfg.workers))
     ctx = ctx or build_context(cfg, quiet=worker > 0)
     study = open_study(cfg, worker)
     name = f"w{worker}"
-    started, trained_here, rejected_in_a_row = time.perf_counter(), 0, 0
+    started, trained_here, rejected_in_a_row, duplicates_in_a_row = time.perf_counter(), 0, 0, 0
     times: list[float] = []
     while True:
         trials = study.get_trials(deepcopy=False)
@@ -415,7 +429,13 @@ def worker_loop(cfg: SearchConfig, worker: int = 0, ctx: SearchContext | None = 
             continue
         rejected_in_a_row = 0
         if status == "duplicate":
+            duplicates_in_a_row += 1
+            if duplicates_in_a_row >= MAX_DUPLICATES_IN_A_ROW:
+                print(f"[{name}] the last {duplicates_in_a_row} proposals were all trained already: the space "
+                      f"({ctx.space.size():,} architectures) looks exhausted; stopping", file=sys.stderr)
+                break
             continue
+        duplicates_in_a_row = 0
         trained_here += 1
         times.append(time.perf_counter() - t0)
         _print_progress(study, cfg, status, trial, times, name)
@@ -440,18 +460,22 @@ def _print_progress(study: optuna.Study, cfg: SearchConfig, status: str, trial: 
 
 
 def _spawned_worker(cfg_dict: dict[str, Any], worker: int, deadline: float | None) -> None:
-    worker_loop(SearchConfig.from_dict(cfg_dict), worker, deadline=deadline)
+    try:
+        worker_loop(SearchConfig.from_dict(cfg_dict), worker, deadline=deadline)
+    except ValueError as exc:  # the project's user-facing errors (SearchError, DatasetError, ...) are ValueErrors
+        print(f"nas: error: worker {worker}: {exc}", file=sys.stderr)
+        sys.exit(2)
 
 
-def run_search(cfg: SearchConfig) -> optuna.Study:
-    """Run (or resume) the whole search, then write its outputs; returns the study."""
+def run_search(cfg: SearchConfig) -> tuple[optuna.Study, str]:
+    """Run (or resume) the whole search, then write its outputs; returns the study and the summary text."""
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     url = storage_url(cfg)
     storage = make_storage(url)
     (out / "search.json").write_text(json.dumps({**cfg.to_dict(), "storage_url": url}, indent=2) + "\n")
-    deadline = time.time() + cfg.timeout_s if cfg.timeout_s else None
     ctx = build_context(cfg)  # validates data, space and predictor before any worker starts
+    deadline = time.time() + cfg.timeout_s if cfg.timeout_s else None
     study = open_study(cfg, storage=storage)
     print(f"study {cfg.study!r} in {url}: {counted(study.get_trials(deepcopy=False))}/{cfg.trials} "
           f"trained so far; budget {cfg.budget_ms:g} ms on {ctx.predictor.device}; space {ctx.space.name} "
@@ -482,5 +506,4 @@ def run_search(cfg: SearchConfig) -> optuna.Study:
                               "run the same command again to resume")
     from .report import write_outputs
 
-    write_outputs(out, open_study(cfg, storage=storage), cfg)
-    return study
+    return study, write_outputs(out, study, cfg)

@@ -37,7 +37,10 @@ def load_space(name_or_path: str | Path) -> SearchSpace:
         raw = path.read_text()
     elif text in builtin_spaces():
         where = f"space {text!r}"
-        raw = (resources.files(__name__) / "spaces" / f"{text}.yaml").read_text()
+        shipped = next(p for p in (resources.files(__name__) / "spaces").iterdir()
+                       if p.name.rsplit(".", 1)[0] == text)
+        raw = shipped.read_text()
+        path = Path(shipped.name)  # its suffix says how to parse it
     else:
         raise SpaceError(f"unknown space {text!r}; accepted: {', '.join(builtin_spaces())}, or a .yaml/.json file")
     try:
@@ -45,7 +48,7 @@ def load_space(name_or_path: str | Path) -> SearchSpace:
     except (json.JSONDecodeError, yaml.YAMLError) as exc:
         reason = str(exc).splitlines()[0]
         raise SpaceError(f"{where}: not valid {'JSON' if path.suffix == '.json' else 'YAML'}: {reason}") from None
-    return space_from_dict(data, where, default_name=path.stem if path.suffix else text)
+    return space_from_dict(data, where, default_name=Path(text).stem if Path(text).suffix else text)
 
 
 def space_from_dict(data: Any, where: str = "space", default_name: str = "custom") -> SearchSpace:

@@ -188,8 +188,8 @@ class SearchSpace:
         """``arch`` with ``n`` decisions redrawn (each to a different value where the space allows one)."""
         rng = rng if isinstance(rng, random.Random) else random.Random(rng)
         decisions = self.decisions(arch)
-        for name in rng.sample([k for k in decisions if len(self._options(k, decisions)) > 1],
-                               k=min(n, sum(len(self._options(k, decisions)) > 1 for k in decisions))):
+        mutable = [k for k in decisions if len(self._options(k, decisions)) > 1]
+        for name in rng.sample(mutable, k=min(n, len(mutable))):
             options = [o for o in self._options(name, decisions) if o != decisions[name]]
             decisions[name] = rng.choice(options)
             if name.endswith(".depth"):  # keep the attention decision valid for the new depth

@@ -19,6 +19,9 @@ __all__ = [
 
 def create_model(arch: "SwiftFormerArch | str", **kwargs) -> SwiftFormer:
     """Build a SwiftFormer from a description or a released variant's name (``xs``, ``s``, ``l1``, ``l3``)."""
-    if isinstance(arch, str) and arch.lower().removeprefix("swiftformer_") in VARIANTS:
-        arch = variant(arch)
+    if isinstance(arch, str) and not arch.lstrip().startswith("{"):
+        try:
+            return SwiftFormer(variant(arch), **kwargs)
+        except ArchitectureError:
+            pass  # not a variant name: a JSON file path
     return SwiftFormer(as_arch(arch), **kwargs)

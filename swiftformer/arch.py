@@ -196,6 +196,8 @@ class SwiftFormerArch:
         stages_data = data["stages"]
         if not isinstance(stages_data, list):
             raise ArchitectureError(f"stages must be a list, got {type(stages_data).__name__}")
+        if not stages_data:
+            raise ArchitectureError("an architecture needs at least one stage, got 0")
         stages = tuple(_stage_from_dict(i, s) for i, s in enumerate(stages_data))
         kwargs = {k: v for k, v in data.items() if k != "stages"}
         if "downsample" in kwargs and isinstance(kwargs["downsample"], list):

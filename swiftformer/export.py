@@ -21,6 +21,10 @@ from torch import nn
 from .fusion import fuse
 
 
+class ExportError(ValueError):
+    """An export that was asked for wrongly (format options, output path)."""
+
+
 @dataclass
 class ExportResult:
     path: Path
@@ -83,13 +87,13 @@ def export_coreml(model: nn.Module, path: str | Path, resolution: int | None = N
     import coremltools as ct
 
     if precision not in ("float16", "float32"):
-        raise ValueError(f"precision {precision!r} is not supported; accepted: float16, float32")
+        raise ExportError(f"precision {precision!r} is not supported; accepted: float16, float32")
     target = getattr(ct.target, deployment_target, None)
     if target is None:
-        raise ValueError(f"deployment target {deployment_target!r} is unknown to coremltools; e.g. iOS16, iOS17")
+        raise ExportError(f"deployment target {deployment_target!r} is unknown to coremltools; e.g. iOS16, iOS17")
     path = Path(path)
     if path.suffix != ".mlpackage":
-        raise ValueError(f"a CoreML ML Program is saved as a .mlpackage directory, got {str(path)!r}")
+        raise ExportError(f"a CoreML ML Program is saved as a .mlpackage directory, got {str(path)!r}")
     path.parent.mkdir(parents=True, exist_ok=True)
     shape = input_shape_of(model, resolution)
     deployed = deployable(model)

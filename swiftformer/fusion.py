@@ -52,17 +52,17 @@ def fold_bn_conv1x1(bn: nn.BatchNorm2d, conv: nn.Conv2d) -> nn.Conv2d:
     with torch.no_grad():
         weight = conv.weight.detach()
         fused.weight.copy_(weight * scale.view(1, -1, 1, 1))
-        bias = conv.bias.detach() if conv.bias is not None else torch.zeros(conv.out_channels)
+        bias = conv.bias.detach() if conv.bias is not None else weight.new_zeros(conv.out_channels)
         fused.bias.copy_(bias + weight.flatten(1) @ shift)
     return fused
 
 
 def fold_bn_linear(scale: torch.Tensor, shift: torch.Tensor, linear: nn.Linear) -> nn.Linear:
     """``linear(scale * x + shift)`` as one linear."""
-    fused = nn.Linear(linear.in_features, linear.out_features, bias=True)
+    fused = nn.Linear(linear.in_features, linear.out_features, bias=True, **like(linear.weight))
     with torch.no_grad():
         fused.weight.copy_(linear.weight * scale.view(1, -1))
-        bias = linear.bias if linear.bias is not None else torch.zeros(linear.out_features)
+        bias = linear.bias if linear.bias is not None else linear.weight.new_zeros(linear.out_features)
         fused.bias.copy_(bias + linear.weight @ shift)
     return fused
 
@@ -73,20 +73,25 @@ def scale_conv_output(conv: nn.Conv2d, scale: torch.Tensor) -> nn.Conv2d:
     with torch.no_grad():
         scale = scale.detach().reshape(-1)
         fused.weight.copy_(conv.weight * scale.view(-1, 1, 1, 1))
-        bias = conv.bias if conv.bias is not None else torch.zeros(conv.out_channels)
+        bias = conv.bias if conv.bias is not None else conv.weight.new_zeros(conv.out_channels)
         fused.bias.copy_(bias * scale)
     return fused
 
 
 def linear_as_conv1x1(linear: nn.Linear, out_scale: torch.Tensor | None = None) -> nn.Conv2d:
     """A token-wise linear as a 1x1 conv on the NCHW map, optionally scaling its output channels."""
-    conv = nn.Conv2d(linear.in_features, linear.out_features, 1, bias=True)
+    conv = nn.Conv2d(linear.in_features, linear.out_features, 1, bias=True, **like(linear.weight))
     with torch.no_grad():
         conv.weight.copy_(linear.weight.view(linear.out_features, linear.in_features, 1, 1))
-        conv.bias.copy_(linear.bias if linear.bias is not None else torch.zeros(linear.out_features))
+        conv.bias.copy_(linear.bias if linear.bias is not None else linear.weight.new_zeros(linear.out_features))
     return conv if out_scale is None else scale_conv_output(conv, out_scale)
+
+
+def like(tensor: torch.Tensor) -> dict:
+    """Keyword arguments that put a new layer on ``tensor``'s device, in its dtype."""
+    return {"device": tensor.device, "dtype": tensor.dtype}
 
 
 def _clone_conv(conv: nn.Conv2d) -> nn.Conv2d:
     return nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
-                     conv.dilation, conv.groups, bias=True, padding_mode=conv.padding_mode)
+                     conv.dilation, conv.groups, bias=True, padding_mode=conv.padding_mode, **like(conv.weight))

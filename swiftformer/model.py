@@ -22,7 +22,8 @@ from timm.models import build_model_with_cfg, generate_default_cfgs, register_mo
 from timm.models._features import feature_take_indices
 
 from .arch import VARIANTS, Block, SwiftFormerArch, as_arch
-from .fusion import bn_affine, fold_bn_conv1x1, fold_bn_linear, fold_conv_bn, linear_as_conv1x1, scale_conv_output
+from .fusion import (bn_affine, fold_bn_conv1x1, fold_bn_linear, fold_conv_bn, like, linear_as_conv1x1,
+                     scale_conv_output)
 
 __all__ = ["SwiftFormer", "convert_checkpoint", "load_checkpoint"]
 
@@ -98,7 +99,7 @@ class EfficientAdditiveAttention(nn.Module):
         return self.final(self.Proj(global_query * key) + query)
 
     def fused_with_scale(self, out_scale: torch.Tensor | None = None) -> "FusedAdditiveAttention":
-        qk = nn.Linear(self.to_query.in_features, 2 * self.to_query.out_features)
+        qk = nn.Linear(self.to_query.in_features, 2 * self.to_query.out_features, **like(self.to_query.weight))
         with torch.no_grad():
             qk.weight.copy_(torch.cat([self.to_query.weight, self.to_key.weight]))
             qk.bias.copy_(torch.cat([self.to_query.bias, self.to_key.bias]))
@@ -388,17 +389,17 @@ class SwiftFormer(nn.Module):
         oneDNN runs faster on CPU; conv outputs follow the weights' layout, so inputs need no conversion, and
         exported graphs (ONNX, CoreML) are unaffected.
         """
-        self.eval()
-        reparameterize_model(self, inplace=True)  # calls each block's fuse()
         if self.fused:
             return
+        self.eval()
+        reparameterize_model(self, inplace=True)  # calls each block's fuse()
         scale, shift = bn_affine(self.norm)  # the final BN commutes with the spatial mean: apply it after
         if self.num_classes == 0:
-            head = nn.Linear(self.num_features, self.num_features)
+            head = nn.Linear(self.num_features, self.num_features, **like(scale))
             head.weight.copy_(torch.eye(self.num_features))
             head.bias.zero_()
         elif self.dist_head is not None:
-            head = nn.Linear(self.num_features, self.num_classes)
+            head = nn.Linear(self.num_features, self.num_classes, **like(self.head.weight))
             head.weight.copy_((self.head.weight + self.dist_head.weight) / 2)
             head.bias.copy_((self.head.bias + self.dist_head.bias) / 2)
         else:

@@ -46,6 +46,7 @@ def test_shorthand_json_fills_defaults():
     (lambda: SwiftFormerArch(8, (Stage(8, (Block(),)),), num_classes=-1), "num_classes"),
     (lambda: SwiftFormerArch.from_json("{not json"), "not valid JSON"),
     (lambda: SwiftFormerArch.from_json('{"stages": [], "depth": 3}'), "unknown field 'depth'"),
+    (lambda: SwiftFormerArch.from_json('{"stages": []}'), "at least one stage"),
     (lambda: SwiftFormerArch.from_json('{"stages": [{"width": 8, "blocks": []}]}'), "stages[0]: a stage needs"),
     (lambda: SwiftFormerArch.from_json('{"stages": [{"width": 8, "blocks": ["mlp"]}]}'), "stages[0].blocks[0]"),
     (lambda: SwiftFormerArch.from_json('[1, 2]'), "must be a JSON object"),

@@ -24,6 +24,8 @@ def test_model_info_json_for_each_kind_of_reference(tmp_path, capsys):
     assert json.loads(capsys.readouterr().out)["macs"] > 1_595_706_240
     main(["model", "info", "timm:swiftformer_xs", "--json"])
     assert json.loads(capsys.readouterr().out)["macs"] == 602_207_824  # the hook count on timm's port agrees
+    main(["model", "info", "timm:deit_tiny_patch16_224", "--resolution", "256", "--json"])  # position embeddings
+    assert json.loads(capsys.readouterr().out)["resolution"] == 256
 
 
 def test_model_info_table(capsys):
@@ -41,6 +43,7 @@ def test_model_info_table(capsys):
     (["export", "swiftformer:xs", "--format", "tflite", "--out", "x"], "invalid choice: 'tflite'"),
     (["export", "swiftformer:xs", "--format", "onnx", "--out", "x.onnx", "--checkpoint", "nope.pth"],
      "checkpoint 'nope.pth' does not exist"),
+    (["export", "swiftformer:xs", "--format", "coreml", "--out", "x.onnx"], "saved as a .mlpackage directory"),
 ])
 def test_bad_input_is_one_line_without_traceback(args, message):
     result = run_nas(*args)

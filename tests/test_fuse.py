@@ -44,3 +44,12 @@ def test_fusing_twice_changes_nothing():
     x = torch.randn(1, 3, 64, 64)
     with torch.no_grad():
         assert _max_diff(once(x), twice(x)) == 0
+
+
+def test_fusing_keeps_the_dtype():
+    model = perturb_weights(create_model("xs", num_classes=5), seed=3).double().eval()
+    x = torch.randn(2, 3, 64, 64, dtype=torch.float64)
+    with torch.no_grad():
+        fused = fuse(model)
+        assert all(p.dtype == torch.float64 for p in fused.parameters())
+        assert _max_diff(fused(x), model(x)) < 1e-10

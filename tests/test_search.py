@@ -213,3 +213,45 @@ def test_bad_search_input_is_one_line(tmp_path, args, message):
     result = subprocess.run([sys.executable, "-m", "nas", *args, *(["--out", str(tmp_path / "o")] if
                             args[0] == "search" else [])], capture_output=True, text=True, timeout=300)
     assert result.returncode == 2 and message in result.stderr and "Traceback" not in result.stderr
+
+
+def test_an_exhausted_space_stops_instead_of_spinning(tmp_path, tiny_imagefolder, capsys):
+    space = tmp_path / "one.yaml"
+    space.write_text("name: one\nresolution: [64]\nstages:\n  - {depth: [1], width: [8], attn_blocks: [0]}\n"
+                     "  - {depth: [1], width: [16], attn_blocks: [0]}\n")
+    main(["search", "--latency-budget", "10ms", "--space", str(space), "--data", f"imagefolder:{tiny_imagefolder}",
+          "--trials", "3", "--proxy-epochs", "1", "--proxy-resolution", "16", "--proxy-subset", "60",
+          "--out", str(tmp_path / "run")])
+    assert "looks exhausted; stopping" in capsys.readouterr().err
+    df = trials_of(tmp_path / "run")
+    assert (df["status"] == "trained").sum() == 1 and (df["status"] == "duplicate").sum() >= 200
+
+
+def test_a_crashing_trial_is_recorded_and_not_retried(tmp_path, tiny_imagefolder, tiny_space, monkeypatch):
+    from nas.search import recover_interrupted
+
+    cfg = SearchConfig(budget_ms=0.418, space=str(tiny_space), data=f"imagefolder:{tiny_imagefolder}", trials=2,
+                       proxy=ProxyConfig(epochs=1, resolution=16, subset=60), out=str(tmp_path / "run"))
+    ctx = build_context(cfg, quiet=True)
+    study = open_study(cfg)
+
+    def crash(arch, report=None):
+        raise ValueError("shape mismatch somewhere")
+
+    monkeypatch.setattr(ctx.task, "train", crash)
+    with pytest.raises(ValueError, match="shape mismatch"):
+        while True:
+            run_step(study, ctx)
+    crashed = [t for t in study.get_trials() if t.state.name == "FAIL"]
+    assert len(crashed) == 1 and status_of(crashed[0]) == "error"
+    assert crashed[0].user_attrs["fail_reason"] == "ValueError: shape mismatch somewhere"
+    assert recover_interrupted(study, wait=False) == [] and not study.get_trials(states=(optuna.trial.TrialState.WAITING,))
+
+
+def test_report_of_an_empty_study(tmp_path):
+    from nas.report import write_outputs
+
+    cfg = SearchConfig(budget_ms=1.0, out=str(tmp_path))
+    study = optuna.create_study(study_name="empty", storage=f"sqlite:///{tmp_path / 'study.db'}")
+    summary = write_outputs(tmp_path, study, cfg)
+    assert "over budget, rejected before training: 0" in summary and (tmp_path / "trials.csv").exists()

@@ -12,7 +12,7 @@ from typing import Sequence
 import numpy as np
 from scipy.stats import kendalltau
 
-from .measurements import Sample
+from .measurements import MeasurementError, Sample
 from .predictor import LatencyPredictor, calibrate, fit_costs
 
 
@@ -69,7 +69,7 @@ def evaluate_predictor(predictor: LatencyPredictor, samples: Sequence[Sample]) -
 
 def leave_one_out(samples: Sequence[Sample]) -> Evaluation:
     if len(samples) < 4:
-        raise ValueError(f"leave-one-out needs at least 4 rows, got {len(samples)}")
+        raise MeasurementError(f"leave-one-out needs at least 4 usable rows, got {len(samples)}")
     predicted = []
     for i, held_out in enumerate(samples):
         rest = [s for j, s in enumerate(samples) if j != i]

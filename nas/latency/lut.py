@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Callable
 
 import torch
 from torch import nn
@@ -53,7 +53,10 @@ class LatencyTable:
     def save(self, path: str | Path) -> None:
         data = {"device": self.device, "space": self.space, "intercept_ms": self.intercept_ms,
                 "entries": [[list(k), v] for k, v in self.entries.items()]}
-        Path(path).write_text(json.dumps(data) + "\n")
+        path = Path(path)
+        partial = path.with_name(path.name + ".partial")
+        partial.write_text(json.dumps(data) + "\n")
+        partial.replace(path)  # atomic: a killed run never leaves a truncated table
 
     @classmethod
     def load(cls, path: str | Path) -> "LatencyTable":
@@ -152,12 +155,3 @@ def build_table(space: SearchSpace, predictor: LatencyPredictor,
         if progress:
             progress(i + 1, len(keys))
     return table
-
-
-def extend_table(table: LatencyTable, predictor: LatencyPredictor, archs: Iterable[SwiftFormerArch]) -> None:
-    """Add the entries ``archs`` need that the table lacks (e.g. the references of another task)."""
-    for arch in archs:
-        for key in part_keys(arch):
-            if key not in table.entries:
-                module, shape = _part_module(key)
-                table.entries[key] = predictor.predict_parts(profile_module(module, torch.randn(shape)))

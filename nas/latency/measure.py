@@ -22,6 +22,7 @@ import torch
 from swiftformer.export import deployable, export_coreml, export_onnx
 
 from ..models import parse_model_ref
+from .measurements import MeasurementError
 
 BACKENDS = ("torch-cpu", "onnxruntime-cpu", "coreml")
 CSV_COLUMNS = ("model", "timm_name", "device", "backend", "resolution", "batch_size", "latency_ms", "p10_ms",
@@ -98,17 +99,25 @@ def measure(model_ref: str, backend: str, resolution: int | None = None, warmup:
     return Measurement(model_ref, backend, resolution, statistics.median(times), float(p10), float(p90), runs, name)
 
 
+def csv_header(path: str | Path) -> list[str] | None:
+    """The header of an existing calibration CSV (None for a new file); checked before anything is measured."""
+    path = Path(path)
+    if not path.exists() or path.stat().st_size == 0:
+        return None
+    with path.open(newline="") as handle:
+        header = next(csv.reader(handle), [])
+    if {"latency_ms", "resolution"} - set(header) or not ({"model", "timm_name"} & set(header)):
+        raise MeasurementError(f"{path} does not have the calibration columns (model or timm_name, resolution, "
+                               "latency_ms); write to a new file")
+    return header
+
+
 def append_csv(path: str | Path, measurement: Measurement) -> None:
     """Append one row; a new file gets the header, an existing one keeps its own columns."""
     path = Path(path)
     row = measurement.as_row()
-    if path.exists() and path.stat().st_size > 0:
-        with path.open(newline="") as handle:
-            header = next(csv.reader(handle))
-        missing = {"latency_ms", "resolution"} - set(header)
-        if missing or not ({"model", "timm_name"} & set(header)):
-            raise ValueError(f"{path} does not have the calibration columns (model or timm_name, resolution, "
-                             "latency_ms); write to a new file")
+    header = csv_header(path)
+    if header is not None:
         with path.open("a", newline="") as handle:
             csv.DictWriter(handle, fieldnames=header, extrasaction="ignore").writerow(row)
     else:

@@ -2,7 +2,9 @@
 
 Schema (the published data's and the one ``nas latency measure --csv`` writes): at least ``timm_name`` (or
 ``model``, a model reference), ``resolution`` and ``latency_ms``; optional ``device`` and ``batch_size``. Rows
-that name no buildable model or were measured at another batch size are reported and skipped, never silently.
+that name no buildable model (no timm_name and a ``model`` that is not a reference) or were measured at another
+batch size are reported and skipped, never silently; a ``timm_name`` that timm does not know is an error naming
+the file and line.
 """
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ import torch
 
 from ..models import ModelRefError, parse_model_ref
 from .graph import OpProfile, profile_model
+from .predictor import device_key
 
 
 class MeasurementError(ValueError):
@@ -40,10 +43,6 @@ class MeasurementSet:
     devices: list[str]
 
 
-def _norm_device(name: str) -> str:
-    return name.lower().replace(" ", "").replace("-", "").replace("_", "")
-
-
 def read_measurements(path: str | Path, device: str | None = None) -> MeasurementSet:
     """Rows of ``path`` (for ``device`` when the file holds several), validated."""
     path = Path(path)
@@ -67,7 +66,7 @@ def read_measurements(path: str | Path, device: str | None = None) -> Measuremen
                                "choose one with --device-name")
     samples, skipped = [], []
     for line, row in enumerate(rows, start=2):  # line 1 is the header
-        if device is not None and devices and _norm_device(row.get("device", "")) != _norm_device(device):
+        if device is not None and devices and device_key(row.get("device", "")) != device_key(device):
             continue
         where = f"{path}:{line}"
         latency = _number(where, "latency_ms", row["latency_ms"], float)
@@ -78,7 +77,10 @@ def read_measurements(path: str | Path, device: str | None = None) -> Measuremen
         if row.get("batch_size") not in (None, "", "1"):
             skipped.append(f"{where}: measured at batch {row['batch_size']}; predictors are for batch 1")
             continue
-        ref = _model_ref(row)
+        try:
+            ref = _model_ref(row)
+        except ModelRefError as exc:
+            raise MeasurementError(f"{where}: {exc}") from None
         if ref is None:
             label = row.get("model") or row.get("timm_name") or "?"
             skipped.append(f"{where}: {label!r} names no buildable model (no timm_name; model is not a reference)")

@@ -116,6 +116,16 @@ def calibrate(profiles: Sequence[OpProfile], latency_ms: Sequence[float], device
 
 
 # ----------------------------------------------------------------------------------------- shipped devices
+def device_key(name: str) -> str:
+    """How device names compare: ``iPhone 14``, ``iphone-14`` and ``iphone14`` are one device."""
+    return name.lower().replace(" ", "").replace("-", "").replace("_", "")
+
+
+def resolve_predictor(device: str | None, predictor_path: str | None) -> LatencyPredictor:
+    """A calibrated predictor file if given, else the shipped predictor of ``device`` (default iphone14)."""
+    return LatencyPredictor.load(predictor_path) if predictor_path else load_device(device or "iphone14")
+
+
 def builtin_devices() -> list[str]:
     folder = resources.files("nas") / "data" / "predictors"
     return sorted(p.name.removesuffix(".json") for p in folder.iterdir() if p.name.endswith(".json"))
@@ -123,7 +133,7 @@ def builtin_devices() -> list[str]:
 
 def load_device(name: str) -> LatencyPredictor:
     """A shipped predictor by device name (``iphone14``, ``iphone12``)."""
-    key = name.lower().replace(" ", "").replace("-", "").replace("_", "")
+    key = device_key(name)
     if key not in builtin_devices():
         raise PredictorError(f"unknown device {name!r}; accepted: {', '.join(builtin_devices())} "
                              "(or calibrate your own with `nas latency calibrate`)")
