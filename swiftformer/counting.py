@@ -9,6 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Iterator
 
+import torch
+from torch import nn
+
 from .arch import Block, SwiftFormerArch
 
 
@@ -85,14 +88,11 @@ def count_macs(arch: SwiftFormerArch, resolution: int | tuple[int, int] | None =
     return sum(part.macs for part in iter_costs(arch, resolution))
 
 
-def measure_macs(model: "torch.nn.Module", input_shape: tuple[int, int, int, int]) -> int:
+def measure_macs(model: nn.Module, input_shape: tuple[int, int, int, int]) -> int:
     """Conv2d + Linear MACs per image of any model, counted with forward hooks on one batch-1 pass.
 
     The same convention as ``count_macs``, for models that have no architecture description (timm's).
     """
-    import torch
-    from torch import nn
-
     total = 0
 
     def hook(module: nn.Module, inputs: tuple, output: torch.Tensor) -> None:

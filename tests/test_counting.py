@@ -1,5 +1,4 @@
 import pytest
-import torch
 
 from swiftformer import VARIANTS, SwiftFormer, count_macs, count_params
 from swiftformer.counting import iter_costs, measure_macs
