@@ -17,18 +17,19 @@ from swiftformer import ArchitectureError
 
 from swiftformer.export import ExportError
 
-from .datasets import DatasetError
+from .data import DatasetError
 from .latency.lut import TableMissError
 from .latency.measure import BackendUnavailable
 from .latency.measurements import MeasurementError
 from .latency.predictor import PredictorError
 from .models import ModelRefError, parse_model_ref
 from .progress import progress
-from .search import SearchError
+from .search.config import SearchError
+from .training import TrainDeviceError
 from .units import parse_duration_s, parse_latency_ms
 
 USER_ERRORS = (ArchitectureError, BackendUnavailable, DatasetError, ExportError, MeasurementError, ModelRefError,
-               PredictorError, SearchError, SpaceError, TableMissError)
+               PredictorError, SearchError, SpaceError, TableMissError, TrainDeviceError)
 
 
 class UsageError(ValueError):
@@ -222,6 +223,27 @@ def cmd_space_sample(args: argparse.Namespace) -> None:
         print(json.dumps(arch.to_dict(), sort_keys=True))
 
 
+def _downscale(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not value >= 1:
+        raise argparse.ArgumentTypeError(f"expected a number of at least 1 (the architecture's resolution is "
+                                         f"divided by it), got {text!r}")
+    return value
+
+
+def _fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"expected a fraction between 0 and 1, got {text!r}")
+    return value
+
+
 def _budget(text: str) -> float:
     try:
         return parse_latency_ms(text)
@@ -237,29 +259,31 @@ def _duration(text: str) -> float:
 
 
 def cmd_search(args: argparse.Namespace) -> None:
-    from .proxy import ProxyConfig
     from .search import SearchConfig, run_search
+    from .training import ProxyConfig
 
-    proxy = ProxyConfig(epochs=args.proxy_epochs, resolution=args.proxy_resolution, subset=args.proxy_subset,
-                        seed=args.seed)
+    proxy = ProxyConfig(epochs=args.proxy_epochs, downscale=args.proxy_downscale, subset=args.proxy_subset,
+                        seed=args.seed, val_fraction=args.val_fraction, val_seed=args.val_seed)
     cfg = SearchConfig(budget_ms=args.latency_budget, device=None if args.predictor else args.device,
                        predictor=args.predictor, space=args.space, data=args.data, trials=args.trials,
                        timeout_s=args.timeout, sampler=args.sampler, objective=args.objective, proxy=proxy,
                        seed=args.seed, out=args.out or "", study=args.study or "", storage=args.storage,
-                       backend=args.backend, ray_address=args.ray_address, workers=args.workers)
+                       backend=args.backend, ray_address=args.ray_address, workers=args.workers,
+                       train_device=args.train_device, cpus_per_trial=args.cpus_per_trial,
+                       gpus_per_trial=args.gpus_per_trial)
     _, summary = run_search(cfg)
     _print_summary(cfg.out, summary)
 
 
 def cmd_report(args: argparse.Namespace) -> None:
-    from .report import load_run, write_outputs
+    from .search.report import load_run, write_outputs
 
     cfg, study = load_run(args.dir)
     _print_summary(args.dir, write_outputs(args.dir, study, cfg))
 
 
 def _print_summary(out: str, summary: str) -> None:
-    from .report import PLOT
+    from .search.report import PLOT
 
     print(summary)
     print(f"outputs in {out}: trials.csv, trials.parquet, pareto.json, best_arch.json, {PLOT}, report.md")
@@ -362,15 +386,29 @@ def build_parser() -> argparse.ArgumentParser:
                         help="constrained: best accuracy under the budget (with pruning); pareto: accuracy "
                              "against latency (NSGA-II or MOTPE) with the budget as a constraint")
     search.add_argument("--proxy-epochs", type=_positive_int, default=2)
-    search.add_argument("--proxy-resolution", type=_positive_int, default=32)
+    search.add_argument("--proxy-downscale", type=_downscale, default=4.0,
+                        help="train at the architecture's resolution divided by this (default 4: 224 px -> 56 px, "
+                             "where stage 3 sees 4x4 tokens and stage 4 2x2)")
     search.add_argument("--proxy-subset", type=_positive_int, default=4000, help="training images per trial")
-    search.add_argument("--seed", type=int, default=0)
+    search.add_argument("--val-fraction", type=_fraction, default=0.1,
+                        help="the val hold-out carved from the training split, per class (default 0.1); the "
+                             "search selects on it and never reads the test split")
+    search.add_argument("--val-seed", type=int, default=0, help="which images the val hold-out holds")
+    search.add_argument("--seed", type=int, default=0, help="sampler and proxy-training seed")
     search.add_argument("--out", help="output folder (default runs/<study>)")
     search.add_argument("--study", help="study name (default: from space, device and budget)")
     search.add_argument("--storage", help="an RDB URL (sqlite:///..., postgresql://...) or a journal file path")
     search.add_argument("--backend", choices=("local", "ray"), default="local")
     search.add_argument("--ray-address", help="a Ray cluster to run on (default: a local Ray)")
     search.add_argument("--workers", type=_positive_int, default=1, help="trials trained at once")
+    search.add_argument("--train-device", default="auto",
+                        help="where candidates train: auto (CUDA, then MPS, then CPU), cpu, cuda (each local worker "
+                             "its own GPU), cuda:N or mps; --device is the phone whose latency is predicted")
+    search.add_argument("--cpus-per-trial", type=_positive_int,
+                        help="threads of each worker, and CPUs each Ray trial requests (default: the machine's "
+                             "CPUs shared out between the workers; 1 per trial on a Ray cluster)")
+    search.add_argument("--gpus-per-trial", type=float, default=0.0,
+                        help="GPUs each Ray trial requests (e.g. 1 or 0.5; default 0)")
     search.set_defaults(func=cmd_search)
 
     report = commands.add_parser("report", help="print a search's summary and redraw its outputs")

@@ -12,8 +12,8 @@ import pytest
 import torch
 
 from nas.cli import main
-from nas.proxy import ProxyConfig, ProxyDiverged
-from nas.report import load_run
+from nas.training import ProxyConfig, ProxyDiverged
+from nas.search import load_run
 from nas.search import SearchConfig, build_context, open_study, run_step, status_of, worker_loop
 from swiftformer import SwiftFormerArch
 
@@ -27,7 +27,7 @@ def private_cache(tmp_path, monkeypatch):
 
 def search_args(out, data, space, *extra, trials=4, epochs=1, subset=60):
     return ["search", "--latency-budget", BUDGET, "--space", str(space), "--data", f"imagefolder:{data}",
-            "--trials", str(trials), "--proxy-epochs", str(epochs), "--proxy-resolution", "16",
+            "--trials", str(trials), "--proxy-epochs", str(epochs), "--proxy-downscale", "4",
             "--proxy-subset", str(subset), "--out", str(out), *extra]
 
 
@@ -66,8 +66,8 @@ def test_rerun_resumes_and_more_trials_continue(tmp_path, tiny_imagefolder, tiny
     main(search_args(out, tiny_imagefolder, tiny_space, trials=5))
     again = trials_of(out)
     assert again["status"].isin(["trained", "pruned"]).sum() == 5
-    pd.testing.assert_frame_equal(again.iloc[:len(first)][["number", "architecture", "accuracy"]],
-                                  first[["number", "architecture", "accuracy"]])
+    pd.testing.assert_frame_equal(again.iloc[:len(first)][["number", "architecture", "val_accuracy"]],
+                                  first[["number", "architecture", "val_accuracy"]])
 
 
 def test_changed_settings_do_not_mix_into_a_study(tmp_path, tiny_imagefolder, tiny_space):
@@ -149,7 +149,7 @@ def test_ray_backend_tiny_run_and_resume(tmp_path, tiny_imagefolder, tiny_space)
 def test_diverged_and_out_of_memory_trials_fail_with_their_reason(tmp_path, tiny_imagefolder, tiny_space,
                                                                    monkeypatch):
     cfg = SearchConfig(budget_ms=0.418, space=str(tiny_space), data=f"imagefolder:{tiny_imagefolder}", trials=4,
-                       proxy=ProxyConfig(epochs=1, resolution=16, subset=60), out=str(tmp_path / "run"))
+                       proxy=ProxyConfig(epochs=1, downscale=4, subset=60), out=str(tmp_path / "run"))
     ctx = build_context(cfg, quiet=True)
     study = open_study(cfg)
     real_train = ctx.task.train
@@ -220,7 +220,7 @@ def test_an_exhausted_space_stops_instead_of_spinning(tmp_path, tiny_imagefolder
     space.write_text("name: one\nresolution: [64]\nstages:\n  - {depth: [1], width: [8], attn_blocks: [0]}\n"
                      "  - {depth: [1], width: [16], attn_blocks: [0]}\n")
     main(["search", "--latency-budget", "10ms", "--space", str(space), "--data", f"imagefolder:{tiny_imagefolder}",
-          "--trials", "3", "--proxy-epochs", "1", "--proxy-resolution", "16", "--proxy-subset", "60",
+          "--trials", "3", "--proxy-epochs", "1", "--proxy-downscale", "4", "--proxy-subset", "60",
           "--out", str(tmp_path / "run")])
     assert "looks exhausted; stopping" in capsys.readouterr().err
     df = trials_of(tmp_path / "run")
@@ -231,7 +231,7 @@ def test_a_crashing_trial_is_recorded_and_not_retried(tmp_path, tiny_imagefolder
     from nas.search import recover_interrupted
 
     cfg = SearchConfig(budget_ms=0.418, space=str(tiny_space), data=f"imagefolder:{tiny_imagefolder}", trials=2,
-                       proxy=ProxyConfig(epochs=1, resolution=16, subset=60), out=str(tmp_path / "run"))
+                       proxy=ProxyConfig(epochs=1, downscale=4, subset=60), out=str(tmp_path / "run"))
     ctx = build_context(cfg, quiet=True)
     study = open_study(cfg)
 
@@ -249,7 +249,7 @@ def test_a_crashing_trial_is_recorded_and_not_retried(tmp_path, tiny_imagefolder
 
 
 def test_report_of_an_empty_study(tmp_path):
-    from nas.report import write_outputs
+    from nas.search import write_outputs
 
     cfg = SearchConfig(budget_ms=1.0, out=str(tmp_path))
     study = optuna.create_study(study_name="empty", storage=f"sqlite:///{tmp_path / 'study.db'}")

@@ -4,8 +4,8 @@ import pickle
 import numpy as np
 import pytest
 
-from nas import datasets
-from nas.datasets import DatasetError, load_data
+from nas.data import datasets
+from nas.data import DatasetError, load_data
 from nas.units import parse_duration_s, parse_latency_ms
 
 
@@ -40,7 +40,7 @@ def test_fashion_mnist_from_nas_data_dir(tmp_path, monkeypatch):
         _write_idx(folder / name, rng.integers(0, 10 if len(shape) == 1 else 255, size=shape))
     monkeypatch.setenv("NAS_DATA_DIR", str(tmp_path))
     data = load_data("fashion-mnist")
-    assert data.train_x.shape == (20, 28, 28, 1) and data.val_y.shape == (8,) and data.num_classes == 10
+    assert data.train_x.shape == (20, 28, 28, 1) and data.test_y.shape == (8,) and data.num_classes == 10
 
 
 def test_missing_fashion_mnist_names_where_it_looked(tmp_path, monkeypatch):
@@ -54,7 +54,7 @@ def test_missing_fashion_mnist_names_where_it_looked(tmp_path, monkeypatch):
 def test_debian_fashion_mnist(monkeypatch):
     monkeypatch.delenv("NAS_DATA_DIR", raising=False)
     data = load_data("fashion-mnist")
-    assert data.train_x.shape == (60000, 28, 28, 1) and data.val_x.shape == (10000, 28, 28, 1)
+    assert data.train_x.shape == (60000, 28, 28, 1) and data.test_x.shape == (10000, 28, 28, 1)
     assert np.bincount(data.train_y).tolist() == [6000] * 10
 
 
@@ -64,7 +64,7 @@ def test_cifar10_python_batches(tmp_path):
         with (tmp_path / name).open("wb") as handle:
             pickle.dump({b"data": rng.integers(0, 255, (4, 3072), dtype=np.uint8), b"labels": [0, 1, 2, 3]}, handle)
     data = load_data(f"cifar10:{tmp_path}")
-    assert data.train_x.shape == (20, 32, 32, 3) and data.val_x.shape == (4, 32, 32, 3) and data.num_classes == 10
+    assert data.train_x.shape == (20, 32, 32, 3) and data.test_x.shape == (4, 32, 32, 3) and data.num_classes == 10
 
 
 def test_imagefolder_decodes_once_and_reports_unreadable_images(tiny_imagefolder, tmp_path, monkeypatch, capsys):
@@ -108,4 +108,4 @@ def test_cifar10_from_an_archive_is_extracted_once(tmp_path, tiny_imagefolder, m
     data = load_data(f"cifar10:{archive}", image_size=16)
     assert data.train_x.shape == (120, 16, 16, 3) and data.name == "cifar10"
     monkeypatch.setattr(tarfile, "open", lambda *a, **k: pytest.fail("extracted again"))
-    assert load_data(f"cifar10:{archive}", image_size=16).val_x.shape == (36, 16, 16, 3)
+    assert load_data(f"cifar10:{archive}", image_size=16).test_x.shape == (36, 16, 16, 3)

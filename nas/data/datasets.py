@@ -4,7 +4,13 @@
   fashion-mnist``), or of ``$NAS_DATA_DIR`` (directly or in its ``fashion-mnist/`` folder);
 - ``cifar10:PATH``: the python-pickle batches (``data_batch_1..5``, ``test_batch``) or an ImageFolder tree, as a
   folder or as a ``.tar.gz`` of one (extracted once into the cache, e.g. the official ``cifar-10-python.tar.gz``);
-- ``imagefolder:PATH``: ``PATH/train/<class>/*`` and ``PATH/val/<class>/*`` (or ``test/``).
+- ``imagefolder:PATH``: ``PATH/train/<class>/*`` and ``PATH/val/<class>/*`` (or ``test/``; an ImageNet-layout
+  tree's ``val/`` is its test split).
+
+Every dataset has three splits. *test* is the source's own held-out split (Fashion-MNIST's t10k, CIFAR-10's
+``test_batch``, the tree's ``val/`` or ``test/``): only final evaluations read it. *val* is a fixed, stratified
+hold-out carved from the source's training split (``holdout``), on which a search selects and prunes; *train* is
+the rest. Selecting on the test split would report the maximum of its noise as accuracy.
 
 Images are decoded once into uint8 arrays (N, H, W, C) and cached on disk (``$NAS_CACHE_DIR``, default
 ``~/.cache/swiftnas``), so later trials and later runs do not decode again. Unreadable images are reported and
@@ -24,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .progress import progress
+from ..progress import progress
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
@@ -41,13 +47,13 @@ class DatasetError(ValueError):
 
 @dataclass
 class ImageData:
-    """Decoded images, uint8 (N, H, W, C), with integer labels."""
+    """Decoded images, uint8 (N, H, W, C), with integer labels: the source's training and test splits."""
 
     name: str
     train_x: np.ndarray
     train_y: np.ndarray
-    val_x: np.ndarray
-    val_y: np.ndarray
+    test_x: np.ndarray
+    test_y: np.ndarray
     classes: tuple[str, ...]
     skipped: int = 0  # unreadable images left out
 
@@ -58,6 +64,40 @@ class ImageData:
     @property
     def channels(self) -> int:
         return int(self.train_x.shape[-1])
+
+    def holdout(self, fraction: float, seed: int) -> "Holdout":
+        """The train/val split of the source's training images: ``fraction`` of each class, chosen by ``seed``."""
+        if not 0 < fraction < 1:
+            raise DatasetError(f"validation fraction {fraction!r} must be between 0 and 1 (exclusive)")
+        rng = np.random.default_rng(seed)
+        val = stratified(self.train_y, max(self.num_classes, round(fraction * len(self.train_y))), rng)
+        train = np.setdiff1d(np.arange(len(self.train_y)), val, assume_unique=True)
+        return Holdout(train, val, fraction, seed)
+
+
+@dataclass(frozen=True)
+class Holdout:
+    """Indices into ``ImageData.train_*``: the images a model trains on and the validation images."""
+
+    train: np.ndarray
+    val: np.ndarray
+    fraction: float
+    seed: int
+
+    def describe(self) -> str:
+        return f"{len(self.train)} train / {len(self.val)} val (stratified {self.fraction:g} hold-out, seed {self.seed})"
+
+
+def stratified(labels: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
+    """``n`` sorted indices with the classes in their dataset proportions (all indices if ``n`` covers the set)."""
+    if n >= len(labels):
+        return np.arange(len(labels))
+    chosen = []
+    classes, counts = np.unique(labels, return_counts=True)
+    for cls, count in zip(classes, counts):
+        take = max(1, round(n * count / len(labels)))
+        chosen.append(rng.choice(np.flatnonzero(labels == cls), size=min(take, count), replace=False))
+    return np.sort(np.concatenate(chosen))
 
 
 def load_data(spec: str, image_size: int = 64) -> ImageData:
@@ -156,9 +196,9 @@ def _cifar_pickle(root: Path) -> ImageData:
                                "cifar-10-batches-py files data_batch_1..5 and test_batch") from None
 
     train = [batch(f"data_batch_{i}") for i in range(1, 6)]
-    val_x, val_y = batch("test_batch")
+    test_x, test_y = batch("test_batch")
     return ImageData("cifar10", np.concatenate([x for x, _ in train]), np.concatenate([y for _, y in train]),
-                     val_x, val_y, CIFAR10_CLASSES)
+                     test_x, test_y, CIFAR10_CLASSES)
 
 
 # ---------------------------------------------------------------------------------------------- ImageFolder
@@ -166,30 +206,31 @@ def _image_folder(root: Path, image_size: int, name: str) -> ImageData:
     layout = f"{root}/train/<class>/<image> and {root}/val/<class>/<image> (or test/)"
     if not root.is_dir():
         raise DatasetError(f"{name}:{root}: no such directory; expected {layout}")
-    val_dir = next((root / d for d in ("val", "test") if (root / d).is_dir()), None)
-    if not (root / "train").is_dir() or val_dir is None:
+    test_dir = next((root / d for d in ("val", "test") if (root / d).is_dir()), None)
+    if not (root / "train").is_dir() or test_dir is None:
         raise DatasetError(f"{name}:{root}: expected {layout}")
     classes = tuple(sorted(p.name for p in (root / "train").iterdir() if p.is_dir()))
     if len(classes) < 2:
         raise DatasetError(f"{name}:{root}/train: needs at least two class folders, found {len(classes)}")
     train_files = _list_images(root / "train", classes)
-    val_files = _list_images(val_dir, classes)
-    if not train_files or not val_files:
+    test_files = _list_images(test_dir, classes)
+    if not train_files or not test_files:
         raise DatasetError(f"{name}:{root}: no images found; expected {layout}")
-    cache = _cache_path(root, image_size, train_files + val_files)
+    cache = _cache_path(root, image_size, train_files + test_files)
     if cache.exists():
         with np.load(cache) as saved:
-            return ImageData(name, saved["train_x"], saved["train_y"], saved["val_x"], saved["val_y"], classes,
-                             int(saved["skipped"]))
+            if "test_x" in saved:  # (caches written before the three-way split named it val_x: decoded again)
+                return ImageData(name, saved["train_x"], saved["train_y"], saved["test_x"], saved["test_y"],
+                                 classes, int(saved["skipped"]))
     train_x, train_y, bad_train = _decode(train_files, image_size)
-    val_x, val_y, bad_val = _decode(val_files, image_size)
-    bad = bad_train + bad_val
+    test_x, test_y, bad_test = _decode(test_files, image_size)
+    bad = bad_train + bad_test
     if bad:
         print(f"warning: {len(bad)} unreadable image(s) skipped, e.g. {bad[0]}", file=sys.stderr)
-    data = ImageData(name, train_x, train_y, val_x, val_y, classes, len(bad))
+    data = ImageData(name, train_x, train_y, test_x, test_y, classes, len(bad))
     cache.parent.mkdir(parents=True, exist_ok=True)
     tmp = cache.with_suffix(".tmp.npz")
-    np.savez(tmp, train_x=train_x, train_y=train_y, val_x=val_x, val_y=val_y, skipped=len(bad))
+    np.savez(tmp, train_x=train_x, train_y=train_y, test_x=test_x, test_y=test_y, skipped=len(bad))
     tmp.replace(cache)  # atomic: a killed run never leaves a half-written cache
     return data
 

@@ -13,16 +13,17 @@ import pandas as pd
 
 from swiftformer import SwiftFormerArch
 
-from .search import SearchConfig, SearchError, make_storage, status_of
+from .config import SearchConfig, SearchError
+from .study import make_storage, retry_of, status_of
 
 PLOT = "accuracy_vs_latency.png"
-COLUMNS = ["number", "status", "reference", "architecture", "digest", "params", "macs", "latency_ms", "accuracy",
-           "last_accuracy", "state", "duration_s", "train_seconds", "fail_reason", "duplicate_of", "retry_of",
-           "worker", "arch_json"]
+COLUMNS = ["number", "status", "reference", "architecture", "digest", "params", "macs", "latency_ms", "val_accuracy",
+           "last_val_accuracy", "state", "duration_s", "train_seconds", "train_cpu_seconds", "fail_reason",
+           "duplicate_of", "retry_of", "parent", "worker", "arch_json"]
 
 
 def trials_frame(study: optuna.Study) -> pd.DataFrame:
-    """One row per trial: architecture, size, predicted latency, proxy accuracy, state, duration."""
+    """One row per trial: architecture, size, predicted latency, proxy accuracy on val, state, duration."""
     rows = []  # (an empty study still gives the columns, so every output can be written)
     for t in study.get_trials(deepcopy=False):
         attrs = t.user_attrs
@@ -32,29 +33,30 @@ def trials_frame(study: optuna.Study) -> pd.DataFrame:
             "number": t.number, "status": status_of(t), "reference": attrs.get("reference", ""),
             "architecture": attrs.get("summary", ""), "digest": attrs.get("digest", ""),
             "params": attrs.get("params"), "macs": attrs.get("macs"), "latency_ms": attrs.get("latency_ms"),
-            "accuracy": t.values[0] if t.values and status_of(t) in ("trained", "reference", "duplicate") else None,
-            "last_accuracy": max(t.intermediate_values.items())[1] if t.intermediate_values else None,
+            "val_accuracy": t.values[0] if t.values and status_of(t) in ("trained", "reference", "duplicate") else None,
+            "last_val_accuracy": max(t.intermediate_values.items())[1] if t.intermediate_values else None,
             "state": t.state.name, "duration_s": duration, "train_seconds": attrs.get("train_seconds"),
-            "fail_reason": attrs.get("fail_reason", ""), "duplicate_of": attrs.get("duplicate_of"),
-            "retry_of": attrs.get("retry_of"), "worker": attrs.get("worker", ""),
+            "train_cpu_seconds": attrs.get("train_cpu_seconds"), "fail_reason": attrs.get("fail_reason", ""),
+            "duplicate_of": attrs.get("duplicate_of"), "retry_of": retry_of(t), "parent": attrs.get("parent"),
+            "worker": attrs.get("worker", ""),
             "arch_json": json.dumps(attrs["arch"], sort_keys=True) if "arch" in attrs else "",
         })
     return pd.DataFrame(rows, columns=COLUMNS)
 
 
 def evaluated(df: pd.DataFrame) -> pd.DataFrame:
-    """Trials with a proxy accuracy of their own (trained, or references), all within the budget."""
+    """Trials with a proxy val accuracy of their own (trained, or references), all within the budget."""
     return df[df["status"].isin(["trained", "reference"])]
 
 
 def pareto_front(df: pd.DataFrame) -> pd.DataFrame:
     """Evaluated trials no other is both as accurate and as fast as (and strictly better in one)."""
-    done = evaluated(df).sort_values(["latency_ms", "accuracy"], ascending=[True, False])
+    done = evaluated(df).sort_values(["latency_ms", "val_accuracy"], ascending=[True, False])
     keep, best = [], -1.0
     for index, row in done.iterrows():
-        if row["accuracy"] > best:
+        if row["val_accuracy"] > best:
             keep.append(index)
-            best = row["accuracy"]
+            best = row["val_accuracy"]
     return done.loc[keep]
 
 
@@ -66,7 +68,7 @@ def hypervolume(df: pd.DataFrame, budget_ms: float) -> float:
     for _, row in front.iterrows():
         if previous is not None:
             area += height * (row["latency_ms"] - previous)
-        previous, height = row["latency_ms"], row["accuracy"]
+        previous, height = row["latency_ms"], row["val_accuracy"]
     if previous is not None:
         area += height * (budget_ms - previous)
     return area / budget_ms
@@ -96,7 +98,7 @@ def write_outputs(out: str | Path, study: optuna.Study, cfg: SearchConfig) -> st
     front = pareto_front(df)
     (out / "pareto.json").write_text(json.dumps([_record(row) for _, row in front.iterrows()], indent=2) + "\n")
     done = evaluated(df)
-    best = done.loc[done["accuracy"].idxmax()] if len(done) else None
+    best = done.loc[done["val_accuracy"].idxmax()] if len(done) else None
     if best is not None:
         SwiftFormerArch.from_json(best["arch_json"]).save(out / "best_arch.json")
     plot(df, cfg.budget_ms, out / PLOT)
@@ -107,7 +109,7 @@ def write_outputs(out: str | Path, study: optuna.Study, cfg: SearchConfig) -> st
 
 def _record(row: pd.Series) -> dict[str, Any]:
     return {"number": int(row["number"]), "reference": row["reference"] or None, "architecture": row["architecture"],
-            "accuracy": float(row["accuracy"]), "latency_ms": float(row["latency_ms"]), "params": int(row["params"]),
+            "val_accuracy": float(row["val_accuracy"]), "latency_ms": float(row["latency_ms"]), "params": int(row["params"]),
             "macs": int(row["macs"]), "arch": json.loads(row["arch_json"])}
 
 
@@ -120,38 +122,42 @@ def summary_text(df: pd.DataFrame, cfg: SearchConfig) -> str:
              f"over budget, rejected before training: {counts.get('rejected', 0)}"]
     searched = done[done["status"] == "trained"]
     if len(searched):
-        b = searched.loc[searched["accuracy"].idxmax()]
-        lines.append(f"best found: #{b['number']} accuracy {b['accuracy']:.4f}, {b['latency_ms']:.3f} ms, "
+        b = searched.loc[searched["val_accuracy"].idxmax()]
+        lines.append(f"best found: #{b['number']} val accuracy {b['val_accuracy']:.4f}, {b['latency_ms']:.3f} ms, "
                      f"{b['params'] / 1e6:.2f} M params, {b['macs'] / 1e6:.0f} MMACs: {b['architecture']}")
-    refs = done[done["status"] == "reference"].sort_values("accuracy", ascending=False)
+    refs = done[done["status"] == "reference"].sort_values("val_accuracy", ascending=False)
     for _, r in refs.iterrows():
-        lines.append(f"reference {r['reference']}: accuracy {r['accuracy']:.4f}, {r['latency_ms']:.3f} ms")
+        lines.append(f"reference {r['reference']}: val accuracy {r['val_accuracy']:.4f}, {r['latency_ms']:.3f} ms")
     if len(searched) and len(refs):
-        gap = searched["accuracy"].max() - refs["accuracy"].max()
-        verdict = "beats" if gap > 0 else "ties with" if gap == 0 else "falls short of"
-        lines.append(f"best found {verdict} the best reference ({gap:+.4f})")
+        gap = searched["val_accuracy"].max() - refs["val_accuracy"].max()
+        lines.append(f"best found - best reference: {gap:+.4f} val accuracy, one proxy run each; the best of "
+                     f"{len(searched)} noisy scores against the best of {len(refs)} is biased upwards: retrain both "
+                     "with fresh seeds before claiming a gain")
     lines.append(f"Pareto front: {len(pareto_front(df))} architectures; hypervolume {hypervolume(df, cfg.budget_ms):.4f}")
     return "\n".join(lines)
 
 
 def report_markdown(df: pd.DataFrame, cfg: SearchConfig, summary: str) -> str:
-    done = evaluated(df).sort_values("accuracy", ascending=False)
-    columns = ["number", "status", "reference", "accuracy", "latency_ms", "params", "macs", "architecture"]
+    done = evaluated(df).sort_values("val_accuracy", ascending=False)
+    columns = ["number", "status", "reference", "val_accuracy", "latency_ms", "params", "macs", "architecture"]
     table = done[columns].head(15).copy()
     table["params"] = (table["params"] / 1e6).round(3)
     table["macs"] = (table["macs"] / 1e6).round(1)
-    front = pareto_front(df)[["number", "reference", "accuracy", "latency_ms", "architecture"]]
-    proxy = ", ".join(f"{k} {v}" for k, v in cfg.proxy.to_dict().items())
+    front = pareto_front(df)[["number", "reference", "val_accuracy", "latency_ms", "architecture"]]
+    proxy = cfg.proxy.describe()
     return "\n".join([
         f"# Search report: {cfg.study}", "", "```", summary, "```", "",
         f"![accuracy against predicted latency]({PLOT})", "",
-        "## Best architectures (proxy accuracy)", "", _markdown(table.rename(columns={"params": "params (M)",
+        "## Best architectures (proxy accuracy on val)", "", _markdown(table.rename(columns={"params": "params (M)",
                                                                                       "macs": "MMACs"})), "",
         "## Pareto front (accuracy against predicted latency)", "", _markdown(front), "",
         "## Protocol", "",
         f"- Latency: predicted for the deployed model (batch 1, {cfg.device or cfg.predictor}) by the per-block "
         f"table; architectures over {cfg.budget_ms:g} ms are recorded as infeasible and never trained.",
         f"- Proxy training: {proxy}; every trial, references included, uses the same protocol.",
+        f"- Splits: selection and pruning read only the val hold-out ({cfg.proxy.val_fraction:g} of each class of "
+        f"the source's training split, seed {cfg.proxy.val_seed}), never the test split; every accuracy here is "
+        "val accuracy.",
         "- `best_arch.json` is the most accurate architecture within the budget (it may be a reference); "
         "`pareto.json` lists the front; `trials.csv` / `trials.parquet` every trial.",
         "- The study is the single source of truth: `nas report DIR` rebuilds this report from it; running the "
@@ -159,17 +165,7 @@ def report_markdown(df: pd.DataFrame, cfg: SearchConfig, summary: str) -> str:
 
 
 def _markdown(df: pd.DataFrame) -> str:
-    if df.empty:
-        return "(none)"
-    header = "| " + " | ".join(map(str, df.columns)) + " |\n|" + "---|" * len(df.columns)
-    body = ["| " + " | ".join(_cell(v) for v in row) + " |" for row in df.itertuples(index=False)]
-    return "\n".join([header, *body])
-
-
-def _cell(value: Any) -> str:
-    if isinstance(value, float):
-        return f"{value:.4f}" if value < 10 else f"{value:.1f}"
-    return "" if value is None else str(value)
+    return "(none)" if df.empty else df.to_markdown(index=False, floatfmt=".4g", missingval="")
 
 
 def plot(df: pd.DataFrame, budget_ms: float, path: Path) -> None:
@@ -182,24 +178,24 @@ def plot(df: pd.DataFrame, budget_ms: float, path: Path) -> None:
     searched = df[df["status"] == "trained"]
     refs = df[df["status"] == "reference"]
     rejected = df[df["status"] == "rejected"]
-    ax.scatter(searched["latency_ms"], searched["accuracy"], s=18, color="tab:blue", alpha=0.7,
+    ax.scatter(searched["latency_ms"], searched["val_accuracy"], s=18, color="tab:blue", alpha=0.7,
                label=f"searched ({len(searched)})")
     front = pareto_front(df)
     if len(front):
         xs = list(front["latency_ms"]) + [budget_ms]
-        ys = list(front["accuracy"]) + [front["accuracy"].iloc[-1]]
+        ys = list(front["val_accuracy"]) + [front["val_accuracy"].iloc[-1]]
         ax.step(xs, ys, where="post", color="tab:green", lw=1.5, label="Pareto front")
-    ax.scatter(refs["latency_ms"], refs["accuracy"], marker="*", s=160, color="tab:red", zorder=5,
+    ax.scatter(refs["latency_ms"], refs["val_accuracy"], marker="*", s=160, color="tab:red", zorder=5,
                label="SwiftFormer references")
     for _, r in refs.iterrows():
-        ax.annotate(r["reference"], (r["latency_ms"], r["accuracy"]), textcoords="offset points", xytext=(6, 4))
+        ax.annotate(r["reference"], (r["latency_ms"], r["val_accuracy"]), textcoords="offset points", xytext=(6, 4))
     ax.axvline(budget_ms, color="black", ls="--", lw=1, label=f"budget {budget_ms:g} ms")
     if len(rejected):
         bottom = ax.get_ylim()[0] if len(searched) or len(refs) else 0
         ax.plot(rejected["latency_ms"], [bottom] * len(rejected), "|", color="grey", alpha=0.5,
                 label=f"rejected over budget ({len(rejected)})")
     ax.set_xlabel("predicted latency (ms)")
-    ax.set_ylabel("proxy accuracy")
+    ax.set_ylabel("proxy accuracy (val split)")
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right", fontsize=8)
     fig.tight_layout()

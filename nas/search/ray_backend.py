@@ -1,20 +1,26 @@
-"""``--backend ray``: the same worker step, scheduled by Ray Tune on a local Ray or a cluster.
+"""``--backend ray``: the same worker loop, scheduled by Ray Tune on a local Ray or a cluster.
 
 Ray only schedules: each Tune trial opens the study from the shared storage and runs worker steps until it has
-trained one architecture, exactly as a local worker does, so outputs and resuming are the same. Every Ray worker
-imports this module, whose first import is the torchvision fix (before timm).
+trained one architecture, exactly as a local worker does, so outputs and resuming are the same. Each trial
+requests ``--cpus-per-trial`` CPUs and ``--gpus-per-trial`` GPUs and trains with exactly that many threads (Ray
+exposes the GPUs it granted as ``cuda:0..``). Every Ray worker imports this module, whose first import is the
+torchvision fix (before timm).
 """
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
-import swiftformer._torchvision_fix  # noqa: F401  (first: Ray workers import timm through nas.search)
+import swiftformer._torchvision_fix  # noqa: F401  (first: Ray workers import timm through nas.training)
 
 import optuna
 
-from .search import SearchConfig, SearchContext, SearchError, build_context, counted, open_study, worker_loop
+from .config import SearchConfig, SearchError
+from .context import SearchContext, build_context
+from .study import counted
+from .worker import open_study, worker_loop
 
 _CONTEXTS: dict[str, SearchContext] = {}  # per Ray worker process: data and tables are built once
 
@@ -25,11 +31,18 @@ def _tune_trial(config: dict[str, Any]) -> None:
     cfg = SearchConfig.from_dict(config["search"])
     key = cfg.out + cfg.study
     if key not in _CONTEXTS:
-        _CONTEXTS[key] = build_context(cfg, quiet=True)
+        _CONTEXTS[key] = build_context(cfg, quiet=True)  # worker 0: the first of the GPUs Ray granted this trial
     worker = int(config.get("slot", 0)) + 1
-    worker_loop(cfg, worker, _CONTEXTS[key], deadline=config.get("deadline"), max_trained=1)
-    trials = open_study(cfg, worker).get_trials(deepcopy=False)
-    tune.report({"trained": counted(trials)})
+    study = open_study(cfg, worker)
+    worker_loop(cfg, worker, _CONTEXTS[key], deadline=config.get("deadline"), max_trained=1, study=study)
+    tune.report({"trained": counted(study.get_trials(deepcopy=False))})
+
+
+def trial_resources(cfg: SearchConfig) -> dict[str, float]:
+    """What each Tune trial asks Ray for: the command line's CPUs (default: this machine's shared out between
+    the workers, or 1 on a cluster) and GPUs."""
+    cpus = cfg.cpus_per_trial or (1 if cfg.ray_address else cfg.threads)
+    return {"cpu": cpus, "gpu": cfg.gpus_per_trial}
 
 
 def run_with_ray(cfg: SearchConfig, study: optuna.Study, storage_url: str, deadline: float | None = None) -> None:
@@ -38,19 +51,21 @@ def run_with_ray(cfg: SearchConfig, study: optuna.Study, storage_url: str, deadl
     from ray import tune
 
     if "://" not in storage_url and cfg.ray_address:
-        print("note: on a cluster every node must see the journal file; prefer an RDB --storage URL")
+        print("note: on a cluster every node must see the journal file; prefer an RDB --storage URL", file=sys.stderr)
     remaining = cfg.trials - counted(study.get_trials(deepcopy=False))
     queued = len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.WAITING,)))
     if remaining <= 0 and not queued:
         return
+    resources = trial_resources(cfg)
+    # each trial trains with exactly the CPUs it requested
+    run_cfg = SearchConfig.from_dict({**cfg.to_dict(), "cpus_per_trial": int(resources["cpu"])})
     init = {"address": cfg.ray_address} if cfg.ray_address else {
         "num_cpus": os.cpu_count(), "_node_ip_address": "127.0.0.1", "include_dashboard": False}
     ray.init(ignore_reinit_error=True, log_to_driver=True, logging_level="ERROR", **init)
     try:
-        cpus = max(1, (os.cpu_count() or 1) // cfg.workers) if not cfg.ray_address else 1
         tuner = tune.Tuner(
-            tune.with_resources(_tune_trial, {"cpu": cpus}),
-            param_space={"search": cfg.to_dict(), "deadline": deadline,
+            tune.with_resources(_tune_trial, resources),
+            param_space={"search": run_cfg.to_dict(), "deadline": deadline,
                          "slot": tune.grid_search(list(range(max(remaining, 0) + queued)))},
             tune_config=tune.TuneConfig(max_concurrent_trials=cfg.workers),
             run_config=tune.RunConfig(name=cfg.study, storage_path=str(Path(cfg.out).resolve() / "ray"), verbose=0))

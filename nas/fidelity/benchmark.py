@@ -1,0 +1,209 @@
+"""A small tabular benchmark of our own space: architectures trained with a strong reference protocol, against
+which any cheap scorer (a proxy setting, a supernet, #params) is ranked.
+
+Each protocol and seed is one Optuna study in one journal file, so the benchmark resumes where it stopped (a
+killed trial is failed and queued again, finished ones are never redone) and several processes may share it.
+Architectures are chosen once, stratified over predicted iPhone 14 latency, and kept in a versioned file; the
+results table is exported from the studies.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import random
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterable
+
+import optuna
+import pandas as pd
+import torch
+from optuna.trial import TrialState
+
+import search_spaces
+from swiftformer import VARIANTS, SwiftFormerArch, count_macs, count_params
+
+from ..data import ImageData
+from ..latency.lut import build_table
+from ..latency.predictor import resolve_predictor
+from ..search.study import Heartbeat, make_storage, recover_interrupted
+from ..training import ProxyConfig, ProxyTask
+
+PHONES = ("iphone14", "iphone12")
+
+
+@dataclass(frozen=True)
+class Protocol:
+    name: str
+    config: ProxyConfig
+    reads_test: bool = False  # only the reference protocol's final evaluation reads the test split
+
+
+# The reference protocol: every train image (the source's training split minus the val hold-out), 2 epochs, at
+# 1/4 of the architecture's resolution (224 -> 56 px: stage 3 sees 4x4 tokens, stage 4 2x2). It sees 90,000
+# images, 11x the default proxy's 8,000.
+REFERENCE = Protocol("reference", ProxyConfig(epochs=2, downscale=4.0, subset=None, val_subset=None), reads_test=True)
+PROXIES = (
+    Protocol("proxy-56px-2ep-4k", ProxyConfig(epochs=2, downscale=4.0, subset=4000)),
+    Protocol("proxy-56px-1ep-4k", ProxyConfig(epochs=1, downscale=4.0, subset=4000)),
+    Protocol("proxy-40px-2ep-4k", ProxyConfig(epochs=2, downscale=5.6, subset=4000)),
+    Protocol("proxy-32px-2ep-4k", ProxyConfig(epochs=2, downscale=7.0, subset=4000)),  # the old default
+)
+PROTOCOLS = {p.name: p for p in (REFERENCE, *PROXIES)}
+
+
+# --------------------------------------------------------------------------------------------- selection
+def select_architectures(n_bins: int = 10, per_bin: int = 3, lo_ms: float = 0.5, hi_ms: float = 1.5,
+                         num_classes: int = 10, in_chans: int = 3, seed: int = 0,
+                         pool: int = 20000) -> list[tuple[str, SwiftFormerArch]]:
+    """``n_bins * per_bin`` architectures of the default space, ``per_bin`` in each equal-width bin of predicted
+    iPhone 14 latency between ``lo_ms`` and ``hi_ms``; the released variants in that range take a place in
+    their bin. Deterministic for a seed."""
+    space = search_spaces.load_space("swiftformer")
+    space = dataclasses.replace(space, num_classes=num_classes, in_chans=in_chans)
+    table = build_table(space, resolve_predictor("iphone14", None))
+    width = (hi_ms - lo_ms) / n_bins
+    bins: list[list[tuple[str, SwiftFormerArch]]] = [[] for _ in range(n_bins)]
+    for name, arch in VARIANTS.items():
+        arch = arch.replace(num_classes=num_classes, in_chans=in_chans)
+        latency = table.predict(arch)
+        if lo_ms <= latency < hi_ms:
+            bins[int((latency - lo_ms) / width)].append((name, arch))
+    seen = {arch.digest() for b in bins for _, arch in b}
+    rng = random.Random(seed)
+    for _ in range(pool):
+        arch = space.sample(rng)
+        latency = table.predict(arch)
+        if not lo_ms <= latency < hi_ms or arch.digest() in seen:
+            continue
+        index = int((latency - lo_ms) / width)
+        if len(bins[index]) < per_bin:
+            bins[index].append(("", arch))
+            seen.add(arch.digest())
+        if all(len(b) >= per_bin for b in bins):
+            break
+    chosen, count = [], 0
+    for b in bins:
+        for name, arch in b:
+            if not name:
+                count += 1
+                name = f"a{count:02d}"
+            chosen.append((name, arch))
+    return chosen
+
+
+def save_architectures(path: Path, archs: list[tuple[str, SwiftFormerArch]]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps({"name": n, "arch": a.to_dict()}, sort_keys=True) + "\n" for n, a in archs))
+
+
+def load_architectures(path: Path) -> list[tuple[str, SwiftFormerArch]]:
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return [(r["name"], SwiftFormerArch.from_dict(r["arch"])) for r in rows]
+
+
+# ---------------------------------------------------------------------------------------------- running
+def study_name(protocol: str, seed: int) -> str:
+    return f"{protocol}-seed{seed}"
+
+
+def run_benchmark(archs: list[tuple[str, SwiftFormerArch]], data: ImageData, storage_path: Path,
+                  work: Iterable[tuple[str, int, str]], device: str = "cpu",
+                  deadline: float | None = None, log: Callable[[str], None] = print) -> int:
+    """Train every (protocol, seed, architecture name) of ``work`` not finished yet; returns how many ran.
+
+    ``work`` is an ordered list, so a partial run leaves the most useful results (every protocol of the first
+    architectures) rather than one protocol of all.
+    """
+    storage = make_storage(str(storage_path))
+    by_name = dict(archs)
+    space = search_spaces.load_space("swiftformer")
+    space = dataclasses.replace(space, num_classes=data.num_classes, in_chans=data.channels)
+    predictors = {phone: build_table(space, resolve_predictor(phone, None)) for phone in PHONES}
+    tasks: dict[tuple[str, int], ProxyTask] = {}
+    studies: dict[str, optuna.Study] = {}
+    work = list(work)
+    ran = 0
+    for position, (protocol_name, seed, name) in enumerate(work, start=1):
+        if deadline and time.time() > deadline:
+            log("deadline reached; run the same command again to continue")
+            break
+        protocol = PROTOCOLS[protocol_name]
+        key = study_name(protocol_name, seed)
+        if key not in studies:
+            studies[key] = optuna.create_study(study_name=key, storage=storage, direction="maximize",
+                                               load_if_exists=True)
+            studies[key].set_user_attr("protocol", {**protocol.config.to_dict(), "seed": seed})
+            recover_interrupted(studies[key], wait=False)
+        study = studies[key]
+        trials = study.get_trials(deepcopy=False)
+        if any(t.user_attrs.get("name") == name and t.state == TrialState.COMPLETE for t in trials):
+            continue
+        if not any(t.user_attrs.get("name") == name and t.state == TrialState.WAITING for t in trials):
+            study.enqueue_trial(space.trial_params(by_name[name]), user_attrs={"name": name})
+        if (protocol_name, seed) not in tasks:
+            tasks[(protocol_name, seed)] = ProxyTask(data, dataclasses.replace(protocol.config, seed=seed), device)
+        task = tasks[(protocol_name, seed)]
+        trial = study.ask()
+        arch = space.suggest(trial)
+        name = trial.user_attrs["name"]
+        for attr, value in {"arch": arch.to_dict(), "summary": arch.summary(), "digest": arch.digest(),
+                            "params": count_params(arch), "macs": count_macs(arch),
+                            **{f"latency_{p}_ms": predictors[p].predict(arch) for p in PHONES},
+                            "threads": torch.get_num_threads(), "device": str(task.device)}.items():
+            trial.set_user_attr(attr, value)
+        with Heartbeat(study, trial):
+            result = task.train(arch, keep_model=protocol.reads_test)
+            trial.set_user_attr("seconds", result.seconds)
+            trial.set_user_attr("cpu_seconds", result.cpu_seconds)
+            trial.set_user_attr("resolution", result.resolution)
+            if protocol.reads_test:
+                trial.set_user_attr("test_accuracy", task.evaluate(result.model, "test"))
+        study.tell(trial, result.accuracy)
+        ran += 1
+        test = f", test {trial.user_attrs.get('test_accuracy', float('nan')):.4f}" if protocol.reads_test else ""
+        log(f"[{position}/{len(work)}] {key} {name}: val {result.accuracy:.4f}{test} ({result.seconds:.0f} s, "
+            f"{result.resolution} px) {arch.summary()}")
+    return ran
+
+
+def results_frame(storage_path: Path) -> pd.DataFrame:
+    """One row per finished (protocol, seed, architecture), with the columns of the versioned CSV."""
+    storage = make_storage(str(storage_path))
+    rows = []
+    for summary in optuna.get_all_study_summaries(storage, include_best_trial=False):
+        study = optuna.load_study(study_name=summary.study_name, storage=storage)
+        protocol, _, seed = summary.study_name.rpartition("-seed")
+        for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+            a = t.user_attrs
+            rows.append({"protocol": protocol, "seed": int(seed), "name": a["name"], "architecture": a["summary"],
+                         "val_accuracy": t.values[0], "test_accuracy": a.get("test_accuracy"),
+                         "params": a["params"], "macs": a["macs"], "latency_iphone14_ms": a["latency_iphone14_ms"],
+                         "latency_iphone12_ms": a["latency_iphone12_ms"], "resolution": a["resolution"],
+                         "seconds": a["seconds"], "cpu_seconds": a["cpu_seconds"], "threads": a["threads"],
+                         "device": a["device"], "digest": a["digest"],
+                         "arch_json": json.dumps(a["arch"], sort_keys=True)})
+    columns = ["protocol", "seed", "name", "architecture", "val_accuracy", "test_accuracy", "params", "macs",
+               "latency_iphone14_ms", "latency_iphone12_ms", "resolution", "seconds", "cpu_seconds", "threads",
+               "device", "digest", "arch_json"]
+    frame = pd.DataFrame(rows, columns=columns)
+    return frame.sort_values(["protocol", "seed", "name"]).reset_index(drop=True)
+
+
+def default_work(archs: list[tuple[str, SwiftFormerArch]], second_seed_every: int = 3,
+                 protocols: Iterable[str] | None = None) -> list[tuple[str, int, str]]:
+    """Per architecture (in a fixed shuffled order that spreads partial results over the latency range): the
+    reference protocol, then every proxy; then the reference's second seed on every ``second_seed_every``-th."""
+    names = [n for n, _ in archs]
+    random.Random(0).shuffle(names)
+    wanted = list(protocols) if protocols else list(PROTOCOLS)
+    work = [(p, 0, n) for n in names for p in wanted]
+    if REFERENCE.name in wanted:
+        work += [(REFERENCE.name, 1, n) for n in names[::second_seed_every]]
+    return work
+
+
+def log_stderr(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)

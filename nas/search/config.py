@@ -1,0 +1,101 @@
+"""What a search is: its settings, which of them make a study's results comparable, and its user errors."""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..training import ProxyConfig
+
+SAMPLERS = ("tpe", "nsga2", "random", "evolution")
+OBJECTIVES = ("constrained", "pareto")
+
+
+class SearchError(ValueError):
+    """A search that cannot start or go on; the message says what to change."""
+
+
+@dataclass
+class SearchConfig:
+    budget_ms: float
+    device: str | None = "iphone14"  # the phone whose latency is predicted
+    predictor: str | None = None  # a calibrated predictor file instead of a shipped device
+    space: str = "swiftformer"
+    data: str = "fashion-mnist"
+    trials: int = 40  # searched architectures given training time (rejections, duplicates, references are extra)
+    timeout_s: float | None = None
+    sampler: str = "tpe"
+    objective: str = "constrained"
+    proxy: ProxyConfig = field(default_factory=ProxyConfig)
+    seed: int = 0
+    out: str = ""
+    study: str = ""
+    storage: str | None = None
+    backend: str = "local"
+    ray_address: str | None = None
+    workers: int = 1
+    train_device: str = "auto"  # where candidates train: auto, cpu, cuda, cuda:N, mps
+    cpus_per_trial: int | None = None  # threads of each worker / CPUs each Ray trial requests (default: shared out)
+    gpus_per_trial: float = 0.0  # GPUs each Ray trial requests (local workers take one GPU each)
+
+    def __post_init__(self) -> None:
+        if self.sampler not in SAMPLERS:
+            raise SearchError(f"unknown sampler {self.sampler!r}; accepted: {', '.join(SAMPLERS)}")
+        if self.objective not in OBJECTIVES:
+            raise SearchError(f"unknown objective {self.objective!r}; accepted: {', '.join(OBJECTIVES)}")
+        if self.backend not in ("local", "ray"):
+            raise SearchError(f"unknown backend {self.backend!r}; accepted: local, ray")
+        if self.workers < 1 or self.trials < 1:
+            raise SearchError("--workers and --trials must be at least 1")
+        if self.cpus_per_trial is not None and self.cpus_per_trial < 1:
+            raise SearchError(f"--cpus-per-trial {self.cpus_per_trial} must be at least 1")
+        if self.gpus_per_trial < 0:
+            raise SearchError(f"--gpus-per-trial {self.gpus_per_trial:g} must not be negative")
+        budget = f"{self.budget_ms:g}ms".replace(".", "p")
+        self.study = self.study or f"{Path(self.space).stem}-{self.device or Path(self.predictor or 'custom').stem}-{budget}"
+        self.out = self.out or str(Path("runs") / self.study)
+
+    @property
+    def threads(self) -> int:
+        """Threads each worker trains with: the CPUs it was given, or this machine's shared out."""
+        return self.cpus_per_trial or max(1, (os.cpu_count() or 1) // self.workers)
+
+    def storage_url(self) -> str:
+        """``--storage`` if given; else the one already in ``--out``; else SQLite for one local process, a
+        journal file for several or for Ray. A URL with ``://`` is an RDB, anything else a journal file path."""
+        out = Path(self.out).resolve()
+        url = self.storage
+        if url is None:
+            if (out / "study.db").exists():
+                url = f"sqlite:///{out / 'study.db'}"
+            elif (out / "study.journal").exists() or self.workers > 1 or self.backend == "ray":
+                url = str(out / "study.journal")
+            else:
+                url = f"sqlite:///{out / 'study.db'}"
+        if url.startswith("sqlite") and (self.workers > 1 or self.backend == "ray"):
+            raise SearchError(f"SQLite ({url}) does not survive parallel writers; use a journal file "
+                              f"(--storage {out / 'study.journal'}) or an RDB URL (postgresql://..., mysql://...)")
+        return url
+
+    def identity(self) -> dict[str, Any]:
+        """What must stay the same for results to be comparable, and so for a run to resume a study. The proxy
+        includes the val hold-out's fraction and seed, so a study records the split it selected on."""
+        return {"budget_ms": self.budget_ms, "device": self.device, "predictor": self.predictor, "space": self.space,
+                "data": self.data, "objective": self.objective, "proxy": self.proxy.to_dict()}
+
+    def to_dict(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data["proxy"] = self.proxy.to_dict()
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "SearchConfig":
+        return cls(**{**data, "proxy": ProxyConfig(**data["proxy"])})
+
+
+def digest(data: Any) -> str:
+    return hashlib.sha1(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:12]

@@ -1,0 +1,62 @@
+"""The search: the most accurate architectures of a space whose predicted latency fits a budget.
+
+The runner prepares a study (storage, references, recovery of a killed run's trials), hands the work to one of
+three ways of running workers (this process, ``--workers`` processes, Ray Tune), then writes the outputs, all
+derived from the study. Running the same command again resumes it.
+"""
+from __future__ import annotations
+
+import json
+import multiprocessing
+import sys
+import time
+from pathlib import Path
+
+import optuna
+
+from .config import SearchConfig, SearchError
+from .context import build_context
+from .report import write_outputs
+from .step import enqueue_references
+from .study import counted, make_storage, recover_interrupted
+from .worker import open_study, spawned_worker, worker_loop
+
+
+def run_search(cfg: SearchConfig) -> tuple[optuna.Study, str]:
+    """Run (or resume) the whole search, then write its outputs; returns the study and the summary text."""
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    url = cfg.storage_url()
+    storage = make_storage(url)
+    (out / "search.json").write_text(json.dumps({**cfg.to_dict(), "storage_url": url}, indent=2) + "\n")
+    ctx = build_context(cfg)  # validates data, space, predictor and training device before any worker starts
+    deadline = time.time() + cfg.timeout_s if cfg.timeout_s else None
+    study = open_study(cfg, storage=storage)
+    holdout = ctx.task.holdout.describe()
+    print(f"study {cfg.study!r} in {url}: {counted(study.get_trials(deepcopy=False))}/{cfg.trials} "
+          f"trained so far; budget {cfg.budget_ms:g} ms on {ctx.predictor.device}; space {ctx.space.name} "
+          f"({ctx.space.size():,} architectures); data {cfg.data}: {holdout}, selecting on val; training on "
+          f"{ctx.task.device} with {cfg.threads} thread(s) per worker", file=sys.stderr)
+    recover_interrupted(study)  # once, here: a killed run's trials are failed and queued again
+    references = enqueue_references(study, ctx)
+    if references:
+        print(f"references within the budget, evaluated with the same protocol: {', '.join(references)}",
+              file=sys.stderr)
+    if cfg.backend == "ray":
+        from .ray_backend import run_with_ray
+
+        run_with_ray(cfg, study, url, deadline)
+    elif cfg.workers == 1:
+        worker_loop(cfg, 0, ctx, deadline, study=study)
+    else:
+        context = multiprocessing.get_context("spawn")
+        processes = [context.Process(target=spawned_worker, args=(cfg.to_dict(), i, deadline))
+                     for i in range(cfg.workers)]
+        for process in processes:
+            process.start()
+        for process in processes:
+            process.join()
+        if any(p.exitcode for p in processes):
+            raise SearchError(f"{sum(bool(p.exitcode) for p in processes)} worker process(es) failed; "
+                              "run the same command again to resume")
+    return study, write_outputs(out, study, cfg)

@@ -1,0 +1,124 @@
+"""One trial of a search, from proposal to verdict.
+
+Ask a trial; the space suggests an architecture; the latency table prices it. Over the budget it is a
+constraint violation (``trial.set_constraint``; Optuna's samplers rank it below every feasible trial by its
+violation, whatever its placeholder value) and is never trained. An architecture whose result is known (trained,
+a reference, or pruned) reuses that result instead of training again. Otherwise it is proxy-trained, reporting
+validation accuracy after each epoch so the pruner can stop it, and the study is told.
+"""
+from __future__ import annotations
+
+import sys
+
+import optuna
+import torch
+from optuna.trial import TrialState
+
+from swiftformer import VARIANTS, count_macs, count_params
+
+from ..training import ProxyDiverged
+from .context import SearchContext, task_arch
+from .evolution import enqueue_child
+from .study import KNOWN, Heartbeat, status_of
+
+UNTRAINED = 0.0  # the objective placeholder of an over-budget trial: no sampler or output reads it as a score
+
+
+def enqueue_references(study: optuna.Study, ctx: SearchContext) -> list[str]:
+    """Queue the released variants that fit the budget, once per study; returns their names."""
+    if study.user_attrs.get("nas_references_queued"):
+        return list(study.user_attrs.get("nas_references", []))
+    names = []
+    for name, arch in VARIANTS.items():
+        arch = task_arch(arch, ctx.space)
+        if arch not in ctx.space:
+            print(f"reference {name.upper()} is outside space {ctx.space.name!r}; not evaluated", file=sys.stderr)
+            continue
+        if ctx.table.predict(arch) <= ctx.cfg.budget_ms:
+            study.enqueue_trial(ctx.space.trial_params(arch), user_attrs={"reference": name.upper()})
+            names.append(name.upper())
+    study.set_user_attr("nas_references", names)
+    study.set_user_attr("nas_references_queued", True)
+    return names
+
+
+def run_step(study: optuna.Study, ctx: SearchContext, worker: str = "w0") -> tuple[str, optuna.trial.FrozenTrial]:
+    """Ask one trial and carry it to its end; returns its status and the finished trial."""
+    cfg = ctx.cfg
+    if cfg.sampler == "evolution":
+        enqueue_child(study, ctx)
+    trial = study.ask()
+    arch = ctx.space.suggest(trial)
+    latency = ctx.table.predict(arch)
+    for key, value in {"arch": arch.to_dict(), "summary": arch.summary(), "digest": arch.digest(),
+                       "params": count_params(arch), "macs": count_macs(arch), "latency_ms": latency,
+                       "worker": worker}.items():
+        trial.set_user_attr(key, value)
+    trial.set_constraint("latency", latency - cfg.budget_ms)
+
+    def tell(status: str, values: list[float] | None,
+             state: TrialState = TrialState.COMPLETE) -> tuple[str, optuna.trial.FrozenTrial]:
+        try:
+            trial.set_user_attr("status", status)
+            return status, study.tell(trial, values, state=state)
+        except (optuna.exceptions.UpdateFinishedTrialError, ValueError):
+            # another process judged this trial stale (a heartbeat arrived late) and queued it again
+            print(f"[{worker}] trial #{trial.number} was recovered by another process; its result is dropped",
+                  file=sys.stderr)
+            return "recovered elsewhere", study._storage.get_trial(trial._trial_id)
+
+    def objective(accuracy: float) -> list[float]:
+        return [accuracy] if cfg.objective == "constrained" else [accuracy, latency]
+
+    if latency > cfg.budget_ms:
+        return tell("rejected", objective(UNTRAINED))
+    reference = trial.user_attrs.get("reference")
+    twin = None if reference else next(
+        (t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
+         if t.user_attrs.get("digest") == arch.digest() and status_of(t) in KNOWN), None)
+    if twin is not None:
+        trial.set_user_attr("duplicate_of", twin.number)
+        if twin.state == TrialState.PRUNED:  # stopped at the same point again: the same curve, pruned
+            for step, value in twin.intermediate_values.items():
+                trial.report(value, step)
+            return tell("duplicate", None, TrialState.PRUNED)
+        return tell("duplicate", list(twin.values))
+
+    def report(epoch: int, accuracy: float) -> None:
+        if cfg.objective != "constrained":
+            return  # Optuna cannot prune (or record intermediate values of) multi-objective trials
+        trial.report(accuracy, epoch)
+        if reference is None and epoch < cfg.proxy.epochs and trial.should_prune():
+            raise optuna.TrialPruned(f"val accuracy {accuracy:.3f} after epoch {epoch} is below the median")
+
+    failure: tuple[str, str] | None = None
+    with Heartbeat(study, trial):
+        try:
+            result = ctx.task.train(arch, report)
+        except optuna.TrialPruned:
+            failure = ("pruned", "")
+        except ProxyDiverged as exc:
+            failure = ("diverged", str(exc))
+        except Exception as exc:  # (an interrupt is not caught: that trial is retried on resume)
+            message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            if not is_out_of_memory(exc):  # a crash: record why (so it is not retried), then surface it
+                trial.set_user_attr("fail_reason", f"{type(exc).__name__}: {message}")
+                tell("error", None, TrialState.FAIL)
+                raise
+            failure = ("out of memory", f"out of memory: {message}")
+    if failure is not None:
+        status, reason = failure
+        if status == "pruned":
+            return tell("pruned", None, TrialState.PRUNED)
+        trial.set_user_attr("fail_reason", reason)
+        return tell(status, None, TrialState.FAIL)
+    trial.set_user_attr("train_seconds", result.seconds)
+    trial.set_user_attr("train_cpu_seconds", result.cpu_seconds)
+    return tell("reference" if reference else "trained", objective(result.accuracy))
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """CUDA raises OutOfMemoryError; the CPU allocator a RuntimeError saying it cannot allocate."""
+    text = str(exc)
+    return isinstance(exc, (torch.cuda.OutOfMemoryError, MemoryError)) or "can't allocate memory" in text \
+        or "out of memory" in text

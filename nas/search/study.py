@@ -1,0 +1,151 @@
+"""The study: where trials live, what state each one is in, and how a killed run's trials come back.
+
+Every job that trains architectures (the search, the fidelity benchmark, ablations) keeps its trials in an
+Optuna study, the single source of truth: outputs are derived from it and running the same command again
+resumes it. Storages: SQLite for one process, a journal file for several processes or Ray (SQLite does not
+survive parallel writers), or any RDB URL. On RDB storages (SQLite included) Optuna's own heartbeat marks the
+trials of a dead process stale; on journal files a beat in the trial's system attributes does the same. Either
+way a stale trial is failed and its parameters queued again by Optuna's ``RetryHeartbeatStaleTrialCallback``.
+"""
+from __future__ import annotations
+
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Iterable
+
+import warnings
+
+import optuna
+from optuna.storages import RetryHeartbeatStaleTrialCallback
+from optuna.storages._heartbeat import get_heartbeat_thread, is_heartbeat_enabled
+from optuna.trial import TrialState
+
+HEARTBEAT_S = 2
+STALE_AFTER_S = 10
+MAX_RETRIES = 3  # a trial whose process dies this often is not queued again
+KNOWN = ("trained", "reference", "pruned")  # statuses whose result is known: a re-proposal reuses it
+TRAINING_STATUSES = ("trained", "pruned", "diverged", "out of memory")  # searched trials that used training time
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)  # heartbeat and retry callback
+warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used with Study.optimize")
+
+
+def make_storage(url: str) -> optuna.storages.BaseStorage:
+    """An RDB URL (``sqlite:///...``, ``postgresql://...``) or a journal file path (``journal:`` prefix optional)."""
+    retry = RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRIES)
+    if "://" in url:
+        return optuna.storages.RDBStorage(url, heartbeat_interval=HEARTBEAT_S, grace_period=STALE_AFTER_S,
+                                          heartbeat_stale_trial_callback=retry)
+    path = Path(url.removeprefix("journal:"))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(path)))
+
+
+# ---------------------------------------------------------------------------------------------- trial states
+def status_of(trial: optuna.trial.FrozenTrial) -> str:
+    """What happened to a trial: trained, reference, pruned, rejected (over budget), duplicate (a known result
+    reused), diverged, out of memory, error, interrupted (its process died), running or queued."""
+    if trial.state == TrialState.RUNNING:
+        return "running"
+    if trial.state == TrialState.WAITING:
+        return "queued"
+    if trial.state == TrialState.FAIL:  # a failure records its reason; a killed run's trial has none
+        return trial.user_attrs.get("status", "interrupted")
+    if trial.state == TrialState.PRUNED:
+        return trial.user_attrs.get("status", "pruned")
+    return trial.user_attrs.get("status", "trained")
+
+
+def counted(trials: Iterable[optuna.trial.FrozenTrial]) -> int:
+    """Searched trials that used training time (trained, pruned, failed while training), references excluded."""
+    return sum(1 for t in trials if status_of(t) in TRAINING_STATUSES and "reference" not in t.user_attrs)
+
+
+def best_feasible(trials: Iterable[optuna.trial.FrozenTrial]) -> optuna.trial.FrozenTrial | None:
+    """The most accurate trial trained within the budget (a reference may be it)."""
+    done = [t for t in trials if status_of(t) in ("trained", "reference")]
+    return max(done, key=lambda t: t.values[0], default=None)
+
+
+def retry_of(trial: optuna.trial.FrozenTrial) -> int | None:
+    return RetryHeartbeatStaleTrialCallback.retried_trial_number(trial)
+
+
+# -------------------------------------------------------------------------------------- heartbeat, recovery
+class Heartbeat:
+    """Keeps a running trial visibly alive while it trains (Optuna's heartbeat on RDB storages)."""
+
+    def __init__(self, study: optuna.Study, trial: optuna.Trial):
+        self.storage, self.trial_id = study._storage, trial._trial_id
+        self.native = is_heartbeat_enabled(self.storage)
+        self.stop = threading.Event()
+        self.thread = get_heartbeat_thread(self.trial_id, self.storage) if self.native else \
+            threading.Thread(target=self._run, daemon=True)
+
+    def _beat(self) -> None:
+        self.storage.set_trial_system_attr(self.trial_id, "nas:heartbeat", time.time())
+
+    def _run(self) -> None:
+        while not self.stop.wait(HEARTBEAT_S):
+            try:
+                self._beat()
+            except Exception:  # noqa: BLE001 (a missed beat is harmless; the trial goes on)
+                pass
+
+    def __enter__(self) -> "Heartbeat":
+        if not self.native:
+            self._beat()
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.native:
+            self.thread.join()
+        else:
+            self.stop.set()
+            self.thread.join()
+
+
+def recover_interrupted(study: optuna.Study, wait: bool = True) -> list[int]:
+    """Fail the running trials whose process stopped beating and queue their parameters again.
+
+    With ``wait``, a trial that beat recently is given the grace period to show it is still alive (another
+    process may be training it); without, only trials already stale are recovered.
+    """
+    running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+    if not running:
+        return []
+    native = is_heartbeat_enabled(study._storage)
+    if wait:
+        freshest = max(_last_beat(t, native) for t in running)
+        if time.time() - freshest < STALE_AFTER_S:
+            print(f"{len(running)} trial(s) marked running; waiting {STALE_AFTER_S - (time.time() - freshest):.0f}s "
+                  "to see whether another process is still working on them", file=sys.stderr)
+            time.sleep(max(0.0, STALE_AFTER_S - (time.time() - freshest)) + 0.5)
+    before = {t.number for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,))}
+    if native:
+        optuna.storages.fail_stale_trials(study)  # runs the storage's RetryHeartbeatStaleTrialCallback
+    else:
+        retry = RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRIES)
+        for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            if time.time() - _last_beat(trial, native) < STALE_AFTER_S:
+                continue
+            try:
+                study._storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL)
+            except optuna.exceptions.UpdateFinishedTrialError:
+                continue  # it finished meanwhile, or another process recovered it first
+            retry(study, study._storage.get_trial(trial._trial_id))
+    failed = sorted({t.number for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,))} - before)
+    if failed:
+        print(f"trial(s) {', '.join(f'#{n}' for n in failed)} were interrupted; their architectures are queued "
+              "again", file=sys.stderr)
+    return failed
+
+
+def _last_beat(trial: optuna.trial.FrozenTrial, native: bool) -> float:
+    if native:  # Optuna keeps RDB beats in its own table, read only by fail_stale_trials: assume a fresh one
+        return time.time()
+    return trial.system_attrs.get("nas:heartbeat", trial.datetime_start.timestamp())

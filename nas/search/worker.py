@@ -1,0 +1,124 @@
+"""A worker: steps against the shared study until the search has what it asked for.
+
+The same loop runs in this process, in ``--workers`` processes and inside Ray Tune trials.
+"""
+from __future__ import annotations
+
+import sys
+import time
+from typing import Any
+
+import optuna
+import torch
+from optuna.trial import TrialState
+
+from ..units import format_duration
+from .config import SearchConfig, SearchError
+from .context import SearchContext, build_context
+from .pruning import SearchedMedianPruner
+from .step import run_step
+from .study import best_feasible, counted, make_storage, recover_interrupted, status_of
+
+MAX_REJECTED_IN_A_ROW = 2000
+MAX_DUPLICATES_IN_A_ROW = 200
+
+
+def open_study(cfg: SearchConfig, worker: int = 0, storage: optuna.storages.BaseStorage | None = None,
+               storage_url: str | None = None) -> optuna.Study:
+    """The search's study with this worker's sampler (workers must not propose the same sequence)."""
+    directions = ["maximize"] if cfg.objective == "constrained" else ["maximize", "minimize"]
+    seed = cfg.seed * 1000 + worker
+    if cfg.sampler == "tpe":
+        sampler = optuna.samplers.TPESampler(seed=seed, multivariate=True, constant_liar=cfg.workers > 1,
+                                             n_startup_trials=10)
+    elif cfg.sampler == "nsga2":
+        sampler = optuna.samplers.NSGAIISampler(seed=seed, population_size=max(4, min(20, cfg.trials // 3)))
+    else:  # random, and evolution (whose children are enqueued; see evolution.py)
+        sampler = optuna.samplers.RandomSampler(seed=seed)
+    pruner = SearchedMedianPruner() if cfg.objective == "constrained" else optuna.pruners.NopPruner()
+    storage = storage or make_storage(storage_url or cfg.storage_url())
+    study = optuna.create_study(study_name=cfg.study, storage=storage, sampler=sampler, pruner=pruner,
+                                directions=directions, load_if_exists=True)
+    identity = cfg.identity()
+    stored = study.user_attrs.get("nas_identity")
+    if stored is None:
+        study.set_user_attr("nas_identity", identity)
+        study.set_user_attr("nas_config", cfg.to_dict())
+    elif stored != identity:
+        changed = sorted(k for k in set(stored) | set(identity) if stored.get(k) != identity.get(k))
+        raise SearchError(f"study {cfg.study!r} in {cfg.out} was run with other settings ({', '.join(changed)}); "
+                          "resume with the same ones, or choose another --study or --out")
+    if study.directions != [optuna.study.StudyDirection[d.upper()] for d in directions]:
+        raise SearchError(f"study {cfg.study!r} has another objective; choose another --study")
+    return study
+
+
+def worker_loop(cfg: SearchConfig, worker: int = 0, ctx: SearchContext | None = None, deadline: float | None = None,
+                max_trained: int | None = None, study: optuna.Study | None = None) -> None:
+    """Run steps until ``cfg.trials`` searched trials have used training time and nothing is queued; or until
+    the deadline, ``max_trained`` steps of this worker, or a long run of proposals that were all known already
+    (a space smaller than the trial count)."""
+    torch.set_num_threads(cfg.threads)
+    ctx = ctx or build_context(cfg, quiet=worker > 0, worker=worker)
+    study = study or open_study(cfg, worker)
+    name = f"w{worker}"
+    started, trained_here, rejected_in_a_row, duplicates_in_a_row = time.perf_counter(), 0, 0, 0
+    times: list[float] = []
+    while True:
+        trials = study.get_trials(deepcopy=False)
+        queued = any(t.state == TrialState.WAITING for t in trials)
+        if (counted(trials) >= cfg.trials and not queued) or (deadline and time.time() > deadline):
+            break
+        if max_trained is not None and trained_here >= max_trained:
+            break
+        recover_interrupted(study, wait=False)
+        t0 = time.perf_counter()
+        status, trial = run_step(study, ctx, name)
+        if status == "rejected":
+            rejected_in_a_row += 1
+            if rejected_in_a_row >= MAX_REJECTED_IN_A_ROW:
+                smallest = min(t.user_attrs["latency_ms"] for t in study.get_trials(deepcopy=False)
+                               if "latency_ms" in t.user_attrs)
+                raise SearchError(f"{rejected_in_a_row} architectures in a row exceed the {cfg.budget_ms:g} ms "
+                                  f"budget (smallest predicted: {smallest:.3f} ms); raise the budget or use a space "
+                                  "with smaller architectures")
+            continue
+        rejected_in_a_row = 0
+        if status == "duplicate":
+            duplicates_in_a_row += 1
+            if duplicates_in_a_row >= MAX_DUPLICATES_IN_A_ROW:
+                print(f"[{name}] the last {duplicates_in_a_row} proposals were all known already: the space "
+                      f"({ctx.space.size():,} architectures) looks exhausted; stopping", file=sys.stderr)
+                break
+            continue
+        duplicates_in_a_row = 0
+        trained_here += 1
+        times.append(time.perf_counter() - t0)
+        _print_progress(study, cfg, trial, times, name)
+    if worker == 0:
+        print(f"{name}: finished after {format_duration(time.perf_counter() - started)}", file=sys.stderr)
+
+
+def _print_progress(study: optuna.Study, cfg: SearchConfig, trial: optuna.trial.FrozenTrial, times: list[float],
+                    worker: str) -> None:
+    trials = study.get_trials(deepcopy=False)
+    done = counted(trials)
+    rejected = sum(status_of(t) == "rejected" for t in trials)
+    best = best_feasible(trials)
+    left = max(0, cfg.trials - done) * sum(times) / len(times) / cfg.workers
+    status = status_of(trial)
+    score = f"val {trial.values[0]:.3f}" if trial.values else status
+    label = f"{trial.user_attrs.get('reference')} (reference)" if trial.user_attrs.get("reference") else status
+    best_text = f"best feasible val {best.values[0]:.3f} (#{best.number})" if best else "no feasible result yet"
+    print(f"[{worker}] {done}/{cfg.trials} trained | #{trial.number} {label}: {score}, "
+          f"{trial.user_attrs['latency_ms']:.3f} ms, {trial.user_attrs['summary']} | {best_text} | "
+          f"{rejected} rejected over budget | ETA {format_duration(left)}", file=sys.stderr, flush=True)
+
+
+def spawned_worker(cfg_dict: dict[str, Any], worker: int, deadline: float | None) -> None:
+    """Entry point of a ``--workers`` process."""
+    try:
+        worker_loop(SearchConfig.from_dict(cfg_dict), worker, deadline=deadline)
+    except ValueError as exc:  # the project's user-facing errors (SearchError, DatasetError, ...) are ValueErrors
+        print(f"nas: error: worker {worker}: {exc}", file=sys.stderr)
+        sys.exit(2)
