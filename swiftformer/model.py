@@ -4,9 +4,12 @@ Follows the official Amshaker/SwiftFormer code op for op and key for key, so off
 ``strict=True`` and give the same outputs; timm-port checkpoints load after renaming. Every block knows how to
 ``fuse()`` itself for inference (BatchNorm and layer scale folded, attention run on the NCHW map with 1x1 convs),
 which is what timm's ``reparameterize_model`` calls.
-"""
-from __future__ import annotations
 
+Every layer takes timm's ``device`` / ``dtype`` factory arguments. Annotations are evaluated (no postponed
+annotations): ``torch.fx`` copies ``forward``'s hints into the code it generates, and TorchScript cannot resolve
+them there when they are strings.
+"""
+import math
 import re
 from typing import Any, Mapping
 
@@ -18,7 +21,8 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.layers import DropPath, trunc_normal_
-from timm.models import build_model_with_cfg, generate_default_cfgs, register_model, reparameterize_model
+from timm.models import (build_model_with_cfg, generate_default_cfgs, register_model, reparameterize_model,
+                         resolve_pretrained_cfg)
 from timm.models._features import feature_take_indices
 
 from .arch import VARIANTS, Block, SwiftFormerArch, as_arch
@@ -26,6 +30,9 @@ from .fusion import (bn_affine, fold_bn_conv1x1, fold_bn_linear, fold_conv_bn, l
                      scale_conv_output)
 
 __all__ = ["SwiftFormer", "convert_checkpoint", "load_checkpoint"]
+
+DeviceLike = torch.device | str | None
+GLOBAL_POOLS = ("avg", "")  # timm's names: average pooling, or none (forward_head keeps the map)
 
 
 class ConvEncoder(nn.Module):
@@ -35,14 +42,16 @@ class ConvEncoder(nn.Module):
     are the same.
     """
 
-    def __init__(self, dim: int, hidden_dim: int, drop_path: float = 0.0, layer_scale_init_value: float = 1.0):
+    def __init__(self, dim: int, hidden_dim: int, drop_path: float = 0.0, layer_scale_init_value: float = 1.0,
+                 device: DeviceLike = None, dtype: torch.dtype | None = None):
         super().__init__()
-        self.layer_scale = nn.Parameter(layer_scale_init_value * torch.ones(dim, 1, 1))
-        self.dwconv = nn.Conv2d(dim, dim, 3, padding=1, groups=dim)
-        self.norm = nn.BatchNorm2d(dim)
-        self.pwconv1 = nn.Conv2d(dim, hidden_dim, 1)
+        dd = {"device": device, "dtype": dtype}
+        self.layer_scale = nn.Parameter(layer_scale_init_value * torch.ones(dim, 1, 1, **dd))
+        self.dwconv = nn.Conv2d(dim, dim, 3, padding=1, groups=dim, **dd)
+        self.norm = nn.BatchNorm2d(dim, **dd)
+        self.pwconv1 = nn.Conv2d(dim, hidden_dim, 1, **dd)
         self.act = nn.GELU()
-        self.pwconv2 = nn.Conv2d(hidden_dim, dim, 1)
+        self.pwconv2 = nn.Conv2d(hidden_dim, dim, 1, **dd)
         self.drop_path = DropPath(drop_path) if drop_path > 0.0 else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -82,14 +91,15 @@ class EfficientAdditiveAttention(nn.Module):
     Official op order, including the scale that the later normalisation makes redundant (spec section 2.4).
     """
 
-    def __init__(self, dim: int):
+    def __init__(self, dim: int, device: DeviceLike = None, dtype: torch.dtype | None = None):
         super().__init__()
-        self.to_query = nn.Linear(dim, dim)
-        self.to_key = nn.Linear(dim, dim)
-        self.w_g = nn.Parameter(torch.randn(dim, 1))
+        dd = {"device": device, "dtype": dtype}
+        self.to_query = nn.Linear(dim, dim, **dd)
+        self.to_key = nn.Linear(dim, dim, **dd)
+        self.w_g = nn.Parameter(torch.randn(dim, 1, **dd))
         self.scale_factor = dim ** -0.5
-        self.Proj = nn.Linear(dim, dim)
-        self.final = nn.Linear(dim, dim)
+        self.Proj = nn.Linear(dim, dim, **dd)
+        self.final = nn.Linear(dim, dim, **dd)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         query = F.normalize(self.to_query(x), dim=-1)
@@ -118,27 +128,31 @@ class FusedAdditiveAttention(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         query, key = self.qk(x).chunk(2, dim=1)
-        query, key = _l2_normalize(query, (1,)), _l2_normalize(key, (1,))
-        weights = _l2_normalize((query * self.w_g).sum(dim=1, keepdim=True), (2, 3))
+        query, key = _l2_normalize(query, [1]), _l2_normalize(key, [1])
+        weights = _l2_normalize((query * self.w_g).sum(dim=1, keepdim=True), [2, 3])
         global_query = (weights * query).sum(dim=(2, 3), keepdim=True)
         return self.final(self.proj(global_query * key) + query)
 
 
-def _l2_normalize(x: torch.Tensor, dims: tuple[int, ...]) -> torch.Tensor:
+def _l2_normalize(x: torch.Tensor, dims: list[int]) -> torch.Tensor:
     """``F.normalize`` over ``dims`` (same eps rule), written as plain reductions: on an NCHW map this is ~8x
-    faster on CPU than ``linalg_vector_norm`` over the strided channel axis, and maps to basic CoreML ops."""
+    faster on CPU than ``linalg_vector_norm`` over the strided channel axis, and maps to basic CoreML ops.
+
+    ``dims`` is a list, not a variadic tuple, so that the fused model can be scripted."""
     return x / x.square().sum(dim=dims, keepdim=True).sqrt().clamp_min(1e-12)
 
 
 class Mlp(nn.Module):
     """Pre-normalised 1x1-conv MLP of the SwiftFormerEncoder."""
 
-    def __init__(self, dim: int, hidden_dim: int, drop: float = 0.0):
+    def __init__(self, dim: int, hidden_dim: int, drop: float = 0.0, device: DeviceLike = None,
+                 dtype: torch.dtype | None = None):
         super().__init__()
-        self.norm1 = nn.BatchNorm2d(dim)
-        self.fc1 = nn.Conv2d(dim, hidden_dim, 1)
+        dd = {"device": device, "dtype": dtype}
+        self.norm1 = nn.BatchNorm2d(dim, **dd)
+        self.fc1 = nn.Conv2d(dim, hidden_dim, 1, **dd)
         self.act = nn.GELU()
-        self.fc2 = nn.Conv2d(hidden_dim, dim, 1)
+        self.fc2 = nn.Conv2d(hidden_dim, dim, 1, **dd)
         self.drop = nn.Dropout(drop)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -153,13 +167,14 @@ class SwiftFormerEncoder(nn.Module):
     """Local representation, then additive attention and MLP, each a layer-scaled residual branch."""
 
     def __init__(self, dim: int, hidden_dim: int, drop: float = 0.0, drop_path: float = 0.0,
-                 layer_scale_init_value: float = 1e-5):
+                 layer_scale_init_value: float = 1e-5, device: DeviceLike = None, dtype: torch.dtype | None = None):
         super().__init__()
-        self.layer_scale_1 = nn.Parameter(layer_scale_init_value * torch.ones(dim, 1, 1))
-        self.layer_scale_2 = nn.Parameter(layer_scale_init_value * torch.ones(dim, 1, 1))
-        self.local_representation = ConvEncoder(dim, dim)
-        self.attn = EfficientAdditiveAttention(dim)
-        self.linear = Mlp(dim, hidden_dim, drop)
+        dd = {"device": device, "dtype": dtype}
+        self.layer_scale_1 = nn.Parameter(layer_scale_init_value * torch.ones(dim, 1, 1, **dd))
+        self.layer_scale_2 = nn.Parameter(layer_scale_init_value * torch.ones(dim, 1, 1, **dd))
+        self.local_representation = ConvEncoder(dim, dim, **dd)
+        self.attn = EfficientAdditiveAttention(dim, **dd)
+        self.linear = Mlp(dim, hidden_dim, drop, **dd)
         self.drop_path = DropPath(drop_path) if drop_path > 0.0 else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -188,10 +203,11 @@ class FusedSwiftFormerEncoder(nn.Module):
 class Embedding(nn.Module):
     """3x3 conv + BN between stages: halves the resolution (stride 2) and/or changes the width."""
 
-    def __init__(self, in_chans: int, out_chans: int, stride: int = 2):
+    def __init__(self, in_chans: int, out_chans: int, stride: int = 2, device: DeviceLike = None,
+                 dtype: torch.dtype | None = None):
         super().__init__()
-        self.proj = nn.Conv2d(in_chans, out_chans, 3, stride=stride, padding=1)
-        self.norm = nn.BatchNorm2d(out_chans)
+        self.proj = nn.Conv2d(in_chans, out_chans, 3, stride=stride, padding=1, device=device, dtype=dtype)
+        self.norm = nn.BatchNorm2d(out_chans, device=device, dtype=dtype)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.norm(self.proj(x))
@@ -203,10 +219,12 @@ class Embedding(nn.Module):
 class Stem(nn.Sequential):
     """Two stride-2 3x3 conv-BN-ReLU layers (indices 0..5, as the official ``patch_embed``)."""
 
-    def __init__(self, in_chans: int, mid_chans: int, out_chans: int):
+    def __init__(self, in_chans: int, mid_chans: int, out_chans: int, device: DeviceLike = None,
+                 dtype: torch.dtype | None = None):
+        dd = {"device": device, "dtype": dtype}
         super().__init__(
-            nn.Conv2d(in_chans, mid_chans, 3, 2, 1), nn.BatchNorm2d(mid_chans), nn.ReLU(),
-            nn.Conv2d(mid_chans, out_chans, 3, 2, 1), nn.BatchNorm2d(out_chans), nn.ReLU(),
+            nn.Conv2d(in_chans, mid_chans, 3, 2, 1, **dd), nn.BatchNorm2d(mid_chans, **dd), nn.ReLU(),
+            nn.Conv2d(mid_chans, out_chans, 3, 2, 1, **dd), nn.BatchNorm2d(out_chans, **dd), nn.ReLU(),
         )
 
     def fuse(self) -> nn.Sequential:
@@ -214,12 +232,30 @@ class Stem(nn.Sequential):
 
 
 def make_block(block: Block, dim: int, drop_rate: float = 0.0, drop_path: float = 0.0,
-               layer_scale_init_value: float = 1e-5) -> nn.Module:
+               layer_scale_init_value: float = 1e-5, device: DeviceLike = None,
+               dtype: torch.dtype | None = None) -> nn.Module:
     """The module for one block of the description at width ``dim``."""
     hidden = int(dim * block.mlp_ratio)
     if block.type == "attn":
-        return SwiftFormerEncoder(dim, hidden, drop_rate, drop_path, layer_scale_init_value)
-    return ConvEncoder(dim, hidden)  # official: conv encoders get no drop path and layer scale 1.0
+        return SwiftFormerEncoder(dim, hidden, drop_rate, drop_path, layer_scale_init_value, device=device,
+                                  dtype=dtype)
+    # official: conv encoders get no drop path and layer scale 1.0
+    return ConvEncoder(dim, hidden, device=device, dtype=dtype)
+
+
+def _square_size(img_size: int | tuple[int, int] | list[int] | None) -> int | None:
+    """timm's ``img_size`` (an int or ``(H, W)``) as the architecture's square resolution."""
+    if isinstance(img_size, (tuple, list)):
+        if len(img_size) != 2 or img_size[0] != img_size[1]:
+            raise ValueError(f"img_size {tuple(img_size)!r} is not supported; accepted: an int or a square (H, W)")
+        return img_size[0]
+    return img_size
+
+
+def _check_global_pool(global_pool: str) -> str:
+    if global_pool not in GLOBAL_POOLS:
+        raise ValueError(f"global_pool {global_pool!r} is not supported; accepted: 'avg', '' (no pooling)")
+    return global_pool
 
 
 class SwiftFormer(nn.Module):
@@ -228,6 +264,9 @@ class SwiftFormer(nn.Module):
     Outputs follow the official code: with the distillation head, training mode returns ``(head, dist_head)``
     logits and eval mode their mean; ``num_classes=0`` returns pooled features. ``num_classes``, ``in_chans``,
     ``img_size`` and ``distillation`` override the description's values (timm passes the first three).
+    ``global_pool`` is ``'avg'`` or ``''`` (timm's "no pooling": ``forward_head`` keeps the map, and the heads, if
+    any, classify every position like a 1x1 conv). ``device`` and ``dtype`` place every parameter and buffer at
+    creation, as timm's ``create_model`` asks.
     """
 
     def __init__(
@@ -235,24 +274,30 @@ class SwiftFormer(nn.Module):
             arch: SwiftFormerArch,
             num_classes: int | None = None,
             in_chans: int | None = None,
-            img_size: int | None = None,
+            img_size: int | tuple[int, int] | None = None,
             distillation: bool | None = None,
+            global_pool: str = "avg",
             drop_rate: float = 0.0,
             proj_drop_rate: float = 0.0,
             drop_path_rate: float = 0.0,
             layer_scale_init_value: float = 1e-5,
+            device: DeviceLike = None,
+            dtype: torch.dtype | None = None,
     ):
         super().__init__()
-        overrides = dict(num_classes=num_classes, in_chans=in_chans, resolution=img_size, distillation=distillation)
+        dd = {"device": device, "dtype": dtype}
+        overrides = dict(num_classes=num_classes, in_chans=in_chans, resolution=_square_size(img_size),
+                         distillation=distillation)
         arch = arch.replace(**{k: v for k, v in overrides.items() if v is not None})
         self.arch = arch
         self.num_classes = arch.num_classes
         self.in_chans = arch.in_chans
+        self.global_pool = _check_global_pool(global_pool)
         self.num_features = self.head_hidden_size = arch.stages[-1].width
         self.fused = False
         self.grad_checkpointing = False
 
-        self.patch_embed = Stem(arch.in_chans, arch.stem_width, arch.stages[0].width)
+        self.patch_embed = Stem(arch.in_chans, arch.stem_width, arch.stages[0].width, **dd)
         network: list[nn.Module] = []
         total_blocks, block_index = arch.num_blocks, 0
         self.feature_info = []
@@ -261,27 +306,28 @@ class SwiftFormer(nn.Module):
             if s > 0:
                 prev, down = arch.stages[s - 1].width, arch.downsample[s - 1]
                 reduction *= 2 if down else 1
-                network.append(Embedding(prev, stage.width, 2 if down else 1) if down or prev != stage.width
+                network.append(Embedding(prev, stage.width, 2 if down else 1, **dd) if down or prev != stage.width
                                else nn.Identity())
             blocks = []
             for block in stage.blocks:
                 dpr = drop_path_rate * block_index / max(total_blocks - 1, 1)
-                blocks.append(make_block(block, stage.width, proj_drop_rate, dpr, layer_scale_init_value))
+                blocks.append(make_block(block, stage.width, proj_drop_rate, dpr, layer_scale_init_value, **dd))
                 block_index += 1
             network.append(nn.Sequential(*blocks))
             self.feature_info.append(dict(num_chs=stage.width, reduction=reduction, module=f"network.{2 * s}"))
         self.network = nn.Sequential(*network)
 
-        self.norm = nn.BatchNorm2d(self.num_features)
+        self.norm = nn.BatchNorm2d(self.num_features, **dd)
         self.head_drop = nn.Dropout(drop_rate)
-        self.head, self.dist_head = self._make_heads(arch.num_classes, arch.distillation)
+        self.head, self.dist_head = self._make_heads(arch.num_classes, arch.distillation, **dd)
         self.apply(self._init_weights)
 
-    def _make_heads(self, num_classes: int, distillation: bool) -> tuple[nn.Module, nn.Module | None]:
+    def _make_heads(self, num_classes: int, distillation: bool, device: DeviceLike = None,
+                    dtype: torch.dtype | None = None) -> tuple[nn.Module, nn.Module | None]:
         if num_classes == 0:  # features: one identity head (official: two, whose mean is the same features)
             return nn.Identity(), None
-        return (nn.Linear(self.num_features, num_classes),
-                nn.Linear(self.num_features, num_classes) if distillation else None)
+        return (nn.Linear(self.num_features, num_classes, device=device, dtype=dtype),
+                nn.Linear(self.num_features, num_classes, device=device, dtype=dtype) if distillation else None)
 
     @staticmethod
     def _init_weights(m: nn.Module) -> None:
@@ -309,16 +355,28 @@ class SwiftFormer(nn.Module):
         return self.head
 
     def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
-        if global_pool not in (None, "avg"):
-            raise ValueError(f"global_pool {global_pool!r} is not supported; accepted: 'avg'")
+        """New heads for ``num_classes`` (0: none), on the model's device and dtype and in its train/eval mode.
+
+        ``global_pool`` (``'avg'`` or ``''``) changes the pooling; ``None`` keeps it.
+        """
+        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 0:
+            raise ValueError(f"num_classes must be an integer >= 0, got {num_classes!r}")
+        if global_pool is not None:
+            self.global_pool = _check_global_pool(global_pool)
+        param = next(self.parameters(), None)
+        dd = {} if param is None else {"device": param.device, "dtype": param.dtype}
         self.num_classes = num_classes
         self.arch = self.arch.replace(num_classes=num_classes)
-        self.head, self.dist_head = self._make_heads(num_classes, self.arch.distillation)
-        self._init_weights(self.head)
-        if self.dist_head is not None:
-            self._init_weights(self.dist_head)
+        self.head, self.dist_head = self._make_heads(num_classes, self.arch.distillation, **dd)
+        for head in (self.head, self.dist_head):
+            if head is not None:
+                self._init_weights(head)
+                head.train(self.training)
 
     # --------------------------------------------------------------------------------------------- forward
+    def _num_stages(self) -> int:
+        return (len(self.network) + 1) // 2  # network[2s] is stage s; network[2s-1] the embedding before it
+
     def forward_intermediates(
             self,
             x: torch.Tensor,
@@ -331,11 +389,10 @@ class SwiftFormer(nn.Module):
         """Per-stage feature maps (timm's API): ``indices`` picks stages, ``norm`` applies the final norm to the last."""
         if output_fmt != "NCHW":
             raise ValueError(f"output_fmt {output_fmt!r} is not supported; accepted: 'NCHW'")
-        num_stages = len(self.arch.stages)
+        num_stages = self._num_stages()
         take, max_index = feature_take_indices(num_stages, indices)
         intermediates = []
         x = self.patch_embed(x)
-        # network[2s] is stage s; network[2s-1] the embedding before it
         for idx, module in enumerate(self.network[: 2 * max_index + 1] if stop_early else self.network):
             x = module(x)
             stage = idx // 2
@@ -348,12 +405,20 @@ class SwiftFormer(nn.Module):
 
     def prune_intermediate_layers(self, indices: int | list[int] = 1, prune_norm: bool = False,
                                   prune_head: bool = True) -> list[int]:
-        take, max_index = feature_take_indices(len(self.arch.stages), indices)
+        """Drop the stages after the last of ``indices`` (and the norm and head), as timm's feature getter asks.
+
+        When stages are dropped the final norm and the heads go too (they are sized for the last stage), and
+        ``num_features`` becomes the width of the last kept stage.
+        """
+        take, max_index = feature_take_indices(self._num_stages(), indices)
+        prune_end = max_index < self._num_stages() - 1
         self.network = self.network[: 2 * max_index + 1]
-        if prune_norm or max_index < len(self.arch.stages) - 1:
+        if prune_norm or prune_end:
             self.norm = nn.Identity()
-        if prune_head:
-            self.reset_classifier(0)
+        if prune_end:
+            self.num_features = self.head_hidden_size = self.feature_info[max_index]["num_chs"]
+        if prune_head or prune_end:
+            self.reset_classifier(0, "")
         return take
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
@@ -366,15 +431,23 @@ class SwiftFormer(nn.Module):
         return self.norm(x)
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
-        x = self.head_drop(x.mean(dim=(2, 3)))
+        if self.global_pool == "avg":
+            x = x.mean(dim=(2, 3))
+        x = self.head_drop(x)
         if pre_logits:
             return x
+        if self.global_pool == "":
+            x = x.permute(0, 2, 3, 1)  # the linear heads then classify every position, as a 1x1 conv would
         if self.dist_head is None:
-            return self.head(x)
-        logits, dist_logits = self.head(x), self.dist_head(x)
+            return self._logits_layout(self.head(x))
+        logits, dist_logits = self._logits_layout(self.head(x)), self._logits_layout(self.dist_head(x))
         if self.training and not torch.jit.is_scripting():
             return logits, dist_logits
         return (logits + dist_logits) / 2
+
+    def _logits_layout(self, x: torch.Tensor) -> torch.Tensor:
+        """Unpooled logits back to NCHW."""
+        return x.permute(0, 3, 1, 2) if self.global_pool == "" else x
 
     def forward(self, x: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         return self.forward_head(self.forward_features(x))
@@ -393,7 +466,8 @@ class SwiftFormer(nn.Module):
             return
         self.eval()
         reparameterize_model(self, inplace=True)  # calls each block's fuse()
-        scale, shift = bn_affine(self.norm)  # the final BN commutes with the spatial mean: apply it after
+        # the final BN commutes with the spatial mean and acts per position: fold it into the linear head
+        scale, shift = bn_affine(self.norm)
         if self.num_classes == 0:
             head = nn.Linear(self.num_features, self.num_features, **like(scale))
             head.weight.copy_(torch.eye(self.num_features))
@@ -443,8 +517,15 @@ def convert_checkpoint(checkpoint: Mapping[str, Any]) -> dict[str, torch.Tensor]
 
 
 def checkpoint_filter_fn(state_dict: Mapping[str, Any], model: nn.Module) -> dict[str, torch.Tensor]:
-    """timm's ``pretrained_filter_fn`` hook."""
-    return convert_checkpoint(state_dict)
+    """timm's ``pretrained_filter_fn`` hook.
+
+    A model built with ``distillation=False`` has no ``dist_head``: the checkpoint's is dropped (timm's loader
+    only drops the heads that the pretrained config names, and only when the class count changes).
+    """
+    state_dict = convert_checkpoint(state_dict)
+    if getattr(model, "dist_head", None) is None:
+        state_dict = {k: v for k, v in state_dict.items() if not k.startswith("dist_head.")}
+    return state_dict
 
 
 def load_checkpoint(model: SwiftFormer, checkpoint: str | Mapping[str, Any], strict: bool = True) -> None:
@@ -455,42 +536,74 @@ def load_checkpoint(model: SwiftFormer, checkpoint: str | Mapping[str, Any], str
 
 
 # --------------------------------------------------------------------------------------------- timm registry
-def _cfg(**kwargs: Any) -> dict[str, Any]:
+def feature_map_size(arch: SwiftFormerArch, resolution: int | None = None) -> tuple[int, int]:
+    """The final feature map's side at ``resolution`` (default: the architecture's), timm's ``pool_size``.
+
+    The stem's two stride-2 convs and each downsampling embedding (3x3, padding 1) map a side ``n`` to
+    ``ceil(n / 2)``; transitions without downsampling keep it.
+    """
+    side = arch.resolution if resolution is None else resolution
+    for _ in range(2 + sum(arch.downsample)):
+        side = math.ceil(side / 2)
+    return side, side
+
+
+def _arch_cfg(arch: SwiftFormerArch) -> dict[str, Any]:
+    """The pretrained_cfg fields the architecture decides: its weights' head and input, its final map, and the
+    classifier modules it has (timm's loader and tests look each of them up in the state_dict)."""
     return {
-        "num_classes": 1000, "input_size": (3, 224, 224), "pool_size": None,
+        "num_classes": arch.num_classes, "input_size": (arch.in_chans, arch.resolution, arch.resolution),
+        "pool_size": feature_map_size(arch), "classifier": ("head", "dist_head") if arch.distillation else "head",
+    }
+
+
+def _cfg(arch: SwiftFormerArch) -> dict[str, Any]:
+    return {
+        **_arch_cfg(arch),
         "crop_pct": 0.875, "interpolation": "bicubic",  # official eval: resize 256, centre crop 224
-        "mean": IMAGENET_DEFAULT_MEAN, "std": IMAGENET_DEFAULT_STD,
-        "first_conv": "patch_embed.0", "classifier": ("head", "dist_head"),
+        "mean": IMAGENET_DEFAULT_MEAN, "std": IMAGENET_DEFAULT_STD, "first_conv": "patch_embed.0",
         "license": "apache-2.0", "paper_ids": "arXiv:2303.15446",
         "paper_name": "SwiftFormer: Efficient Additive Attention for Transformer-based Real-time Mobile Vision "
                       "Applications",
         "origin_url": "https://github.com/Amshaker/SwiftFormer",
-        **kwargs,
     }
 
 
+#: What ``swiftnas_arch`` builds without ``arch=``, so that tools looping over ``timm.list_models()`` can build it.
+DEFAULT_ARCH = "xs"
+
 # No weights are hosted: pretrained=True needs pretrained_cfg_overlay=dict(file=...) pointing at a checkpoint.
-default_cfgs = generate_default_cfgs({f"swiftnas_{name}": _cfg() for name in (*VARIANTS, "arch")})
+default_cfgs = generate_default_cfgs({
+    **{f"swiftnas_{name}": _cfg(arch) for name, arch in VARIANTS.items()},
+    "swiftnas_arch": _cfg(VARIANTS[DEFAULT_ARCH]),
+})
+
+_WEIGHT_SOURCES = ("file", "state_dict", "url", "hf_hub_id")
 
 
 def _create_swiftformer(variant: str, arch: SwiftFormerArch, pretrained: bool = False, **kwargs: Any) -> nn.Module:
-    overlay = dict(kwargs.pop("pretrained_cfg_overlay", None) or {})
-    if pretrained and not (overlay.get("file") or overlay.get("state_dict")):
+    """timm's ``build_model_with_cfg`` with a pretrained_cfg that describes ``arch``.
+
+    The registry's config (no ``pretrained_cfg``, or a tag) is completed from the architecture; an explicit
+    config, e.g. a saved model's read back by ``create_model("local-dir:...")``, already describes its weights
+    and is kept. ``pretrained_cfg_overlay`` applies last either way.
+    """
+    pretrained_cfg = kwargs.pop("pretrained_cfg", None)
+    overlay = kwargs.pop("pretrained_cfg_overlay", None)
+    cfg = resolve_pretrained_cfg(variant, pretrained_cfg).to_dict()
+    if pretrained_cfg is None or isinstance(pretrained_cfg, str):
+        distillation = kwargs.get("distillation")
+        cfg.update(_arch_cfg(arch if distillation is None else arch.replace(distillation=distillation)))
+    resolved = resolve_pretrained_cfg(variant, cfg, overlay).to_dict()
+    if pretrained and not any(resolved.get(k) for k in _WEIGHT_SOURCES):
         raise ValueError(f"{variant} has no downloadable weights; pass "
                          "pretrained_cfg_overlay=dict(file='path/to/checkpoint.pth') to load a local checkpoint")
-    # The architecture decides the defaults that timm would otherwise take from the config.
-    overlay = {"num_classes": arch.num_classes, "input_size": (arch.in_chans, arch.resolution, arch.resolution),
-               **overlay}
-    model = build_model_with_cfg(
-        SwiftFormer, variant, pretrained, arch=arch, pretrained_cfg_overlay=overlay,
+    return build_model_with_cfg(
+        SwiftFormer, variant, pretrained, arch=arch, pretrained_cfg=cfg, pretrained_cfg_overlay=overlay,
         pretrained_filter_fn=checkpoint_filter_fn,
         feature_cfg=dict(feature_cls="getter", out_indices=tuple(range(len(arch.stages)))),
         **kwargs,
     )
-    built = model.model if hasattr(model, "model") else model  # features_only wraps the network
-    model.pretrained_cfg = {**model.pretrained_cfg, "arch": built.arch.to_dict()}
-    model.default_cfg = model.pretrained_cfg
-    return model
 
 
 def _register_variant(name: str) -> None:
@@ -509,7 +622,10 @@ for _name in VARIANTS:
 @register_model
 def swiftnas_arch(pretrained: bool = False, arch: SwiftFormerArch | Mapping[str, Any] | str | None = None,
                   **kwargs: Any) -> nn.Module:
-    """Any architecture of the design space: ``arch`` is a SwiftFormerArch, its dict, its JSON, or a JSON path."""
-    if arch is None:
-        raise ValueError("swiftnas_arch needs arch=: a SwiftFormerArch, its dict, its JSON text or a JSON file path")
-    return _create_swiftformer("swiftnas_arch", as_arch(arch), pretrained, **kwargs)
+    """Any architecture of the design space: ``arch`` is a SwiftFormerArch, its dict, its JSON, or a JSON path.
+
+    Without ``arch`` it builds SwiftFormer-XS (``DEFAULT_ARCH``), so that tools which build every model of
+    ``timm.list_models()`` can build this one too.
+    """
+    return _create_swiftformer("swiftnas_arch", VARIANTS[DEFAULT_ARCH] if arch is None else as_arch(arch),
+                               pretrained, **kwargs)

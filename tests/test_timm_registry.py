@@ -16,9 +16,9 @@ def test_registered_names_do_not_clash_with_timm():
 def test_create_model_with_num_classes_carries_the_architecture():
     model = timm.create_model("swiftnas_xs", num_classes=10)
     assert isinstance(model, swiftformer.SwiftFormer) and model.head.out_features == 10
+    assert model.arch == VARIANTS["xs"].replace(num_classes=10)
     cfg = model.pretrained_cfg
-    assert SwiftFormerArch.from_dict(cfg["arch"]) == VARIANTS["xs"].replace(num_classes=10)
-    assert cfg["input_size"] == (3, 224, 224)  # cfg["num_classes"] describes the weights' head, as in timm
+    assert cfg["input_size"] == (3, 224, 224) and cfg["num_classes"] == 1000  # the weights' head, as in timm
     model.eval()
     assert model(torch.randn(1, 3, 64, 64)).shape == (1, 10)
 
@@ -30,8 +30,8 @@ def test_any_architecture_through_timm(tmp_path):
     for given in (arch, arch.to_dict(), arch.to_json(), str(path)):
         model = timm.create_model("swiftnas_arch", arch=given)
         assert model.arch == arch and model.pretrained_cfg["input_size"] == (1, 48, 48)
-    with pytest.raises(ValueError, match="needs arch="):
-        timm.create_model("swiftnas_arch")
+        assert model.pretrained_cfg["pool_size"] == (6, 6)  # 48 px, stride 8
+    assert timm.create_model("swiftnas_arch").arch == VARIANTS["xs"]  # the documented default
 
 
 def test_pretrained_from_a_local_official_checkpoint(tmp_path):
