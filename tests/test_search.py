@@ -208,6 +208,9 @@ def test_report_command_redraws(tmp_path, tiny_imagefolder, tiny_space, capsys):
     (["search", "--latency-budget", "1ms", "--space", "nope"], "unknown space 'nope'"),
     (["search", "--latency-budget", "1ms", "--timeout", "soon"], "duration 'soon'"),
     (["report", "/nonexistent/run"], "holds no search"),
+    (["search", "--latency-budget", "1ms", "--train-device", "tpu"], "unknown training device 'tpu'"),
+    (["search", "--latency-budget", "1ms", "--proxy-downscale", "0.5"], "expected a number of at least 1"),
+    (["search", "--latency-budget", "1ms", "--val-fraction", "1.5"], "expected a fraction between 0 and 1"),
 ])
 def test_bad_search_input_is_one_line(tmp_path, args, message):
     result = subprocess.run([sys.executable, "-m", "nas", *args, *(["--out", str(tmp_path / "o")] if

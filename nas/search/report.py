@@ -81,7 +81,11 @@ def load_run(out: str | Path) -> tuple[SearchConfig, optuna.Study]:
         raise SearchError(f"{out} holds no search (no search.json); run `nas search --out {out}` first")
     meta = json.loads(meta_path.read_text())
     url = meta.pop("storage_url")
-    cfg = SearchConfig.from_dict(meta)
+    try:
+        cfg = SearchConfig.from_dict(meta)
+    except TypeError as exc:  # a field this version does not know (or lacks): written by another version
+        raise SearchError(f"{meta_path} was written by another version of SwiftNAS ({exc}); rerun the search "
+                          "with this version, in a new --out") from None
     try:
         study = optuna.load_study(study_name=cfg.study, storage=make_storage(url))
     except KeyError:

@@ -1,0 +1,72 @@
+"""The fidelity table: every scorer's rank agreement with the reference protocol, next to its cost.
+
+Scorers are ranked against the reference protocol's *val* accuracy (seed 0), which is what a choice between
+proxies may look at; the agreement with its *test* accuracy is shown as the final figure. The noise ceiling is
+the reference against its own second seed, on the architectures that have one.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from .benchmark import REFERENCE
+from .scoring import agreement
+
+
+def scorer_table(results: pd.DataFrame, extra: dict[str, pd.Series] | None = None,
+                 n_boot: int = 2000) -> pd.DataFrame:
+    """One row per scorer: tau-b [95 % CI] overall and within latency bins, top-k overlap, cost per architecture.
+
+    ``results`` is the benchmark's CSV as a frame; ``extra`` maps a scorer's name to its scores indexed by
+    architecture name (higher is better), e.g. a supernet's inherited-weight accuracy.
+    """
+    ref = results[(results["protocol"] == REFERENCE.name) & (results["seed"] == 0)].set_index("name")
+    if ref.empty:
+        raise ValueError("the results hold no reference-protocol rows yet; run the benchmark first")
+    scorers: dict[str, tuple[pd.Series, float | None]] = {}
+    for protocol, rows in results[results["protocol"] != REFERENCE.name].groupby("protocol"):
+        rows = rows[rows["seed"] == 0].set_index("name")
+        scorers[protocol] = (rows["val_accuracy"], rows["cpu_seconds"].mean())
+    scorers["#params"] = (ref["params"], 0.0)
+    scorers["MACs"] = (ref["macs"], 0.0)
+    for name, scores in (extra or {}).items():
+        scorers[name] = (scores, None)
+    second = results[(results["protocol"] == REFERENCE.name) & (results["seed"] == 1)].set_index("name")
+    if len(second):
+        scorers["reference seed 1 (noise ceiling)"] = (second["val_accuracy"], second["cpu_seconds"].mean())
+    rows = []
+    for name, (scores, cpu) in scorers.items():
+        common = [n for n in ref.index if n in scores.index and pd.notna(scores[n])]
+        if len(common) < 3:
+            continue
+        a = agreement(name, scores[common].to_numpy(), ref.loc[common, "val_accuracy"].to_numpy(),
+                      ref.loc[common, "latency_iphone14_ms"].to_numpy(), n_boot=n_boot)
+        test = agreement(name, scores[common].to_numpy(), ref.loc[common, "test_accuracy"].to_numpy(),
+                         ref.loc[common, "latency_iphone14_ms"].to_numpy(), n_boot=0)
+        rows.append({**a.row(), "tau_vs_test": test.tau, "cpu_s_per_arch": cpu})
+    return pd.DataFrame(rows)
+
+
+def score_report(results_csv: Path, scores_csv: Path | None = None, column: str = "score",
+                 n_boot: int = 2000) -> str:
+    results = pd.read_csv(results_csv)
+    extra = None
+    if scores_csv is not None:
+        scores = pd.read_csv(scores_csv)
+        missing = {"name", column} - set(scores.columns)
+        if missing:
+            raise ValueError(f"{scores_csv}: missing column(s) {', '.join(sorted(missing))}; expected 'name' (the "
+                             f"benchmark's architecture names) and {column!r}")
+        extra = {scores_csv.stem: scores.set_index("name")[column]}
+    table = scorer_table(results, extra, n_boot)
+    ref = results[(results["protocol"] == REFERENCE.name) & (results["seed"] == 0)]
+    shown = table.assign(
+        tau=[f"{r.tau:.2f} [{r.tau_lo:.2f}, {r.tau_hi:.2f}]" for r in table.itertuples()],
+        tau_bins=[f"{r.tau_bins:.2f} [{r.tau_bins_lo:.2f}, {r.tau_bins_hi:.2f}]" for r in table.itertuples()],
+    )[["scorer", "n", "tau", "tau_bins", "tau_vs_test", "top5_overlap", "top10_overlap", "cpu_s_per_arch"]]
+    header = (f"{len(ref)} architectures with the reference protocol (seed 0); Kendall tau-b against its val "
+              "accuracy with bootstrap 95 % intervals; tau_bins within latency bins of +-10 %; tau_vs_test against "
+              "its test accuracy; top-k overlap of the k best; CPU seconds per architecture (process time, all "
+              "threads)")
+    return header + "\n\n" + shown.to_markdown(index=False, floatfmt=".2f", missingval="")
