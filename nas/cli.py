@@ -378,8 +378,8 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("--data", default="fashion-mnist",
                         help="fashion-mnist (default), cifar10:PATH (folder or .tar.gz) or imagefolder:PATH "
                              "(train/ and val/ or test/)")
-    search.add_argument("--trials", type=_positive_int, default=40,
-                        help="architectures to train (default 40; over-budget ones are rejected without training)")
+    search.add_argument("--trials", type=_positive_int, default=25,
+                        help="architectures to train (default 25; over-budget ones are rejected without training)")
     search.add_argument("--timeout", type=_duration, help="stop starting trials after this long, e.g. 30m")
     search.add_argument("--sampler", choices=("tpe", "nsga2", "random", "evolution"), default="tpe")
     search.add_argument("--objective", choices=("constrained", "pareto"), default="constrained",

@@ -136,7 +136,7 @@ def run_benchmark(archs: list[tuple[str, SwiftFormerArch]], data: ImageData, sto
             studies[key] = optuna.create_study(study_name=key, storage=storage, direction="maximize",
                                                load_if_exists=True)
             studies[key].set_user_attr("protocol", {**protocol.config.to_dict(), "seed": seed})
-            recover_interrupted(studies[key], wait=False)
+            recover_interrupted(studies[key])  # a trial killed moments ago gets its grace period
         study = studies[key]
         trials = study.get_trials(deepcopy=False)
         if any(t.user_attrs.get("name") == name and t.state == TrialState.COMPLETE for t in trials):

@@ -26,7 +26,7 @@ class SearchConfig:
     predictor: str | None = None  # a calibrated predictor file instead of a shipped device
     space: str = "swiftformer"
     data: str = "fashion-mnist"
-    trials: int = 40  # searched architectures given training time (rejections, duplicates, references are extra)
+    trials: int = 25  # searched architectures given training time (rejections, duplicates, references are extra)
     timeout_s: float | None = None
     sampler: str = "tpe"
     objective: str = "constrained"
