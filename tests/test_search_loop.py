@@ -201,3 +201,11 @@ def test_ray_trials_request_and_use_the_cpus_and_gpus_given(tmp_path):
     assert trial_resources(cfg) == {"cpu": 3, "gpu": 0.5} and cfg.threads == 3
     default = SearchConfig(budget_ms=1.0, out=str(tmp_path), backend="ray", workers=2)
     assert trial_resources(default)["gpu"] == 0 and default.threads >= 1
+
+
+def test_a_final_test_evaluation_may_reuse_the_statistics_just_re_estimated(tiny_imagefolder):
+    data = load_data(f"imagefolder:{tiny_imagefolder}", image_size=32)
+    task = ProxyTask(data, ProxyConfig(epochs=1, downscale=4, subset=30))
+    arch = search_spaces.load_space("swiftformer").sample(0).replace(num_classes=3, resolution=64)
+    model = task.train(arch, keep_model=True).model  # its last step: a val evaluation, statistics re-estimated
+    assert task.evaluate(model, "test", recalibrate=False) == task.evaluate(model, "test")
