@@ -50,7 +50,8 @@ def run_search(cfg: SearchConfig) -> tuple[optuna.Study, str]:
         worker_loop(cfg, 0, ctx, deadline, study=study)
     else:
         context = multiprocessing.get_context("spawn")
-        processes = [context.Process(target=spawned_worker, args=(cfg.to_dict(), i, deadline))
+        start = context.Barrier(cfg.workers)
+        processes = [context.Process(target=spawned_worker, args=(cfg.to_dict(), i, deadline, start))
                      for i in range(cfg.workers)]
         for process in processes:
             process.start()

@@ -5,6 +5,7 @@ The same loop runs in this process, in ``--workers`` processes and inside Ray Tu
 from __future__ import annotations
 
 import sys
+import threading
 import time
 from typing import Any
 
@@ -21,6 +22,7 @@ from .study import best_feasible, counted, make_storage, recover_interrupted, st
 
 MAX_REJECTED_IN_A_ROW = 2000
 MAX_DUPLICATES_IN_A_ROW = 200
+START_TIMEOUT_S = 600.0  # how long a ready worker waits for the others to load
 
 
 def open_study(cfg: SearchConfig, worker: int = 0, storage: optuna.storages.BaseStorage | None = None,
@@ -115,10 +117,33 @@ def _print_progress(study: optuna.Study, cfg: SearchConfig, trial: optuna.trial.
           f"{rejected} rejected over budget | ETA {format_duration(left)}", file=sys.stderr, flush=True)
 
 
-def spawned_worker(cfg_dict: dict[str, Any], worker: int, deadline: float | None) -> None:
-    """Entry point of a ``--workers`` process."""
+def spawned_worker(cfg_dict: dict[str, Any], worker: int, deadline: float | None,
+                   start: threading.Barrier | None = None) -> None:
+    """Entry point of a ``--workers`` process.
+
+    Workers build their context (decoding the data, pricing the space) at different speeds; ``start`` holds each
+    at the line until all are ready, so the first one ready does not take the whole queue while the others load.
+    """
+    cfg = SearchConfig.from_dict(cfg_dict)
     try:
-        worker_loop(SearchConfig.from_dict(cfg_dict), worker, deadline=deadline)
+        ctx = build_context(cfg, quiet=worker > 0, worker=worker)
+        study = open_study(cfg, worker)
     except ValueError as exc:  # the project's user-facing errors (SearchError, DatasetError, ...) are ValueErrors
+        if start is not None:
+            start.abort()  # the others must not wait for a worker that will never come
+        print(f"nas: error: worker {worker}: {exc}", file=sys.stderr)
+        sys.exit(2)
+    except BaseException:
+        if start is not None:
+            start.abort()
+        raise
+    if start is not None:
+        try:
+            start.wait(timeout=START_TIMEOUT_S)
+        except threading.BrokenBarrierError:
+            pass  # a worker failed or is late: start anyway, the study keeps the work consistent
+    try:
+        worker_loop(cfg, worker, ctx, deadline=deadline, study=study)
+    except ValueError as exc:
         print(f"nas: error: worker {worker}: {exc}", file=sys.stderr)
         sys.exit(2)
