@@ -26,10 +26,12 @@ from .models import ModelRefError, parse_model_ref
 from .progress import progress
 from .search.config import SearchError
 from .training import TrainDeviceError
+from .training.recipe import RecipeError
+from .training.retrain import RetrainError
 from .units import parse_duration_s, parse_latency_ms
 
 USER_ERRORS = (ArchitectureError, BackendUnavailable, DatasetError, ExportError, MeasurementError, ModelRefError,
-               PredictorError, SearchError, SpaceError, TableMissError, TrainDeviceError)
+               PredictorError, RecipeError, RetrainError, SearchError, SpaceError, TableMissError, TrainDeviceError)
 
 
 class UsageError(ValueError):
@@ -275,6 +277,30 @@ def cmd_search(args: argparse.Namespace) -> None:
     _print_summary(cfg.out, summary)
 
 
+def cmd_retrain(args: argparse.Namespace) -> None:
+    from .training.retrain import RetrainSpec, retrain
+
+    changes: dict[str, str] = {}
+    for item in args.set or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise UsageError(f"--set {item!r} is not KEY=VALUE (e.g. --set mixup=0)")
+        changes[key.strip()] = value.strip()
+    for key in ("epochs", "batch_size", "lr", "resolution", "seed", "workers"):
+        if getattr(args, key) is not None:
+            changes[key] = getattr(args, key)
+    exports = tuple(f for f in args.export.split(",") if f and f != "none")
+    bad = [f for f in exports if f not in ("onnx", "coreml")]
+    if bad:
+        raise UsageError(f"--export {args.export!r}: unknown format {bad[0]!r}; accepted: onnx, coreml, "
+                         "onnx,coreml or none")
+    if args.teacher_checkpoint and not args.teacher:
+        raise UsageError("--teacher-checkpoint needs --teacher")
+    retrain(RetrainSpec(ref=args.ref, data=args.data, out=Path(args.out), recipe_changes=changes,
+                        recipe_file=args.recipe, teacher=args.teacher, teacher_checkpoint=args.teacher_checkpoint,
+                        init=args.init, train_device=args.train_device, exports=exports))
+
+
 def cmd_report(args: argparse.Namespace) -> None:
     from .search.report import load_run, write_outputs
 
@@ -410,6 +436,33 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("--gpus-per-trial", type=float, default=0.0,
                         help="GPUs each Ray trial requests (e.g. 1 or 0.5; default 0)")
     search.set_defaults(func=cmd_search)
+
+    rt = commands.add_parser("retrain", help="train an architecture in full (official recipe), resumable; "
+                                             "writes checkpoints, a model card and exports")
+    rt.add_argument("ref", help="a search run directory (its best architecture), an architecture .json file or "
+                                "swiftformer:<xs|s|l1|l3>")
+    rt.add_argument("--data", default="fashion-mnist",
+                    help="fashion-mnist (default), cifar10:PATH or imagefolder:PATH (read from disk), with the "
+                         "search's train/val/test splits")
+    rt.add_argument("--out", required=True, help="output folder; running the same command again resumes it")
+    rt.add_argument("--recipe", help="a recipe YAML (e.g. a previous run's recipe.yaml) over the official recipe")
+    rt.add_argument("--set", action="append", metavar="KEY=VALUE",
+                    help="one recipe value, e.g. --set mixup=0 (repeatable; see recipe.yaml for the keys)")
+    rt.add_argument("--epochs", type=_positive_int)
+    rt.add_argument("--batch-size", type=_positive_int, help="per process")
+    rt.add_argument("--lr", type=float, help="peak learning rate (default: 2e-3 scaled from a batch of 2048)")
+    rt.add_argument("--resolution", type=_positive_int, help="training side (default: the architecture's)")
+    rt.add_argument("--seed", type=int)
+    rt.add_argument("--workers", type=int, help="DataLoader processes (default 2)")
+    rt.add_argument("--teacher", help="hard token distillation from timm:NAME, swiftformer:<variant>, an "
+                                      "architecture .json or a nas retrain directory")
+    rt.add_argument("--teacher-checkpoint", help="the teacher's trained weights")
+    rt.add_argument("--init", help="warm start: checkpoint:FILE")
+    rt.add_argument("--train-device", default="auto", help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N, "
+                                                           "mps; under torchrun each process takes its local GPU")
+    rt.add_argument("--export", default="onnx,coreml", help="formats written at the end: onnx, coreml, "
+                                                            "onnx,coreml (default) or none")
+    rt.set_defaults(func=cmd_retrain)
 
     report = commands.add_parser("report", help="print a search's summary and redraw its outputs")
     report.add_argument("dir", help="the search's --out folder")

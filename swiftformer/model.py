@@ -262,7 +262,7 @@ class SwiftFormer(nn.Module):
     """A SwiftFormer built from an architecture description.
 
     Outputs follow the official code: with the distillation head, training mode returns ``(head, dist_head)``
-    logits and eval mode their mean; ``num_classes=0`` returns pooled features. ``num_classes``, ``in_chans``,
+    logits (unless ``set_distilled_training(False)``) and eval mode their mean; ``num_classes=0`` returns pooled features. ``num_classes``, ``in_chans``,
     ``img_size`` and ``distillation`` override the description's values (timm passes the first three).
     ``global_pool`` is ``'avg'`` or ``''`` (timm's "no pooling": ``forward_head`` keeps the map, and the heads, if
     any, classify every position like a 1x1 conv). ``device`` and ``dtype`` place every parameter and buffer at
@@ -296,6 +296,7 @@ class SwiftFormer(nn.Module):
         self.num_features = self.head_hidden_size = arch.stages[-1].width
         self.fused = False
         self.grad_checkpointing = False
+        self.distilled_training = True  # official: training mode returns both heads' logits
 
         self.patch_embed = Stem(arch.in_chans, arch.stem_width, arch.stages[0].width, **dd)
         network: list[nn.Module] = []
@@ -349,6 +350,11 @@ class SwiftFormer(nn.Module):
     @torch.jit.ignore
     def set_grad_checkpointing(self, enable: bool = True) -> None:
         self.grad_checkpointing = enable
+
+    @torch.jit.ignore
+    def set_distilled_training(self, enable: bool = True) -> None:
+        """timm's switch: off, training mode returns the heads' mean (what a plain classification loss trains)."""
+        self.distilled_training = enable
 
     @torch.jit.ignore
     def get_classifier(self) -> nn.Module:
@@ -441,7 +447,7 @@ class SwiftFormer(nn.Module):
         if self.dist_head is None:
             return self._logits_layout(self.head(x))
         logits, dist_logits = self._logits_layout(self.head(x)), self._logits_layout(self.dist_head(x))
-        if self.training and not torch.jit.is_scripting():
+        if self.training and self.distilled_training and not torch.jit.is_scripting():
             return logits, dist_logits
         return (logits + dist_logits) / 2
 

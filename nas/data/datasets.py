@@ -67,12 +67,7 @@ class ImageData:
 
     def holdout(self, fraction: float, seed: int) -> "Holdout":
         """The train/val split of the source's training images: ``fraction`` of each class, chosen by ``seed``."""
-        if not 0 < fraction < 1:
-            raise DatasetError(f"validation fraction {fraction!r} must be between 0 and 1 (exclusive)")
-        rng = np.random.default_rng(seed)
-        val = stratified(self.train_y, max(self.num_classes, round(fraction * len(self.train_y))), rng)
-        train = np.setdiff1d(np.arange(len(self.train_y)), val, assume_unique=True)
-        return Holdout(train, val, fraction, seed)
+        return holdout(self.train_y, fraction, seed)
 
 
 @dataclass(frozen=True)
@@ -86,6 +81,17 @@ class Holdout:
 
     def describe(self) -> str:
         return f"{len(self.train)} train / {len(self.val)} val (stratified {self.fraction:g} hold-out, seed {self.seed})"
+
+
+def holdout(labels: np.ndarray, fraction: float, seed: int) -> Holdout:
+    """``fraction`` of each class of ``labels`` held out for validation, chosen by ``seed``: one rule for every
+    command, so a retraining validates on the images its search selected on."""
+    if not 0 < fraction < 1:
+        raise DatasetError(f"validation fraction {fraction!r} must be between 0 and 1 (exclusive)")
+    rng = np.random.default_rng(seed)
+    val = stratified(labels, max(len(np.unique(labels)), round(fraction * len(labels))), rng)
+    train = np.setdiff1d(np.arange(len(labels)), val, assume_unique=True)
+    return Holdout(train, val, fraction, seed)
 
 
 def stratified(labels: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
@@ -106,23 +112,33 @@ def load_data(spec: str, image_size: int = 64) -> ImageData:
     ``image_size`` is the side ImageFolder images are decoded to (centre crop of the shorter side, then
     resize); IDX and pickle datasets keep their native size.
     """
+    kind, root, name = resolve_spec(spec)
+    if kind == "fashion-mnist":
+        return _fashion_mnist()
+    if kind == "cifar-pickle":
+        return _cifar_pickle(root)
+    return _image_folder(root, image_size, name=name)
+
+
+def resolve_spec(spec: str) -> tuple[str, Path | None, str]:
+    """What a spec names: (``fashion-mnist`` | ``cifar-pickle`` | ``tree``, its folder, the data's name)."""
     kind, _, path = spec.partition(":")
     if kind == "fashion-mnist" and not path:
-        return _fashion_mnist()
+        return "fashion-mnist", None, "fashion-mnist"
     if kind == "cifar10" and path:
         root = Path(path).expanduser()
         if root.is_file() and root.name.endswith((".tar.gz", ".tgz", ".tar")):
             root = _extracted(root)
         for folder in [root, *(sorted(p for p in root.iterdir() if p.is_dir()) if root.is_dir() else [])]:
             if (folder / "data_batch_1").exists():
-                return _cifar_pickle(folder)
+                return "cifar-pickle", folder, "cifar10"
             if (folder / "train").is_dir():
-                return _image_folder(folder, image_size, name="cifar10")
+                return "tree", folder, "cifar10"
         raise DatasetError(f"cifar10:{path}: expected the python batches (data_batch_1..5, test_batch) or an "
                            f"ImageFolder tree (train/<class>/*.jpg and test/ or val/), as a folder or a .tar.gz, "
                            "found neither")
     if kind == "imagefolder" and path:
-        return _image_folder(Path(path).expanduser(), image_size, name="imagefolder")
+        return "tree", Path(path).expanduser(), "imagefolder"
     raise DatasetError(f"unknown data spec {spec!r}; accepted: fashion-mnist, cifar10:PATH, imagefolder:PATH")
 
 
@@ -202,7 +218,8 @@ def _cifar_pickle(root: Path) -> ImageData:
 
 
 # ---------------------------------------------------------------------------------------------- ImageFolder
-def _image_folder(root: Path, image_size: int, name: str) -> ImageData:
+def tree_files(root: Path, name: str) -> tuple[tuple[str, ...], list[tuple[Path, int]], list[tuple[Path, int]]]:
+    """An ImageFolder tree's classes, training files and test files (its ``val/`` or ``test/``), labelled."""
     layout = f"{root}/train/<class>/<image> and {root}/val/<class>/<image> (or test/)"
     if not root.is_dir():
         raise DatasetError(f"{name}:{root}: no such directory; expected {layout}")
@@ -216,6 +233,11 @@ def _image_folder(root: Path, image_size: int, name: str) -> ImageData:
     test_files = _list_images(test_dir, classes)
     if not train_files or not test_files:
         raise DatasetError(f"{name}:{root}: no images found; expected {layout}")
+    return classes, train_files, test_files
+
+
+def _image_folder(root: Path, image_size: int, name: str) -> ImageData:
+    classes, train_files, test_files = tree_files(root, name)
     cache = _cache_path(root, image_size, train_files + test_files)
     if cache.exists():
         with np.load(cache) as saved:

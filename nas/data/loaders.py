@@ -1,0 +1,110 @@
+"""Image datasets for full training: the same specs and splits as the search, read image by image.
+
+The search decodes a dataset once into small arrays; a retraining needs the images as they are (RandomResizedCrop
+from the full picture, trees the size of ImageNet), so an ImageFolder tree is read from disk by the DataLoader's
+workers, one file at a time. In-memory sources (Fashion-MNIST, CIFAR-10's python batches) are served from their
+arrays. Either way the train/val split is ``holdout`` on the training labels: the images a search selected on are
+the images a retraining validates on.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+from torch.utils.data import Dataset
+
+from .datasets import DatasetError, Holdout, _cifar_pickle, _fashion_mnist, holdout, resolve_spec, tree_files
+
+
+class ArrayImages(Dataset):
+    """Images held as uint8 (N, H, W, C) arrays, served as PIL images to timm's transforms."""
+
+    def __init__(self, images: np.ndarray, labels: np.ndarray):
+        self.images, self.labels = images, labels
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, index: int):
+        from PIL import Image
+
+        array = self.images[index]
+        return Image.fromarray(array[..., 0] if array.shape[-1] == 1 else array), int(self.labels[index])
+
+
+class FileImages(Dataset):
+    """Image files read when asked for; an unreadable file stops the run with its path (never skipped silently)."""
+
+    def __init__(self, files: Sequence[tuple[Path, int]]):
+        self.files = list(files)
+        self.labels = np.asarray([label for _, label in self.files], dtype=np.int64)
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, index: int):
+        from PIL import Image, UnidentifiedImageError
+
+        path, label = self.files[index]
+        try:
+            with Image.open(path) as image:
+                image = image.convert("RGB")
+        except (OSError, UnidentifiedImageError, ValueError) as exc:
+            raise DatasetError(f"cannot read image {path} ({type(exc).__name__}); remove or replace it") from None
+        return image, label
+
+
+@dataclass
+class ImageSplits:
+    """A dataset's train, val and test images (untransformed), with what a report says about them."""
+
+    name: str
+    classes: tuple[str, ...]
+    channels: int
+    train: Dataset
+    val: Dataset
+    test: Dataset
+    holdout: Holdout
+    streamed: bool  # read from files by the loader's workers, rather than held in memory
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    def describe(self) -> str:
+        where = "read from disk" if self.streamed else "in memory"
+        return (f"{self.name}: {len(self.train)} train / {len(self.val)} val (stratified {self.holdout.fraction:g} "
+                f"hold-out, seed {self.holdout.seed}) / {len(self.test)} test, {self.num_classes} classes, {where}")
+
+
+def image_splits(spec: str, val_fraction: float = 0.1, val_seed: int = 0) -> ImageSplits:
+    """The images of ``spec`` (``fashion-mnist``, ``cifar10:PATH``, ``imagefolder:PATH``), split three ways."""
+    kind, root, name = resolve_spec(spec)
+    if kind == "tree":
+        classes, train_files, test_files = tree_files(root, name)
+        labels = np.asarray([label for _, label in train_files], dtype=np.int64)
+        split = holdout(labels, val_fraction, val_seed)
+        return ImageSplits(name, classes, 3, FileImages([train_files[i] for i in split.train]),
+                           FileImages([train_files[i] for i in split.val]), FileImages(test_files), split, True)
+    data = _fashion_mnist() if kind == "fashion-mnist" else _cifar_pickle(root)
+    split = data.holdout(val_fraction, val_seed)
+    return ImageSplits(data.name, data.classes, data.channels,
+                       ArrayImages(data.train_x[split.train], data.train_y[split.train]),
+                       ArrayImages(data.train_x[split.val], data.train_y[split.val]),
+                       ArrayImages(data.test_x, data.test_y), split, False)
+
+
+class Transformed(Dataset):
+    """A split seen through a transform (each split gets its own: augmentation for train, resize-crop else)."""
+
+    def __init__(self, base: Dataset, transform: Callable):
+        self.base, self.transform = base, transform
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def __getitem__(self, index: int):
+        image, label = self.base[index]
+        return self.transform(image), label

@@ -1,0 +1,170 @@
+"""What a finished retraining leaves in its directory, for the person who ships the model.
+
+- ``model.pth`` and ``model_ema.pth``: bare state_dicts in the official key naming (``swiftformer.load_checkpoint``
+  and timm's ``pretrained_cfg_overlay=dict(file=...)`` load them strictly);
+- ``arch.json``, ``recipe.yaml`` (pass it back with ``--recipe``), ``log.csv`` and ``curve.png`` (per epoch);
+- ``results.json`` and ``model_card.md``: accuracy on val and test, cost, predicted latency, recipe, how to load;
+- ``model.onnx`` (checked in onnxruntime) and ``model.mlpackage`` (CoreML ML Program), fused for inference.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import platform
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable
+
+import pandas as pd
+import torch
+from torch import nn
+
+from swiftformer import count_macs, count_params
+
+if TYPE_CHECKING:
+    from ..data.loaders import ImageSplits
+    from .retrain import RetrainResult, RetrainSpec
+
+
+def plot_curve(frame: pd.DataFrame, path: Path) -> None:
+    """Training loss and val top-1 (model and EMA) per epoch."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.6))
+    left.plot(frame["epoch"], frame["train_loss"], marker=".")
+    left.set(xlabel="epoch", ylabel="training loss", title="training loss")
+    for column, label in (("val_top1", "model"), ("ema_val_top1", "EMA")):
+        if column in frame:
+            points = frame.dropna(subset=[column])
+            right.plot(points["epoch"], points[column], marker=".", label=label)
+    right.set(xlabel="epoch", ylabel="val top-1 (%)", title="validation accuracy (val split)")
+    if right.lines:
+        right.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def predicted_latencies(arch) -> dict[str, float]:
+    """Predicted latency on every shipped phone at the architecture's resolution."""
+    from ..latency import builtin_devices, load_device, profile_model
+    from swiftformer import SwiftFormer
+
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        profile = profile_model(SwiftFormer(arch), (1, arch.in_chans, arch.resolution, arch.resolution))
+    return {device: load_device(device).predict(profile) for device in builtin_devices()}
+
+
+def write_outputs(result: "RetrainResult", model: nn.Module, ema: nn.Module | None, spec: "RetrainSpec",
+                  splits: "ImageSplits", source_name: str, recipe_note: str, lr: float, world: int, device: str,
+                  say: Callable[[str], None]) -> None:
+    out, arch, recipe = result.out, result.arch, result.recipe
+    torch.save(model.state_dict(), out / "model.pth")
+    if ema is not None:
+        torch.save(ema.state_dict(), out / "model_ema.pth")
+    shipped = ema if recipe.eval_model == "ema" and ema is not None else model
+    headline = "ema_" if shipped is ema and ema is not None else ""
+    latency = predicted_latencies(arch)
+    images_per_s = [row["images_per_s"] for row in result.log]
+    summary: dict[str, Any] = {
+        "architecture": arch.summary(), "source": source_name, "data": spec.data, "splits": splits.describe(),
+        "epochs": recipe.epochs, "seconds": round(result.seconds, 1), "processes": world, "device": device,
+        "images_per_s": round(sum(images_per_s) / len(images_per_s), 1), "peak_lr": lr,
+        "params": count_params(arch), "macs": count_macs(arch), "headline_weights": recipe.eval_model,
+        **{k: round(v, 4) for k, v in result.final.items()},
+        **{f"latency_{d}_ms": round(v, 4) for d, v in latency.items()},
+        "teacher": spec.teacher, "init": spec.init,
+    }
+    exports = export_model(copy.deepcopy(shipped).cpu().eval(), out, spec.exports, say)
+    summary["exports"] = exports
+    (out / "results.json").write_text(json.dumps(summary, indent=2) + "\n")
+    (out / "model_card.md").write_text(model_card(summary, result, recipe_note, headline, latency))
+    files = ["model.pth"] + (["model_ema.pth"] if ema is not None else []) + exports + [
+        "model_card.md", "results.json", "log.csv", "curve.png", "recipe.yaml"]
+    say(f"val top-1 {summary[headline + 'val_top1']:.2f} %, test top-1 {summary[headline + 'test_top1']:.2f} % "
+        f"({recipe.eval_model}); outputs in {out}: {', '.join(files)}")
+
+
+def export_model(model: nn.Module, out: Path, formats: tuple[str, ...], say: Callable[[str], None]) -> list[str]:
+    """Fused ONNX (compared with PyTorch in onnxruntime) and CoreML exports; a CoreML failure is reported, not
+    fatal, since the checkpoints are the product and conversion can be retried with ``nas export``."""
+    from swiftformer.export import export_coreml, export_onnx
+
+    written = []
+    if "onnx" in formats:
+        result = export_onnx(model, out / "model.onnx")
+        say(f"ONNX export checked in onnxruntime: max |diff| {result.max_abs_diff:.1e}")
+        written.append("model.onnx")
+    if "coreml" in formats:
+        try:
+            export_coreml(model, out / "model.mlpackage")
+            written.append("model.mlpackage")
+        except Exception as exc:  # noqa: BLE001 (coremltools raises many kinds; the run's weights are safe)
+            say(f"warning: CoreML export failed ({type(exc).__name__}: {str(exc).splitlines()[0][:160]}); "
+                f"retry with: nas export {out / 'arch.json'} --checkpoint {out / 'model.pth'} --format coreml "
+                f"--out {out / 'model.mlpackage'}")
+    return written
+
+
+def model_card(summary: dict[str, Any], result: "RetrainResult", recipe_note: str, headline: str,
+               latency: dict[str, float]) -> str:
+    arch, recipe, out = result.arch, result.recipe, result.out
+    rows = []
+    for weights, prefix in (("model", ""), ("EMA", "ema_")):
+        if f"{prefix}val_top1" in summary:
+            rows.append(f"| {weights} | {summary[prefix + 'val_top1']:.2f} | {summary[prefix + 'val_top5']:.2f} | "
+                        f"{summary[prefix + 'test_top1']:.2f} | {summary[prefix + 'test_top5']:.2f} |")
+    phones = "\n".join(f"| {d} | {ms:.3f} |" for d, ms in latency.items())
+    recipe_lines = ", ".join(f"{k} {v}" for k, v in recipe.to_dict().items())
+    return f"""# {arch.summary()}
+
+Retrained by `nas retrain` from {summary['source']} on `{summary['data']}`.
+
+## Architecture
+`{arch.summary()}`: {summary['params'] / 1e6:.2f} M parameters, {summary['macs'] / 1e6:.1f} M MACs at
+{arch.resolution} px, {arch.in_chans} input channel(s), {arch.num_classes} classes (`arch.json`).
+
+Predicted latency (CoreML, calibrated predictors shipped with SwiftNAS; predictions, not measurements):
+
+| phone | ms |
+|---|---|
+{phones}
+
+## Accuracy
+{summary['splits']}. val is the hold-out the search selected on; test was read once, after training.
+The headline weights are the **{summary['headline_weights']}** (`eval_model` in the recipe).
+
+| weights | val top-1 % | val top-5 % | test top-1 % | test top-5 % |
+|---|---|---|---|---|
+{chr(10).join(rows)}
+
+One training run (seed {recipe.seed}): compare models with several seeds before drawing conclusions.
+
+## Training
+{recipe.epochs} epochs, {summary['processes']} process(es) on {summary['device']}, {summary['seconds']:.0f} s,
+{summary['images_per_s']:.0f} images/s on average, peak lr {summary['peak_lr']:.3g}
+({'distilled from ' + summary['teacher'] if summary['teacher'] else 'no teacher'}{', ' + summary['init'] if summary['init'] else ''}).
+{recipe_note}. Recipe (`recipe.yaml`): {recipe_lines}. Per-epoch figures: `log.csv`, `curve.png`.
+Machine: {platform.machine()}, torch {torch.__version__}.
+
+## Use it
+```python
+import swiftformer, timm
+model = timm.create_model("swiftnas_arch", arch="{out / 'arch.json'}", pretrained=True,
+                          pretrained_cfg_overlay=dict(file="{out / ('model_ema.pth' if headline else 'model.pth')}"))
+# or: model = swiftformer.create_model("{out / 'arch.json'}"); swiftformer.load_checkpoint(model, "{out / 'model.pth'}")
+```
+Inputs: {arch.in_chans} x {arch.resolution} x {arch.resolution}, normalised with mean
+{list(_stats(arch.in_chans)[0])} and std {list(_stats(arch.in_chans)[1])}.
+Exports (fused for inference): {', '.join(summary['exports']) or 'none'}; again with
+`nas export {out / 'arch.json'} --checkpoint {out / 'model.pth'} --format coreml --out model.mlpackage`.
+"""
+
+
+def _stats(channels: int):
+    from .retrain import normalisation
+
+    return normalisation(channels)

@@ -1,0 +1,520 @@
+"""``nas retrain``: an architecture trained in full with the official recipe, resumable, on CPU, a GPU or many.
+
+Every piece of the loop is timm's: ``create_transform`` and ``Mixup``, ``RepeatAugSampler``,
+``create_optimizer_v2``, ``create_scheduler_v2`` (stepped per update), ``dispatch_clip_grad`` (adaptive clipping),
+``ModelEmaV3`` through the task's ``setup_ema``, and the training tasks (``ClassificationTask``, or
+``TokenDistillationTask`` with a teacher). What this module adds is the glue a search needs: the architecture
+rebuilt for the data, the search's splits, a checkpoint every epoch from which a killed run resumes to the same
+result, and the outputs (checkpoints in the official naming, log, curve, model card, exports; ``outputs.py``).
+
+Resuming gives the result of an uninterrupted run because nothing random is carried between epochs: each epoch
+seeds Python, NumPy and torch from (seed, epoch, rank) before its loader, augmentation, mixup and drop-path draw.
+"""
+from __future__ import annotations
+
+import json
+import os
+import random
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import swiftformer._torchvision_fix  # noqa: F401
+
+import timm
+import torch
+import torch.distributed as torch_dist
+from timm.data import Mixup, create_transform
+from timm.data.distributed_sampler import RepeatAugSampler
+from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
+from timm.optim import create_optimizer_v2
+from timm.scheduler import create_scheduler_v2
+from timm.task import ClassificationTask, TokenDistillationTask
+from timm.utils import dispatch_clip_grad, unwrap_model
+from torch import nn
+from torch.utils.data import DataLoader, DistributedSampler, Subset
+
+import swiftformer
+from swiftformer import SwiftFormerArch
+
+from ..data.loaders import ImageSplits, Transformed, image_splits
+from ..models import ModelRefError, parse_model_ref
+from ..units import format_duration
+from .devices import resolve_train_device
+from .recipe import Recipe, RecipeError, official_recipe
+
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+GRAY_MEAN, GRAY_STD = (0.5,), (0.5,)
+STATE_FILE = "last.pth"
+
+
+class RetrainError(ValueError):
+    """A retraining that cannot start as asked (reference, teacher, init, resume); one line for the user."""
+
+
+# ---------------------------------------------------------------------------------------------- what to train
+def resolve_reference(ref: str) -> tuple[SwiftFormerArch, str]:
+    """The architecture a REF names: a search run directory (its best architecture), an architecture JSON
+    (``best_arch.json`` or any other) or ``swiftformer:<variant>``; and a name for it."""
+    path = Path(ref)
+    if path.is_dir():
+        best = path / "best_arch.json"
+        if not best.is_file():
+            raise RetrainError(f"{ref!r} is a directory without best_arch.json; give a search run directory, an "
+                               "architecture .json file or swiftformer:<xs|s|l1|l3>")
+        return SwiftFormerArch.load(best), f"best of {path.name}"
+    try:
+        model_ref = parse_model_ref(ref)
+    except ModelRefError as exc:
+        raise RetrainError(f"{exc}") from None
+    if model_ref.arch is None:
+        raise RetrainError(f"{ref!r} is not of the SwiftFormer family; nas retrain takes a search run directory, "
+                           "an architecture .json file or swiftformer:<xs|s|l1|l3>")
+    return model_ref.arch, model_ref.name
+
+
+def build_student(arch: SwiftFormerArch, mean: tuple[float, ...], std: tuple[float, ...]) -> nn.Module:
+    """The model through timm's registry (so it carries a ``pretrained_cfg``), normalised as its data is."""
+    model = timm.create_model("swiftnas_arch", arch=arch)
+    model.pretrained_cfg = {**model.pretrained_cfg, "mean": mean, "std": std,
+                            "input_size": (arch.in_chans, arch.resolution, arch.resolution)}
+    return model
+
+
+def load_teacher(ref: str, checkpoint: str | None, num_classes: int, in_chans: int) -> nn.Module:
+    """A trained teacher: ``timm:NAME`` or one of our family's references, with its weights from ``checkpoint``
+    (a retrain directory's ``model.pth`` is found from the directory)."""
+    path = Path(ref)
+    if path.is_dir() and (path / "arch.json").is_file():  # a retrain output directory
+        checkpoint = checkpoint or str(path / "model.pth")
+        ref = str(path / "arch.json")
+    if not checkpoint:
+        raise RetrainError(f"teacher {ref!r} needs its trained weights: --teacher-checkpoint FILE")
+    if not Path(checkpoint).is_file():
+        raise RetrainError(f"teacher checkpoint {checkpoint!r} does not exist")
+    try:
+        model_ref = parse_model_ref(ref)
+    except ModelRefError as exc:
+        raise RetrainError(f"teacher: {exc}") from None
+    if model_ref.arch is not None:
+        mean, std = normalisation(in_chans)  # trained by nas retrain: normalised as its students are
+        model = build_student(model_ref.arch.replace(num_classes=num_classes, in_chans=in_chans), mean, std)
+        loader = lambda: swiftformer.load_checkpoint(model, checkpoint)  # noqa: E731
+    else:
+        model = timm.create_model(model_ref.name, pretrained=False, num_classes=num_classes, in_chans=in_chans)
+        if in_chans != 3:  # its ImageNet statistics have three channels
+            mean, std = normalisation(in_chans)
+            model.pretrained_cfg = {**model.pretrained_cfg, "mean": mean, "std": std}
+        loader = lambda: timm.models.load_checkpoint(model, checkpoint, strict=True)  # noqa: E731
+    try:
+        loader()
+    except (RuntimeError, KeyError) as exc:
+        first = str(exc).strip().splitlines()[0]
+        raise RetrainError(f"teacher checkpoint {checkpoint!r} does not fit {ref} with {num_classes} classes: "
+                           f"{first[:200]}") from None
+    return model.eval()
+
+
+def load_init(model: nn.Module, init: str) -> str:
+    """Warm-start from ``checkpoint:FILE``; heads of another class count are left initialised. Says what it did."""
+    kind, _, path = init.partition(":")
+    if kind != "checkpoint" or not path:
+        raise RetrainError(f"--init {init!r} is not supported; accepted: checkpoint:FILE")
+    if not Path(path).is_file():
+        raise RetrainError(f"--init checkpoint {path!r} does not exist")
+    state = swiftformer.convert_checkpoint(torch.load(path, map_location="cpu", weights_only=True))
+    own = model.state_dict()
+    mismatched = sorted(k for k, v in state.items() if k in own and own[k].shape != v.shape)
+    if any(not k.startswith(("head.", "dist_head.")) for k in mismatched):
+        raise RetrainError(f"--init checkpoint {path!r} is of another architecture (e.g. {mismatched[0]}: "
+                           f"{tuple(state[mismatched[0]].shape)} vs {tuple(own[mismatched[0]].shape)})")
+    state = {k: v for k, v in state.items() if k not in mismatched}
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if unexpected or any(not k.startswith(("head.", "dist_head.")) for k in missing):
+        raise RetrainError(f"--init checkpoint {path!r} does not match the architecture: "
+                           f"{len(missing)} missing, {len(unexpected)} unexpected keys")
+    return f"initialised from {path}" + (" (heads left new: other class count)" if mismatched else "")
+
+
+# ---------------------------------------------------------------------------------------------- processes
+@dataclass(frozen=True)
+class Processes:
+    """This process's place in a ``torchrun`` job (a single process is rank 0 of 1)."""
+
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    @classmethod
+    def from_env(cls) -> "Processes":
+        world = int(os.environ.get("WORLD_SIZE", "1"))
+        return cls(int(os.environ.get("RANK", "0")), world, int(os.environ.get("LOCAL_RANK", "0")))
+
+    def start(self, device: torch.device) -> None:
+        if self.world > 1 and not torch_dist.is_initialized():
+            torch_dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+
+    def finish(self) -> None:
+        if self.world > 1 and torch_dist.is_initialized():
+            torch_dist.destroy_process_group()
+
+    def barrier(self) -> None:
+        if self.world > 1:
+            torch_dist.barrier()
+
+    def sum(self, values: list[float], device: torch.device) -> list[float]:
+        if self.world == 1:
+            return values
+        tensor = torch.tensor(values, dtype=torch.float64, device=device)
+        torch_dist.all_reduce(tensor)
+        return tensor.tolist()
+
+
+def seed_epoch(seed: int, epoch: int, rank: int) -> None:
+    """Every random draw of an epoch follows from (seed, epoch, rank): what makes a resumed run exact."""
+    value = (seed * 1_000_003 + epoch * 7919 + rank) % 2**31
+    random.seed(value)
+    np.random.seed(value)
+    torch.manual_seed(value)
+
+
+# ---------------------------------------------------------------------------------------------- data
+def data_pipeline(splits: ImageSplits, recipe: Recipe, resolution: int, procs: Processes,
+                  device: torch.device) -> tuple[DataLoader, DataLoader, DataLoader, Any]:
+    """Train, val and test loaders (val and test sharded over processes, each image once) and the train sampler."""
+    mean, std = normalisation(splits.channels)
+    train_tf = create_transform(
+        resolution, is_training=True, scale=(recipe.scale_min, 1.0), hflip=recipe.hflip,
+        color_jitter=recipe.color_jitter, auto_augment=recipe.auto_augment, interpolation=recipe.interpolation,
+        mean=mean, std=std, re_prob=recipe.re_prob, re_mode=recipe.re_mode, re_count=recipe.re_count)
+    eval_tf = create_transform(resolution, is_training=False, interpolation=recipe.interpolation,
+                               crop_pct=recipe.crop_pct, mean=mean, std=std)
+    train = Transformed(splits.train, train_tf)
+    if recipe.aug_repeats > 1:
+        # selected_round 0: an epoch is every image once per process share (DeiT rounds down to 256s)
+        sampler = RepeatAugSampler(train, num_replicas=procs.world, rank=procs.rank, num_repeats=recipe.aug_repeats,
+                                   selected_round=0)
+    else:
+        sampler = DistributedSampler(train, num_replicas=procs.world, rank=procs.rank, shuffle=True,
+                                     seed=recipe.seed)
+    if len(train) // procs.world < recipe.batch_size:
+        raise RecipeError(f"recipe batch_size {recipe.batch_size} is larger than this process's share of the "
+                          f"{len(train)} training images; lower it")
+    common = dict(num_workers=recipe.workers, pin_memory=device.type == "cuda")
+    train_loader = DataLoader(train, batch_size=recipe.batch_size, sampler=sampler, drop_last=True, **common)
+
+    def shard(dataset) -> DataLoader:
+        part = Subset(Transformed(dataset, eval_tf), range(procs.rank, len(dataset), procs.world))
+        return DataLoader(part, batch_size=recipe.batch_size * 2, shuffle=False, **common)
+
+    return train_loader, shard(splits.val), shard(splits.test), sampler
+
+
+def normalisation(channels: int) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    return (IMAGENET_MEAN, IMAGENET_STD) if channels == 3 else (GRAY_MEAN * channels, GRAY_STD * channels)
+
+
+# ---------------------------------------------------------------------------------------------- training
+@dataclass
+class RetrainResult:
+    out: Path
+    arch: SwiftFormerArch
+    recipe: Recipe
+    epochs_done: int
+    log: list[dict[str, Any]]
+    final: dict[str, float] = field(default_factory=dict)  # val/test top-1/top-5 of the model and the EMA
+    seconds: float = 0.0
+    finished: bool = False
+
+
+@dataclass
+class RetrainSpec:
+    """What ``nas retrain`` was asked for, before anything is built."""
+
+    ref: str
+    data: str
+    out: Path
+    recipe: Recipe | None = None  # None: the official recipe for the architecture
+    recipe_changes: dict[str, Any] = field(default_factory=dict)  # --epochs, --set ..., applied last
+    recipe_file: str | None = None
+    teacher: str | None = None
+    teacher_checkpoint: str | None = None
+    init: str | None = None
+    train_device: str = "auto"
+    exports: tuple[str, ...] = ("onnx", "coreml")
+
+
+def resolve_recipe(spec: RetrainSpec, arch: SwiftFormerArch) -> tuple[Recipe, str]:
+    recipe, variant = official_recipe(arch)
+    note = f"official recipe with the {variant.upper()} settings (nearest released variant in parameters)"
+    if spec.recipe is not None:
+        recipe, note = spec.recipe, "recipe given"
+    if spec.recipe_file:
+        recipe, note = Recipe.load(spec.recipe_file, recipe), f"recipe {spec.recipe_file} over the official one"
+    if spec.recipe_changes:
+        recipe = Recipe.from_dict(spec.recipe_changes, recipe, where="command line")
+    return recipe, note
+
+
+def retrain(spec: RetrainSpec, stop_after_epoch: int | None = None,
+            log: Callable[[str], None] | None = None) -> RetrainResult:
+    """Train (or resume, or finish) the run of ``spec`` in ``spec.out``.
+
+    ``stop_after_epoch`` ends this call after that many epochs, leaving the run resumable, as a kill would.
+    """
+    procs = Processes.from_env()
+    say = log or (lambda text: print(text, file=sys.stderr, flush=True))
+    say = say if procs.main else (lambda text: None)
+    source_arch, source_name = resolve_reference(spec.ref)
+    device = resolve_train_device(spec.train_device, procs.local_rank)
+    procs.start(device)
+    recipe, recipe_note = resolve_recipe(spec, source_arch)
+    splits = image_splits(spec.data, recipe.val_fraction, recipe.val_seed)
+    arch = source_arch.replace(num_classes=splits.num_classes, in_chans=splits.channels,
+                               resolution=recipe.resolution or source_arch.resolution)
+    changed = [f"{k} {getattr(source_arch, k)} -> {getattr(arch, k)}"
+               for k in ("num_classes", "in_chans", "resolution") if getattr(source_arch, k) != getattr(arch, k)]
+    out = Path(spec.out)
+    if procs.main:
+        out.mkdir(parents=True, exist_ok=True)
+    procs.barrier()
+    identity = {"arch": arch.to_dict(), "recipe": recipe.to_dict(), "data": spec.data, "world": procs.world,
+                "teacher": spec.teacher, "init": spec.init}
+    state_path = out / STATE_FILE
+    state = torch.load(state_path, map_location="cpu", weights_only=False) if state_path.is_file() else None
+    if state is not None and state["identity"] != identity:
+        changed = sorted(k for k in identity if state["identity"].get(k) != identity[k])
+        raise RetrainError(f"{out} holds a retraining with other settings ({', '.join(changed)}); resume with "
+                           "the same ones, or choose another --out")
+    say(f"retraining {source_name}: {arch.summary()}" + (f" (rebuilt for the data: {', '.join(changed)})"
+                                                        if changed else ""))
+    say(f"data {splits.describe()}; {recipe_note}; {procs.world} process(es) on {device}")
+
+    mean, std = normalisation(splits.channels)
+    seed_epoch(recipe.seed, -1, 0)  # the initial weights follow from the seed (the same on every process)
+    model = build_student(arch, mean, std)
+    init_note = load_init(model, spec.init) if spec.init else None
+    if init_note:
+        say(init_note)
+    if recipe.sync_bn and procs.world > 1:
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    cuda = device.type == "cuda"
+    model = model.to(device, memory_format=torch.channels_last if cuda else torch.contiguous_format)
+    teacher = None
+    if spec.teacher:
+        teacher = load_teacher(spec.teacher, spec.teacher_checkpoint, splits.num_classes, splits.channels)
+    task = build_task(model, recipe, teacher, device)
+    if recipe.model_ema:
+        task.setup_ema(decay=recipe.model_ema_decay, use_warmup=recipe.model_ema_warmup)
+
+    train_loader, val_loader, test_loader, sampler = data_pipeline(splits, recipe, arch.resolution, procs, device)
+    lr = recipe.learning_rate(procs.world)
+    optimizer = create_optimizer_v2(model, recipe.opt, lr=lr, weight_decay=recipe.weight_decay, eps=recipe.opt_eps)
+    updates_per_epoch = len(train_loader)
+    scheduler, _ = create_scheduler_v2(
+        optimizer, recipe.sched, num_epochs=recipe.epochs, warmup_epochs=recipe.warmup_epochs,
+        warmup_lr=recipe.warmup_lr, min_lr=recipe.min_lr, step_on_epochs=False, updates_per_epoch=updates_per_epoch)
+    amp_dtype = _amp_dtype(recipe.amp, device)
+    scaler = torch.amp.GradScaler("cuda") if amp_dtype == torch.float16 else None
+    if procs.world > 1:
+        task.prepare_distributed(device_ids=[device.index] if cuda else None)
+    mixup = build_mixup(recipe, splits.num_classes)
+
+    start_epoch, num_updates, rows, seconds = 0, 0, [], 0.0
+    if state is not None:
+        unwrap_model(model).load_state_dict(state["model"])
+        if recipe.model_ema:
+            task.get_trainable_module(ema=True).module.load_state_dict(state["ema"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        if scaler is not None and state.get("scaler"):
+            scaler.load_state_dict(state["scaler"])
+        start_epoch, num_updates, rows, seconds = state["epoch"], state["num_updates"], state["log"], state["seconds"]
+        say(f"resuming {out} after epoch {start_epoch}/{recipe.epochs}")
+
+    if procs.main:
+        (out / "arch.json").write_text(arch.to_json() + "\n")
+        recipe.replace(resolution=arch.resolution).save(out / "recipe.yaml", {"resolved for": f"{source_name} on {spec.data}, {procs.world} "
+                                          f"process(es); lr {lr:.6g} for a global batch of "
+                                          f"{recipe.batch_size * procs.world}"})
+    say(f"{recipe.epochs} epochs of {updates_per_epoch} steps (global batch {recipe.batch_size * procs.world}, "
+        f"peak lr {lr:.3g}{', mixup/cutmix' if mixup else ''}{', EMA' if recipe.model_ema else ''}"
+        f"{', distilling from ' + spec.teacher if teacher is not None else ''}"
+        f"{', AMP ' + str(amp_dtype).removeprefix('torch.') if amp_dtype else ''})")
+    last_epoch = recipe.epochs if stop_after_epoch is None else min(recipe.epochs, stop_after_epoch)
+    for epoch in range(start_epoch, last_epoch):
+        t0 = time.perf_counter()
+        seed_epoch(recipe.seed, epoch, procs.rank)
+        # DistributedSampler mixes in the seed itself; RepeatAugSampler shuffles by the epoch alone
+        sampler.set_epoch(epoch if isinstance(sampler, DistributedSampler) else recipe.seed * 100_003 + epoch)
+        task.train()
+        loss_sum = torch.zeros((), device=device)
+        images = 0
+        for inputs, targets in train_loader:
+            inputs = inputs.to(device, non_blocking=True)
+            targets = targets.to(device, non_blocking=True)
+            if cuda:
+                inputs = inputs.contiguous(memory_format=torch.channels_last)
+            if mixup is not None:
+                inputs, targets = mixup(inputs, targets)
+            with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+                loss = task(inputs, targets)["loss"]
+            optimizer.zero_grad(set_to_none=True)
+            if scaler is not None:
+                scaler.scale(loss).backward()
+                if recipe.clip_grad:
+                    scaler.unscale_(optimizer)
+                    dispatch_clip_grad(model.parameters(), recipe.clip_grad, mode=recipe.clip_mode)
+                scaler.step(optimizer)
+                scaler.update()
+            else:
+                loss.backward()
+                if recipe.clip_grad:
+                    dispatch_clip_grad(model.parameters(), recipe.clip_grad, mode=recipe.clip_mode)
+                optimizer.step()
+            num_updates += 1
+            task.update_ema(step=num_updates)
+            scheduler.step_update(num_updates=num_updates)
+            loss_sum += loss.detach()
+            images += inputs.shape[0]
+        scheduler.step(epoch + 1)
+        train_seconds = time.perf_counter() - t0
+        row: dict[str, Any] = {"epoch": epoch + 1, "lr": optimizer.param_groups[0]["lr"],
+                               "train_loss": float(loss_sum) / max(1, updates_per_epoch),
+                               "images_per_s": images * procs.world / train_seconds}
+        if (epoch + 1) % recipe.eval_every == 0 or epoch + 1 == recipe.epochs:
+            row.update(_prefixed("val", evaluate(unwrap_model(model), val_loader, device, amp_dtype, procs)))
+            if recipe.model_ema:
+                ema = task.get_trainable_module(ema=True).module
+                row.update(_prefixed("ema_val", evaluate(ema, val_loader, device, amp_dtype, procs)))
+        seconds += time.perf_counter() - t0
+        row["seconds"] = seconds
+        rows.append(row)
+        if procs.main:
+            _save_state(state_path, {
+                "identity": identity, "epoch": epoch + 1, "num_updates": num_updates, "log": rows,
+                "seconds": seconds, "model": unwrap_model(model).state_dict(),
+                "ema": task.get_trainable_module(ema=True).module.state_dict() if recipe.model_ema else None,
+                "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                "scaler": scaler.state_dict() if scaler is not None else None})
+            write_log(out, rows)
+        procs.barrier()
+        left = (recipe.epochs - epoch - 1) * seconds / (epoch + 1 - start_epoch) if epoch + 1 > start_epoch else 0
+        scores = (f", val top-1 {row['val_top1']:.2f} %" if "val_top1" in row else "") + \
+                 (f" (EMA {row['ema_val_top1']:.2f} %)" if "ema_val_top1" in row else "")
+        say(f"epoch {epoch + 1}/{recipe.epochs}: train loss {row['train_loss']:.4f}{scores}, lr {row['lr']:.2e}, "
+            f"{row['images_per_s']:.0f} img/s | ETA {format_duration(left)}")
+
+    result = RetrainResult(out, arch, recipe, last_epoch if rows else 0, rows, seconds=seconds)
+    if last_epoch < recipe.epochs:
+        say(f"stopped after epoch {last_epoch}/{recipe.epochs}; run the same command again to continue")
+        return result
+    final = {}
+    raw = unwrap_model(model)
+    for split, loader in (("val", val_loader), ("test", test_loader)):
+        final.update(_prefixed(split, evaluate(raw, loader, device, amp_dtype, procs)))
+        if recipe.model_ema:
+            final.update(_prefixed(f"ema_{split}", evaluate(task.get_trainable_module(ema=True).module, loader,
+                                                            device, amp_dtype, procs)))
+    result.final, result.finished = final, True
+    if procs.main:
+        from .outputs import write_outputs
+
+        ema = task.get_trainable_module(ema=True).module if recipe.model_ema else None
+        write_outputs(result, raw, ema, spec, splits, source_name, recipe_note, lr, procs.world, str(device),
+                      say)
+    procs.barrier()
+    procs.finish()
+    return result
+
+
+def build_task(model: nn.Module, recipe: Recipe, teacher: nn.Module | None, device: torch.device) -> nn.Module:
+    """timm's training task: the labels' loss (soft-target CE under mixup, else label smoothing), plus hard or
+    soft token distillation into the distillation head when there is a teacher."""
+    criterion = (SoftTargetCrossEntropy() if recipe.mixup_active else
+                 LabelSmoothingCrossEntropy(recipe.smoothing) if recipe.smoothing > 0 else nn.CrossEntropyLoss())
+    if teacher is None:
+        unwrap_model(model).set_distilled_training(False)  # no teacher: the heads' mean learns the labels
+        return ClassificationTask(model, criterion=criterion, device=device, verbose=False).to(device)
+    if getattr(unwrap_model(model), "dist_head", None) is None:
+        raise RetrainError("distillation needs the architecture's distillation head (\"distillation\": true)")
+    layout = torch.channels_last if device.type == "cuda" else torch.contiguous_format
+    teacher = teacher.to(device, memory_format=layout)
+    return TokenDistillationTask(model, teacher, criterion=criterion, distill_type=recipe.distill_type,
+                                 task_loss_weight=recipe.task_loss_weight, device=device, verbose=False).to(device)
+
+
+def build_mixup(recipe: Recipe, num_classes: int) -> Mixup | None:
+    """timm's Mixup/CutMix (which also smooths the labels), or None when the recipe has neither."""
+    if not recipe.mixup_active:
+        return None
+    return Mixup(mixup_alpha=recipe.mixup, cutmix_alpha=recipe.cutmix, prob=recipe.mixup_prob,
+                 switch_prob=recipe.mixup_switch_prob, mode=recipe.mixup_mode, label_smoothing=recipe.smoothing,
+                 num_classes=num_classes)
+
+
+def _amp_dtype(amp: str, device: torch.device) -> torch.dtype | None:
+    if device.type != "cuda" or amp == "off":
+        if amp in ("bf16", "fp16") and device.type != "cuda":
+            raise RecipeError(f"recipe amp {amp!r} needs a CUDA device (training on {device}); use auto or off")
+        return None
+    if amp == "fp16" or (amp == "auto" and not torch.cuda.is_bf16_supported()):
+        return torch.float16
+    return torch.bfloat16
+
+
+def _prefixed(prefix: str, values: dict[str, float]) -> dict[str, float]:
+    return {f"{prefix}_{k}": v for k, v in values.items()}
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, loader: DataLoader, device: torch.device, amp_dtype: torch.dtype | None = None,
+             procs: Processes = Processes()) -> dict[str, float]:
+    """Top-1 and top-5 accuracy (%) and mean cross-entropy over every image of ``loader``'s split."""
+    was_training = model.training
+    model.eval()
+    correct1 = correct5 = loss = count = 0.0
+    for inputs, targets in loader:
+        inputs, targets = inputs.to(device, non_blocking=True), targets.to(device, non_blocking=True)
+        if device.type == "cuda":
+            inputs = inputs.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+            logits = model(inputs).float()
+        top = logits.topk(min(5, logits.shape[1]), dim=1).indices
+        hits = top.eq(targets[:, None])
+        correct1 += hits[:, 0].sum().item()
+        correct5 += hits.any(dim=1).sum().item()
+        loss += nn.functional.cross_entropy(logits, targets, reduction="sum").item()
+        count += len(targets)
+    model.train(was_training)
+    correct1, correct5, loss, count = procs.sum([correct1, correct5, loss, count], device)
+    return {"top1": 100 * correct1 / count, "top5": 100 * correct5 / count, "loss": loss / count}
+
+
+def _save_state(path: Path, state: dict[str, Any]) -> None:
+    tmp = path.with_suffix(".tmp")
+    torch.save(state, tmp)
+    tmp.replace(path)  # atomic: a kill while saving leaves the previous epoch's state
+
+
+def write_log(out: Path, rows: list[dict[str, Any]]) -> None:
+    """``log.csv`` (one row per epoch; rewritten whole, so a resumed run never duplicates rows) and the curve."""
+    import pandas as pd
+
+    frame = pd.DataFrame(rows)
+    frame.to_csv(out / "log.csv", index=False, float_format="%.6g")
+    from .outputs import plot_curve
+
+    plot_curve(frame, out / "curve.png")
+
+
+def read_result(out: Path) -> dict[str, Any]:
+    """The final figures a finished retraining wrote (``results.json``)."""
+    return json.loads((Path(out) / "results.json").read_text())
