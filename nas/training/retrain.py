@@ -263,11 +263,12 @@ def resolve_recipe(spec: RetrainSpec, arch: SwiftFormerArch) -> tuple[Recipe, st
     return recipe, note
 
 
-def retrain(spec: RetrainSpec, stop_after_epoch: int | None = None,
-            log: Callable[[str], None] | None = None) -> RetrainResult:
+def retrain(spec: RetrainSpec, stop_after_epoch: int | None = None, log: Callable[[str], None] | None = None,
+            splits: ImageSplits | None = None) -> RetrainResult:
     """Train (or resume, or finish) the run of ``spec`` in ``spec.out``.
 
     ``stop_after_epoch`` ends this call after that many epochs, leaving the run resumable, as a kill would.
+    ``splits`` replaces the images ``spec.data`` names (a caller's own data, e.g. a benchmark's subset).
     """
     procs = Processes.from_env()
     say = log or (lambda text: print(text, file=sys.stderr, flush=True))
@@ -276,7 +277,7 @@ def retrain(spec: RetrainSpec, stop_after_epoch: int | None = None,
     device = resolve_train_device(spec.train_device, procs.local_rank)
     procs.start(device)
     recipe, recipe_note = resolve_recipe(spec, source_arch)
-    splits = image_splits(spec.data, recipe.val_fraction, recipe.val_seed)
+    splits = splits or image_splits(spec.data, recipe.val_fraction, recipe.val_seed)
     arch = source_arch.replace(num_classes=splits.num_classes, in_chans=splits.channels,
                                resolution=recipe.resolution or source_arch.resolution)
     changed = [f"{k} {getattr(source_arch, k)} -> {getattr(arch, k)}"
