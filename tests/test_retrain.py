@@ -174,6 +174,16 @@ def test_grey_images_go_through_the_official_augmentation():
     assert next(iter(train))[0].shape == (16, 1, 32, 32) and next(iter(val))[0].shape == (32, 1, 32, 32)
 
 
+def test_image_folder_trees_stream_through_loader_workers(tiny_imagefolder):
+    splits = image_splits(f"imagefolder:{tiny_imagefolder}")
+    assert splits.streamed and len(splits.train) == 108 and len(splits.val) == 12 and len(splits.test) == 36
+    train, _, test, _ = data_pipeline(splits, Recipe(workers=2, batch_size=16, resolution=32), 32, Processes(),
+                                      torch.device("cpu"))
+    batches = list(train)
+    assert len(batches) == 108 // 16 and batches[0][0].shape == (16, 3, 32, 32)
+    assert sum(len(y) for _, y in test) == 36  # every test image once
+
+
 def test_official_recipe_per_variant_and_learning_rate_scaling(tmp_path):
     xs, name = official_recipe(swiftformer.variant("xs"))
     assert name == "xs" and xs.auto_augment is None and not xs.mixup_active
@@ -215,7 +225,7 @@ def test_torchrun_two_processes_train_and_write_one_checkpoint(tmp_path, arch_fi
          "--batch-size", "8", "--workers", "0", "--export", "none", "--train-device", "cpu"],
         capture_output=True, text=True, timeout=300, env=env)
     assert result.returncode == 0, result.stderr[-2000:]
-    assert result.stderr.count("epoch 1/1") == 1  # only rank 0 speaks
+    assert result.stderr.count("epoch 1/1: train loss") == 1  # only rank 0 speaks
     results = json.loads((out / "results.json").read_text())
     assert results["processes"] == 2 and (out / "model.pth").is_file()
     assert sorted(p.name for p in out.glob("*.pth")) == ["last.pth", "model.pth", "model_ema.pth"]

@@ -42,6 +42,7 @@ from swiftformer import SwiftFormerArch
 
 from ..data.loaders import ImageSplits, Transformed, image_splits
 from ..models import ModelRefError, parse_model_ref
+from ..progress import progress
 from ..units import format_duration
 from .devices import resolve_train_device
 from .recipe import Recipe, RecipeError, official_recipe
@@ -358,7 +359,8 @@ def retrain(spec: RetrainSpec, stop_after_epoch: int | None = None, log: Callabl
         task.train()
         loss_sum = torch.zeros((), device=device)
         images = 0
-        for inputs, targets in train_loader:
+        step_report = progress(f"epoch {epoch + 1}/{recipe.epochs}") if procs.main else (lambda done, total: None)
+        for step, (inputs, targets) in enumerate(train_loader, start=1):
             inputs = inputs.to(device, non_blocking=True)
             targets = targets.to(device, non_blocking=True)
             if cuda:
@@ -385,6 +387,7 @@ def retrain(spec: RetrainSpec, stop_after_epoch: int | None = None, log: Callabl
             scheduler.step_update(num_updates=num_updates)
             loss_sum += loss.detach()
             images += inputs.shape[0]
+            step_report(step, updates_per_epoch)
         scheduler.step(epoch + 1)
         train_seconds = time.perf_counter() - t0
         row: dict[str, Any] = {"epoch": epoch + 1, "lr": optimizer.param_groups[0]["lr"],
