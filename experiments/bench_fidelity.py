@@ -3,6 +3,7 @@ resumable), export the versioned CSV, and score any scorer against it.
 
     .venv/bin/python experiments/bench_fidelity.py select     # once: experiments/fidelity/architectures.jsonl
     .venv/bin/python experiments/bench_fidelity.py run [--hours H] [--protocols ...]   # resumable; run again
+    .venv/bin/python experiments/bench_fidelity.py run --train-device cuda --journal experiments/fidelity/gpu.journal
     .venv/bin/python experiments/bench_fidelity.py export     # experiments/fidelity/results.csv from the studies
     .venv/bin/python experiments/bench_fidelity.py score [--scores FILE.csv --column COL]
 
@@ -38,7 +39,11 @@ def main() -> None:
     run.add_argument("--protocols", nargs="+", choices=list(benchmark.PROTOCOLS))
     run.add_argument("--train-device", default="auto")
     run.add_argument("--threads", type=int, default=torch.get_num_threads())
-    commands.add_parser("export")
+    run.add_argument("--journal", type=Path, default=JOURNAL,
+                     help="the studies (default: the CPU run's); a run on other hardware keeps its own journal")
+    export_cmd = commands.add_parser("export")
+    export_cmd.add_argument("--journal", type=Path, default=JOURNAL)
+    export_cmd.add_argument("--results", type=Path, default=RESULTS)
     score = commands.add_parser("score")
     score.add_argument("--scores", type=Path, help="a CSV with a 'name' column (the architectures' names) and "
                                                     "a score column; higher means better")
@@ -62,22 +67,22 @@ def main() -> None:
         work = benchmark.default_work(archs, protocols=args.protocols)
         print(f"{len(work)} trainings in the plan on {device} with {args.threads} threads; finished ones are "
               "skipped", file=sys.stderr)
-        benchmark.run_benchmark(archs, data, JOURNAL, work, str(device), deadline, benchmark.log_stderr)
-        export()
+        benchmark.run_benchmark(archs, data, args.journal, work, str(device), deadline, benchmark.log_stderr)
+        export(args.journal, RESULTS if args.journal == JOURNAL else args.journal.with_suffix(".csv"))
     elif args.command == "export":
-        export()
+        export(args.journal, args.results)
     else:
         from nas.fidelity.report import score_report
 
         print(score_report(args.results, args.scores, args.column))
 
 
-def export() -> None:
+def export(journal: Path = JOURNAL, results: Path = RESULTS) -> None:
     from nas.fidelity.benchmark import results_frame
 
-    frame = results_frame(JOURNAL)
-    frame.to_csv(RESULTS, index=False, float_format="%.6g")
-    print(f"wrote {RESULTS}: {len(frame)} rows", file=sys.stderr)
+    frame = results_frame(journal)
+    frame.to_csv(results, index=False, float_format="%.6g")
+    print(f"wrote {results}: {len(frame)} rows", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -154,6 +154,24 @@ def test_cli_distils_from_a_teacher_checkpoint(tmp_path, arch_file, tiny_imagefo
     assert json.loads((tmp_path / "run/results.json").read_text())["teacher"] == "timm:resnet10t"
 
 
+def test_init_warm_starts_from_a_checkpoint_and_leaves_other_heads_new(tmp_path):
+    from nas.training.retrain import RetrainError, load_init
+
+    arch = SwiftFormerArch.from_dict(ARCH)
+    source = build_student(arch, *normalisation(3))
+    torch.save(source.state_dict(), tmp_path / "ten.pth")
+    same = build_student(arch, *normalisation(3))
+    assert "initialised from" in load_init(same, f"checkpoint:{tmp_path / 'ten.pth'}")
+    assert all(torch.equal(v, source.state_dict()[k]) for k, v in same.state_dict().items())
+    three = build_student(arch.replace(num_classes=3), *normalisation(3))
+    assert "heads left new" in load_init(three, f"checkpoint:{tmp_path / 'ten.pth'}")
+    assert torch.equal(three.state_dict()["norm.weight"], source.state_dict()["norm.weight"])
+    wider = build_student(arch.replace(stages=(arch.stages[0].__class__(width=12, blocks=arch.stages[0].blocks),
+                                               *arch.stages[1:])), *normalisation(3))
+    with pytest.raises(RetrainError, match="of another architecture"):
+        load_init(wider, f"checkpoint:{tmp_path / 'ten.pth'}")
+
+
 def test_mixup_gives_soft_targets():
     mixup = build_mixup(Recipe(mixup=0.8, cutmix=1.0, smoothing=0.1), num_classes=3)
     torch.manual_seed(0)
