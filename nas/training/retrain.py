@@ -160,6 +160,8 @@ class Processes:
 
     def start(self, device: torch.device) -> None:
         if self.world > 1 and not torch_dist.is_initialized():
+            if device.type == "cuda":
+                torch.cuda.set_device(device)  # NCCL binds each process to its own GPU
             torch_dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
 
     def finish(self) -> None:
