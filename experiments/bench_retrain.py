@@ -40,7 +40,8 @@ def throughput(args: argparse.Namespace) -> None:
     from nas.data.datasets import Holdout
     from nas.data.loaders import ArrayImages, ImageSplits
     from nas.training import resolve_train_device
-    from nas.training.retrain import RetrainSpec, build_student, normalisation, retrain
+    from nas.training.components import build_student, normalisation
+    from nas.training.retrain import RetrainSpec, retrain
 
     device = resolve_train_device(args.train_device)
     data = load_data(DATA)

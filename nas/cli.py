@@ -27,7 +27,7 @@ from .progress import progress
 from .search.config import SearchError
 from .training import TrainDeviceError
 from .training.recipe import RecipeError
-from .training.retrain import RetrainError
+from .training.components import RetrainError
 from .units import parse_duration_s, parse_latency_ms
 
 USER_ERRORS = (ArchitectureError, BackendUnavailable, DatasetError, ExportError, MeasurementError, ModelRefError,

@@ -18,8 +18,10 @@ from nas.cli import main
 from nas.data.datasets import Holdout
 from nas.data.loaders import ArrayImages, ImageSplits, image_splits
 from nas.training.recipe import Recipe, RecipeError, official_recipe
-from nas.training.retrain import (Processes, RetrainSpec, build_mixup, build_student, build_task, data_pipeline,
-                                  evaluate, normalisation, retrain)
+from nas.training.components import (RetrainError, build_mixup, build_student, build_task, data_pipeline, load_init,
+                                     normalisation)
+from nas.training.processes import Processes
+from nas.training.retrain import RetrainSpec, evaluate, retrain
 from swiftformer import SwiftFormerArch
 
 ARCH = {"resolution": 32, "num_classes": 10, "stages": [
@@ -155,8 +157,6 @@ def test_cli_distils_from_a_teacher_checkpoint(tmp_path, arch_file, tiny_imagefo
 
 
 def test_init_warm_starts_from_a_checkpoint_and_leaves_other_heads_new(tmp_path):
-    from nas.training.retrain import RetrainError, load_init
-
     arch = SwiftFormerArch.from_dict(ARCH)
     source = build_student(arch, *normalisation(3))
     torch.save(source.state_dict(), tmp_path / "ten.pth")

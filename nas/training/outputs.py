@@ -165,6 +165,6 @@ Exports (fused for inference): {', '.join(summary['exports']) or 'none'}; again 
 
 
 def _stats(channels: int):
-    from .retrain import normalisation
+    from .components import normalisation
 
     return normalisation(channels)

@@ -1,0 +1,177 @@
+"""The parts of a retraining, each built from the library that does the job: the architecture a reference names,
+the student and teacher models, a warm start, timm's training task and Mixup, and the data pipeline (timm's
+transforms, ``RepeatAugSampler``, sharded evaluation)."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import swiftformer._torchvision_fix  # noqa: F401
+
+import timm
+import torch
+from timm.data import Mixup, create_transform
+from timm.data.distributed_sampler import RepeatAugSampler
+from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
+from timm.task import ClassificationTask, TokenDistillationTask
+from timm.utils import unwrap_model
+from torch import nn
+from torch.utils.data import DataLoader, DistributedSampler, Subset
+
+import swiftformer
+from swiftformer import SwiftFormerArch
+
+from ..data.loaders import ImageSplits, Transformed
+from ..models import ModelRefError, parse_model_ref
+from .processes import Processes
+from .recipe import Recipe, RecipeError
+
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+GRAY_MEAN, GRAY_STD = (0.5,), (0.5,)
+
+
+class RetrainError(ValueError):
+    """A retraining that cannot start as asked (reference, teacher, init, resume); one line for the user."""
+
+
+def resolve_reference(ref: str) -> tuple[SwiftFormerArch, str]:
+    """The architecture a REF names: a search run directory (its best architecture), an architecture JSON
+    (``best_arch.json`` or any other) or ``swiftformer:<variant>``; and a name for it."""
+    path = Path(ref)
+    if path.is_dir():
+        best = path / "best_arch.json"
+        if not best.is_file():
+            raise RetrainError(f"{ref!r} is a directory without best_arch.json; give a search run directory, an "
+                               "architecture .json file or swiftformer:<xs|s|l1|l3>")
+        return SwiftFormerArch.load(best), f"best of {path.name}"
+    try:
+        model_ref = parse_model_ref(ref)
+    except ModelRefError as exc:
+        raise RetrainError(f"{exc}") from None
+    if model_ref.arch is None:
+        raise RetrainError(f"{ref!r} is not of the SwiftFormer family; nas retrain takes a search run directory, "
+                           "an architecture .json file or swiftformer:<xs|s|l1|l3>")
+    return model_ref.arch, model_ref.name
+
+
+def build_student(arch: SwiftFormerArch, mean: tuple[float, ...], std: tuple[float, ...]) -> nn.Module:
+    """The model through timm's registry (so it carries a ``pretrained_cfg``), normalised as its data is."""
+    model = timm.create_model("swiftnas_arch", arch=arch)
+    model.pretrained_cfg = {**model.pretrained_cfg, "mean": mean, "std": std,
+                            "input_size": (arch.in_chans, arch.resolution, arch.resolution)}
+    return model
+
+
+def load_teacher(ref: str, checkpoint: str | None, num_classes: int, in_chans: int) -> nn.Module:
+    """A trained teacher: ``timm:NAME`` or one of our family's references, with its weights from ``checkpoint``
+    (a retrain directory's ``model.pth`` is found from the directory)."""
+    path = Path(ref)
+    if path.is_dir() and (path / "arch.json").is_file():  # a retrain output directory
+        checkpoint = checkpoint or str(path / "model.pth")
+        ref = str(path / "arch.json")
+    if not checkpoint:
+        raise RetrainError(f"teacher {ref!r} needs its trained weights: --teacher-checkpoint FILE")
+    if not Path(checkpoint).is_file():
+        raise RetrainError(f"teacher checkpoint {checkpoint!r} does not exist")
+    try:
+        model_ref = parse_model_ref(ref)
+    except ModelRefError as exc:
+        raise RetrainError(f"teacher: {exc}") from None
+    if model_ref.arch is not None:
+        mean, std = normalisation(in_chans)  # trained by nas retrain: normalised as its students are
+        model = build_student(model_ref.arch.replace(num_classes=num_classes, in_chans=in_chans), mean, std)
+        loader = lambda: swiftformer.load_checkpoint(model, checkpoint)  # noqa: E731
+    else:
+        model = timm.create_model(model_ref.name, pretrained=False, num_classes=num_classes, in_chans=in_chans)
+        if in_chans != 3:  # its ImageNet statistics have three channels
+            mean, std = normalisation(in_chans)
+            model.pretrained_cfg = {**model.pretrained_cfg, "mean": mean, "std": std}
+        loader = lambda: timm.models.load_checkpoint(model, checkpoint, strict=True)  # noqa: E731
+    try:
+        loader()
+    except (RuntimeError, KeyError) as exc:
+        first = str(exc).strip().splitlines()[0]
+        raise RetrainError(f"teacher checkpoint {checkpoint!r} does not fit {ref} with {num_classes} classes: "
+                           f"{first[:200]}") from None
+    return model.eval()
+
+
+def load_init(model: nn.Module, init: str) -> str:
+    """Warm-start from ``checkpoint:FILE``; heads of another class count are left initialised. Says what it did."""
+    kind, _, path = init.partition(":")
+    if kind != "checkpoint" or not path:
+        raise RetrainError(f"--init {init!r} is not supported; accepted: checkpoint:FILE")
+    if not Path(path).is_file():
+        raise RetrainError(f"--init checkpoint {path!r} does not exist")
+    state = swiftformer.convert_checkpoint(torch.load(path, map_location="cpu", weights_only=True))
+    own = model.state_dict()
+    mismatched = sorted(k for k, v in state.items() if k in own and own[k].shape != v.shape)
+    if any(not k.startswith(("head.", "dist_head.")) for k in mismatched):
+        raise RetrainError(f"--init checkpoint {path!r} is of another architecture (e.g. {mismatched[0]}: "
+                           f"{tuple(state[mismatched[0]].shape)} vs {tuple(own[mismatched[0]].shape)})")
+    state = {k: v for k, v in state.items() if k not in mismatched}
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if unexpected or any(not k.startswith(("head.", "dist_head.")) for k in missing):
+        raise RetrainError(f"--init checkpoint {path!r} does not match the architecture: "
+                           f"{len(missing)} missing, {len(unexpected)} unexpected keys")
+    return f"initialised from {path}" + (" (heads left new: other class count)" if mismatched else "")
+
+
+def build_task(model: nn.Module, recipe: Recipe, teacher: nn.Module | None, device: torch.device) -> nn.Module:
+    """timm's training task: the labels' loss (soft-target CE under mixup, else label smoothing), plus hard or
+    soft token distillation into the distillation head when there is a teacher."""
+    criterion = (SoftTargetCrossEntropy() if recipe.mixup_active else
+                 LabelSmoothingCrossEntropy(recipe.smoothing) if recipe.smoothing > 0 else nn.CrossEntropyLoss())
+    if teacher is None:
+        unwrap_model(model).set_distilled_training(False)  # no teacher: the heads' mean learns the labels
+        return ClassificationTask(model, criterion=criterion, device=device, verbose=False).to(device)
+    if getattr(unwrap_model(model), "dist_head", None) is None:
+        raise RetrainError("distillation needs the architecture's distillation head (\"distillation\": true)")
+    layout = torch.channels_last if device.type == "cuda" else torch.contiguous_format
+    teacher = teacher.to(device, memory_format=layout)
+    return TokenDistillationTask(model, teacher, criterion=criterion, distill_type=recipe.distill_type,
+                                 task_loss_weight=recipe.task_loss_weight, device=device, verbose=False).to(device)
+
+
+def build_mixup(recipe: Recipe, num_classes: int) -> Mixup | None:
+    """timm's Mixup/CutMix (which also smooths the labels), or None when the recipe has neither."""
+    if not recipe.mixup_active:
+        return None
+    return Mixup(mixup_alpha=recipe.mixup, cutmix_alpha=recipe.cutmix, prob=recipe.mixup_prob,
+                 switch_prob=recipe.mixup_switch_prob, mode=recipe.mixup_mode, label_smoothing=recipe.smoothing,
+                 num_classes=num_classes)
+
+
+def data_pipeline(splits: ImageSplits, recipe: Recipe, resolution: int, procs: Processes,
+                  device: torch.device) -> tuple[DataLoader, DataLoader, DataLoader, Any]:
+    """Train, val and test loaders (val and test sharded over processes, each image once) and the train sampler."""
+    mean, std = normalisation(splits.channels)
+    train_tf = create_transform(
+        resolution, is_training=True, scale=(recipe.scale_min, 1.0), hflip=recipe.hflip,
+        color_jitter=recipe.color_jitter, auto_augment=recipe.auto_augment, interpolation=recipe.interpolation,
+        mean=mean, std=std, re_prob=recipe.re_prob, re_mode=recipe.re_mode, re_count=recipe.re_count)
+    eval_tf = create_transform(resolution, is_training=False, interpolation=recipe.interpolation,
+                               crop_pct=recipe.crop_pct, mean=mean, std=std)
+    train = Transformed(splits.train, train_tf)
+    if recipe.aug_repeats > 1:
+        # selected_round 0: an epoch is every image once per process share (DeiT rounds down to 256s)
+        sampler = RepeatAugSampler(train, num_replicas=procs.world, rank=procs.rank, num_repeats=recipe.aug_repeats,
+                                   selected_round=0)
+    else:
+        sampler = DistributedSampler(train, num_replicas=procs.world, rank=procs.rank, shuffle=True,
+                                     seed=recipe.seed)
+    if len(train) // procs.world < recipe.batch_size:
+        raise RecipeError(f"recipe batch_size {recipe.batch_size} is larger than this process's share of the "
+                          f"{len(train)} training images; lower it")
+    common = dict(num_workers=recipe.workers, pin_memory=device.type == "cuda")
+    train_loader = DataLoader(train, batch_size=recipe.batch_size, sampler=sampler, drop_last=True, **common)
+
+    def shard(dataset) -> DataLoader:
+        part = Subset(Transformed(dataset, eval_tf), range(procs.rank, len(dataset), procs.world))
+        return DataLoader(part, batch_size=recipe.batch_size * 2, shuffle=False, **common)
+
+    return train_loader, shard(splits.val), shard(splits.test), sampler
+
+
+def normalisation(channels: int) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    return (IMAGENET_MEAN, IMAGENET_STD) if channels == 3 else (GRAY_MEAN * channels, GRAY_STD * channels)
