@@ -196,13 +196,16 @@ def results_frame(storage_path: Path) -> pd.DataFrame:
 def default_work(archs: list[tuple[str, SwiftFormerArch]], second_seed_every: int = 3,
                  protocols: Iterable[str] | None = None) -> list[tuple[str, int, str]]:
     """Per architecture (in a fixed shuffled order that spreads partial results over the latency range): the
-    reference protocol, then every proxy; then the reference's second seed on every ``second_seed_every``-th."""
+    reference protocol, then every proxy, then on every ``second_seed_every``-th the reference's second seed, so
+    that a partial run already measures the reference's own noise next to the proxies' ranking."""
     names = [n for n, _ in archs]
     random.Random(0).shuffle(names)
     wanted = list(protocols) if protocols else list(PROTOCOLS)
-    work = [(p, 0, n) for n in names for p in wanted]
-    if REFERENCE.name in wanted:
-        work += [(REFERENCE.name, 1, n) for n in names[::second_seed_every]]
+    work = []
+    for i, name in enumerate(names):
+        work += [(p, 0, name) for p in wanted]
+        if REFERENCE.name in wanted and i % second_seed_every == 0:
+            work.append((REFERENCE.name, 1, name))
     return work
 
 
