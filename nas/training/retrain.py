@@ -13,7 +13,6 @@ seeds Python, NumPy and torch from (seed, epoch, rank) before its loader, augmen
 """
 from __future__ import annotations
 
-import json
 import sys
 import time
 from dataclasses import dataclass, field
@@ -315,7 +314,3 @@ def write_log(out: Path, rows: list[dict[str, Any]]) -> None:
 
     plot_curve(frame, out / "curve.png")
 
-
-def read_result(out: Path) -> dict[str, Any]:
-    """The final figures a finished retraining wrote (``results.json``)."""
-    return json.loads((Path(out) / "results.json").read_text())
