@@ -26,8 +26,7 @@ from .models import ModelRefError, parse_model_ref
 from .progress import progress
 from .search.config import SearchError
 from .training import TrainDeviceError
-from .training.recipe import RecipeError
-from .training.components import RetrainError
+from .training.recipe import RecipeError, RetrainError
 from .units import parse_duration_s, parse_latency_ms
 
 USER_ERRORS = (ArchitectureError, BackendUnavailable, DatasetError, ExportError, MeasurementError, ModelRefError,

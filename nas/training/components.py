@@ -24,14 +24,10 @@ from swiftformer import SwiftFormerArch
 from ..data.loaders import ImageSplits, Transformed
 from ..models import ModelRefError, parse_model_ref
 from .processes import Processes
-from .recipe import Recipe, RecipeError
+from .recipe import Recipe, RecipeError, RetrainError
 
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 GRAY_MEAN, GRAY_STD = (0.5,), (0.5,)
-
-
-class RetrainError(ValueError):
-    """A retraining that cannot start as asked (reference, teacher, init, resume); one line for the user."""
 
 
 def resolve_reference(ref: str) -> tuple[SwiftFormerArch, str]:

@@ -28,6 +28,12 @@ class RecipeError(ValueError):
     """A recipe value or file that cannot be used; the message names it and what is accepted."""
 
 
+class RetrainError(ValueError):
+    """A retraining that cannot start as asked (reference, teacher, init, resume); one line for the user.
+
+    Defined here, with the recipe, so that the command line can name it without importing the training loop."""
+
+
 CHOICES: dict[str, tuple[Any, ...]] = {
     "sched": ("cosine", "tanh", "poly", "step", "multistep", "constant"),
     "lr_base_scale": ("sqrt", "linear", "none"),
