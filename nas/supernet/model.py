@@ -165,26 +165,27 @@ class SuperNet(nn.Module):
         return self.check(arch).replace(num_classes=self.num_classes, in_chans=self.in_chans,
                                         distillation=self.distillation)
 
-    def sub_state_dict(self, arch: SwiftFormerArch) -> dict[str, torch.Tensor]:
-        """``arch``'s weights and BN buffers in the official naming (``swiftformer.load_checkpoint`` loads them
-        strictly): each of the ordinary model's tensors is the first entries, along every axis, of its
-        counterpart here (``network.{2s}.{j}.{kind}.*`` for block ``j`` of stage ``s``). Copies, so saving one
-        does not save the whole supernet's storage."""
-        shapes = {k: v.shape for k, v in SwiftFormer(self.subnet_arch(arch), device="meta").state_dict().items()}
-        own = self.state_dict()
-        out = {}
-        for key, shape in shapes.items():
-            tensor = own[self._source_key(key, arch)]
-            out[key] = tensor[tuple(slice(0, n) for n in shape)].clone()
-        return out
+    def subnet_keys(self, arch: SwiftFormerArch) -> dict[str, tuple[str, torch.Size]]:
+        """For each tensor of ``arch``'s ordinary model (official naming): the supernet tensor it is sliced from
+        and its shape, i.e. the first ``shape[d]`` entries along each axis ``d``. Blocks map
+        ``network.{2s}.{j}.*`` to ``network.{2s}.{j}.{kind}.*``; every other name is the same."""
+        meta = SwiftFormer(self.subnet_arch(arch), device="meta")  # shapes only: no memory, no initialisation cost
+        keys = {}
+        for key, tensor in meta.state_dict().items():
+            m = _BLOCK_KEY.match(key)
+            if m is not None and int(m.group(1)) % 2 == 0:
+                s, j = int(m.group(1)) // 2, int(m.group(2))
+                keys[key] = (f"network.{2 * s}.{j}.{arch.stages[s].blocks[j].type}.{m.group(3)}", tensor.shape)
+            else:
+                keys[key] = (key, tensor.shape)
+        return keys
 
-    @staticmethod
-    def _source_key(key: str, arch: SwiftFormerArch) -> str:
-        m = _BLOCK_KEY.match(key)
-        if m is None or int(m.group(1)) % 2:  # stem, embeddings, norm, heads: the same names
-            return key
-        s, j = int(m.group(1)) // 2, int(m.group(2))
-        return f"network.{2 * s}.{j}.{arch.stages[s].blocks[j].type}.{m.group(3)}"
+    def sub_state_dict(self, arch: SwiftFormerArch) -> dict[str, torch.Tensor]:
+        """``arch``'s weights and BN buffers in the official naming, which ``swiftformer.load_checkpoint`` loads
+        strictly. Copies, so that saving one does not save the whole supernet's storage."""
+        own = self.state_dict()
+        return {key: own[source][tuple(slice(0, n) for n in shape)].clone()
+                for key, (source, shape) in self.subnet_keys(arch).items()}
 
     def extract(self, arch: SwiftFormerArch) -> SwiftFormer:
         """The ordinary SwiftFormer for ``arch`` holding the supernet's sliced weights and BN statistics, on the
