@@ -274,9 +274,13 @@ def test_sort_channels_keeps_the_largest_net_and_puts_strong_channels_first(smal
                   if any(s.blocks[0].mlp_ratio < max(c.mlp_ratios) for s, c in zip(a.stages, small_space.stages)))
     x = _images(3, 1, largest.resolution, seed=23)
     xn = _images(3, 1, narrow.resolution, seed=23)
+    local = {k: v.clone() for k, v in supernet.state_dict().items() if ".local_representation." in k}
+    assert local
     with torch.no_grad():
         before, before_narrow = supernet(x, largest), supernet(xn, narrow)
         supernet.sort_channels()
+    assert all(torch.equal(v, supernet.state_dict()[k]) for k, v in local.items())  # only MLPs are sorted
+    with torch.no_grad():
         assert _max_diff(supernet(x, largest), before) < TOLERANCE
         assert _max_diff(supernet(xn, narrow), before_narrow) > 1e-4
     slots = [slot for s in range(len(supernet.maxima)) for slot in supernet.network[2 * s]]

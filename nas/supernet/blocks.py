@@ -7,7 +7,9 @@ scales start as in the model family: 1.0 in conv encoders, ``layer_scale_init_va
 encoders, so a fresh attention block is close to the identity.
 
 ``BLOCK_KINDS`` maps each block type of ``swiftformer.arch.BLOCK_TYPES`` to its sliceable block; a new block
-type becomes available to supernets by adding its entry here.
+type becomes available to supernets by adding its entry here. A block is built as ``factory(width, hidden)`` at
+the stage's largest sizes and provides ``forward(x, hidden_dim)`` (its width is the input's) and
+``sort_hidden_channels()``.
 """
 from __future__ import annotations
 

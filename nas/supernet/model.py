@@ -154,10 +154,13 @@ class SuperNet(nn.Module):
         """Reorder every block's MLP hidden channels by importance (OFA), most important first.
 
         The largest subnet computes the same function; narrower MLP ratios then keep the strongest channels.
+        Each block kind sorts its own MLP (``sort_hidden_channels``); an attention encoder's local
+        representation, whose hidden width is the stage width, is left alone.
         """
-        for module in self.modules():
-            if isinstance(module, tuple(self.block_kinds.values())):
-                module.sort_hidden_channels()
+        for s in range(len(self.maxima)):
+            for slot in self.network[2 * s]:
+                for block in slot.values():
+                    block.sort_hidden_channels()
 
     # ----------------------------------------------------------------------------------------- extraction
     def subnet_arch(self, arch: SwiftFormerArch) -> SwiftFormerArch:
