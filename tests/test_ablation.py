@@ -209,6 +209,8 @@ def test_reference_protocol_reads_test_and_grids_run_in_parallel_workers(tmp_pat
     assert sorted(runs["variant"]) == ["attn", "conv"] and (runs["protocol"] == "reference").all()
     assert runs["test_accuracy"].notna().all()
     assert "Test accuracy (reference protocol" in (out / "report.md").read_text()
+    summary = pd.read_csv(out / "summary.csv").set_index("variant")  # the base is attn (alias released)
+    assert summary.loc["conv", "pairs"] == 1 and math.isnan(summary.loc["attn", "diff"])
     grid = tmp_path / "g.yaml"
     grid.write_text("name: g\nfactors:\n  s1.attn: [0, 1]\n  s2.attn: [0, 2]\n")
     out = tmp_path / "grid"

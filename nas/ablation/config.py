@@ -12,8 +12,8 @@ from swiftformer import SwiftFormerArch
 from ..models import parse_model_ref
 from ..training import ProxyConfig
 from ..training.protocols import REFERENCE, Protocol
-from .grid import GRID_BASE, Grid, grid_variants
-from .variants import BASE, Variant, placement_variants, type_variants
+from .grid import Grid, grid_variants
+from .variants import Variant, placement_variants, type_variants
 
 ABLATIONS = ("placement", "type", "grid")
 PROTOCOLS = ("proxy", "reference")
@@ -60,10 +60,11 @@ class AblationConfig:
             raise AblationError(f"unknown backend {self.backend!r}; accepted: local, ray")
         if self.kinds is not None and self.ablation != "type":
             raise AblationError("--kinds belongs to the type ablation")
-        self.base = self.base or (self.grid or {}).get("base") or DEFAULT_BASE
+        self.base = _absolute(self.base or (self.grid or {}).get("base") or DEFAULT_BASE)
+        self.data = _absolute(self.data)
         what = Grid(**self.grid).name if self.ablation == "grid" else self.ablation
         self.study = self.study or f"ablate-{what}-{Path(self.base.split(':')[-1]).stem}-{self.protocol}"
-        self.out = self.out or str(Path("runs") / self.study)
+        self.out = str(Path(self.out or Path("runs") / self.study).resolve())
 
     @property
     def threads(self) -> int:
@@ -104,9 +105,6 @@ class AblationConfig:
                                 f"than --max-runs {self.max_runs}; raise --max-runs or ask for fewer")
         return variants
 
-    def base_name(self) -> str:
-        return GRID_BASE if self.ablation == "grid" else BASE
-
     def identity(self) -> dict[str, Any]:
         """What must stay the same for runs to be comparable, and so for a run to resume a study. Seeds are not
         in it: asking for more seeds later adds runs to the same study."""
@@ -123,3 +121,13 @@ class AblationConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "AblationConfig":
         return cls(**{**data, "proxy": ProxyConfig(**data["proxy"])})
+
+
+def _absolute(ref: str) -> str:
+    """A reference whose path is made absolute (``arch.json``, ``cifar10:PATH``): Ray runs workers in other
+    folders, and a study resumed from elsewhere must name the same files."""
+    kind, sep, rest = ref.partition(":")
+    path = Path(rest if sep and kind in ("cifar10", "imagefolder") else ref).expanduser()
+    if not path.exists():
+        return ref
+    return f"{kind}:{path.resolve()}" if sep and kind in ("cifar10", "imagefolder") else str(path.resolve())

@@ -135,7 +135,7 @@ def write_outputs(out: str | Path, study: optuna.Study, cfg: AblationConfig) -> 
     """Every output file in ``out``; returns the summary text."""
     out = Path(out)
     records = study.user_attrs.get("nas_variants", [])
-    base = study.user_attrs.get("nas_base", cfg.base_name())
+    base = study.user_attrs.get("nas_base", "")  # the variant that is the base (its first label)
     runs = runs_frame(study, cfg)
     runs.to_csv(out / "ablation.csv", index=False)
     runs.to_parquet(out / "ablation.parquet", index=False)

@@ -233,7 +233,8 @@ def run_ablation(cfg: AblationConfig) -> tuple[optuna.Study, str]:
     if "nas_variants" not in study.user_attrs:
         print(f"pricing {len(variants)} variants on {', '.join(PHONES)}", file=sys.stderr)
         study.set_user_attr("nas_variants", variant_records(variants))
-        study.set_user_attr("nas_base", cfg.base_name())
+        base = cfg.base_arch(data.num_classes, data.channels).digest()
+        study.set_user_attr("nas_base", next(v.name for v in variants if v.arch.digest() == base))
     ctx = build_context(cfg, study, data=data)
     protocol = cfg.training_protocol()
     print(f"ablation {cfg.ablation} of {cfg.base} in {url}: {len(variants)} variants x {cfg.seeds} seeds "
