@@ -148,12 +148,5 @@ def type_variants(base: SwiftFormerArch, kinds: Iterable[str] | None = None) -> 
     return dedupe([*named, (BASE, base)])
 
 
-def with_base(variants: list[Variant], base: SwiftFormerArch, name: str = BASE) -> list[Variant]:
-    """``variants`` with the base among them (every comparison is against it), added first if missing."""
-    if any(v.arch.digest() == base.digest() for v in variants):
-        return variants
-    return [Variant(name, base), *variants]
-
-
 def most_common_ratio(stage: Stage) -> float:
     return Counter(b.mlp_ratio for b in stage.blocks).most_common(1)[0][0]
