@@ -17,6 +17,9 @@ from swiftformer import ArchitectureError
 
 from swiftformer.export import ExportError
 
+from .ablation.config import AblationError
+from .ablation.grid import GridError
+from .ablation.variants import VariantError
 from .data import DatasetError
 from .latency.lut import TableMissError
 from .latency.measure import BackendUnavailable
@@ -29,8 +32,9 @@ from .training import TrainDeviceError
 from .training.recipe import RecipeError, RetrainError
 from .units import parse_duration_s, parse_latency_ms
 
-USER_ERRORS = (ArchitectureError, BackendUnavailable, DatasetError, ExportError, MeasurementError, ModelRefError,
-               PredictorError, RecipeError, RetrainError, SearchError, SpaceError, TableMissError, TrainDeviceError)
+USER_ERRORS = (AblationError, ArchitectureError, BackendUnavailable, DatasetError, ExportError, GridError,
+               MeasurementError, ModelRefError, PredictorError, RecipeError, RetrainError, SearchError, SpaceError,
+               TableMissError, TrainDeviceError, VariantError)
 
 
 class UsageError(ValueError):
@@ -307,6 +311,53 @@ def cmd_report(args: argparse.Namespace) -> None:
     _print_summary(args.dir, write_outputs(args.dir, study, cfg))
 
 
+PROXY_OPTIONS = ("proxy_epochs", "proxy_downscale", "proxy_subset", "val_fraction", "val_seed")
+
+
+def cmd_ablate(args: argparse.Namespace) -> None:
+    from .ablation import AblationConfig, load_ablation, load_grid, run_ablation, write_outputs
+    from .ablation.report import PLOT, STAGE_PLOT
+    from .training import ProxyConfig
+
+    if args.what == "report":
+        if not args.dir:
+            raise UsageError("`nas ablate report` needs the ablation's folder: nas ablate report DIR")
+        cfg, study = load_ablation(args.dir)
+        print(write_outputs(args.dir, study, cfg))
+        return
+    if args.dir:
+        raise UsageError(f"unexpected argument {args.dir!r} after {args.what!r}")
+    grid = None
+    if args.what in ("placement", "type"):
+        ablation = args.what
+    elif args.what.endswith((".yaml", ".yml")) or Path(args.what).is_file():
+        ablation, grid = "grid", load_grid(args.what).to_dict()
+    else:
+        raise UsageError(f"unknown ablation {args.what!r}; accepted: placement, type, a grid .yaml file, or "
+                         "report DIR")
+    given = [f"--{name.replace('_', '-')}" for name in PROXY_OPTIONS if getattr(args, name) is not None]
+    if args.protocol == "reference" and given:
+        raise UsageError(f"{given[0]} sets the proxy protocol; the reference protocol is fixed (see "
+                         "nas/training/protocols.py)")
+    defaults = ProxyConfig()
+    proxy = ProxyConfig(**{name: getattr(defaults, name) if getattr(args, name) is None else getattr(args, name)
+                           for name in ("val_fraction", "val_seed")},
+                        epochs=args.proxy_epochs or defaults.epochs,
+                        downscale=args.proxy_downscale or defaults.downscale,
+                        subset=args.proxy_subset or defaults.subset)
+    cfg = AblationConfig(ablation=ablation, base=args.base, grid=grid,
+                         kinds=[k.strip() for k in args.kinds.split(",")] if args.kinds else None, data=args.data,
+                         seeds=args.seeds, protocol=args.protocol, proxy=proxy, max_runs=args.max_runs,
+                         timeout_s=args.timeout, out=args.out or "", study=args.study or "", storage=args.storage,
+                         backend=args.backend, ray_address=args.ray_address, workers=args.workers,
+                         train_device=args.train_device, cpus_per_trial=args.cpus_per_trial,
+                         gpus_per_trial=args.gpus_per_trial)
+    _, summary = run_ablation(cfg)
+    print(summary)
+    plots = PLOT + (f", {STAGE_PLOT}" if ablation == "placement" else "")
+    print(f"outputs in {cfg.out}: ablation.csv, ablation.parquet, summary.csv, {plots}, report.md")
+
+
 def _print_summary(out: str, summary: str) -> None:
     from .search.report import PLOT
 
@@ -462,6 +513,42 @@ def build_parser() -> argparse.ArgumentParser:
     rt.add_argument("--export", default="onnx,coreml", help="formats written at the end: onnx, coreml, "
                                                             "onnx,coreml (default) or none")
     rt.set_defaults(func=cmd_retrain)
+
+    ab = commands.add_parser("ablate", help="ablations over paired seeds: attention placement, attention type, or "
+                                            "a grid of your own; `nas ablate report DIR` redraws one")
+    ab.add_argument("what", help="placement, type, a grid .yaml file, or report")
+    ab.add_argument("dir", nargs="?", help="with report: the ablation's --out folder")
+    ab.add_argument("--base", help=f"the architecture varied: {model_ref_help} of the SwiftFormer family "
+                                   "(default: the grid's base, else swiftformer:xs)")
+    ab.add_argument("--data", default="fashion-mnist", help="fashion-mnist (default), cifar10:PATH or "
+                                                            "imagefolder:PATH, with the search's splits")
+    ab.add_argument("--seeds", type=_positive_int, default=3, help="seeds 0..N-1, the same for every variant "
+                                                                    "(default 3); more later adds runs")
+    ab.add_argument("--protocol", choices=("proxy", "reference"), default="proxy",
+                    help="proxy: the search's proxy (set by --proxy-*); reference: the fidelity benchmark's "
+                         "reference protocol, which also reads test once per run")
+    ab.add_argument("--kinds", help="type ablation: block kinds, comma-separated (default: every kind of "
+                                    "swiftformer.arch.BLOCK_TYPES)")
+    ab.add_argument("--max-runs", type=_positive_int, default=100,
+                    help="refuse, before anything trains, an ablation of more variants x seeds (default 100)")
+    ab.add_argument("--proxy-epochs", type=_positive_int)
+    ab.add_argument("--proxy-downscale", type=_downscale)
+    ab.add_argument("--proxy-subset", type=_positive_int)
+    ab.add_argument("--val-fraction", type=_fraction)
+    ab.add_argument("--val-seed", type=int)
+    ab.add_argument("--timeout", type=_duration, help="stop starting runs after this long, e.g. 3h")
+    ab.add_argument("--out", help="output folder (default runs/<study>)")
+    ab.add_argument("--study", help="study name (default: ablate-<what>-<base>-<protocol>)")
+    ab.add_argument("--storage", help="a journal file path (default: DIR/study.journal) or an RDB URL")
+    ab.add_argument("--backend", choices=("local", "ray"), default="local")
+    ab.add_argument("--ray-address", help="a Ray cluster to run on (default: a local Ray)")
+    ab.add_argument("--workers", type=_positive_int, default=1, help="runs trained at once")
+    ab.add_argument("--train-device", default="auto", help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N, mps")
+    ab.add_argument("--cpus-per-trial", "--threads", dest="cpus_per_trial", type=_positive_int,
+                    help="threads of each worker, and CPUs each Ray trial requests (default: the machine's CPUs "
+                         "shared out between the workers)")
+    ab.add_argument("--gpus-per-trial", type=float, default=0.0, help="GPUs each Ray trial requests")
+    ab.set_defaults(func=cmd_ablate)
 
     report = commands.add_parser("report", help="print a search's summary and redraw its outputs")
     report.add_argument("dir", help="the search's --out folder")
