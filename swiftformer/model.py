@@ -208,7 +208,8 @@ class MultiHeadSelfAttention(nn.Module):
     Heads follow ``arch.mhsa_heads``: 32 channels each, ``max(1, dim // 32)`` of them (one head as wide as
     ``dim`` below 32), so q, k and v have ``num_heads * head_dim <= dim`` channels. A BatchNorm pre-norm (it folds
     into the q/k/v projection, unlike a LayerNorm) and 1x1 convs (the map is never permuted to tokens). No
-    position bias: EfficientFormer's is learned per map size, and these blocks must run at any resolution.
+    position bias: EfficientFormer's is learned per map size, and these blocks must run at any resolution. The
+    output projection is ``out_proj``: ``.attn.proj.`` keys are renamed as timm-port checkpoint keys on loading.
     """
 
     def __init__(self, dim: int, device: DeviceLike = None, dtype: torch.dtype | None = None):
@@ -219,27 +220,27 @@ class MultiHeadSelfAttention(nn.Module):
         self.scale = self.head_dim ** -0.5
         self.norm = nn.BatchNorm2d(dim, **dd)
         self.qkv = nn.Conv2d(dim, 3 * inner, 1, **dd)
-        self.proj = nn.Conv2d(inner, dim, 1, **dd)
+        self.out_proj = nn.Conv2d(inner, dim, 1, **dd)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.proj(_softmax_attention(self.qkv(self.norm(x)), self.num_heads, self.scale))
+        return self.out_proj(_softmax_attention(self.qkv(self.norm(x)), self.num_heads, self.scale))
 
     def fused_with_scale(self, out_scale: torch.Tensor) -> "FusedMultiHeadSelfAttention":
-        """Pre-norm folded into q/k/v, the 1/sqrt(head_dim) into q's weights, the layer scale into ``proj``."""
+        """Pre-norm folded into q/k/v, the 1/sqrt(head_dim) into q's weights, the layer scale into ``out_proj``."""
         qkv = fold_bn_conv1x1(self.norm, self.qkv)
         q_scale = qkv.weight.new_ones(qkv.out_channels)
         q_scale[: self.num_heads * self.head_dim] = self.scale
-        return FusedMultiHeadSelfAttention(scale_conv_output(qkv, q_scale), scale_conv_output(self.proj, out_scale),
-                                           self.num_heads)
+        return FusedMultiHeadSelfAttention(scale_conv_output(qkv, q_scale),
+                                           scale_conv_output(self.out_proj, out_scale), self.num_heads)
 
 
 class FusedMultiHeadSelfAttention(nn.Module):
-    def __init__(self, qkv: nn.Conv2d, proj: nn.Conv2d, num_heads: int):
+    def __init__(self, qkv: nn.Conv2d, out_proj: nn.Conv2d, num_heads: int):
         super().__init__()
-        self.qkv, self.proj, self.num_heads = qkv, proj, num_heads
+        self.qkv, self.out_proj, self.num_heads = qkv, out_proj, num_heads
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.proj(_softmax_attention(self.qkv(x), self.num_heads, 1.0))
+        return self.out_proj(_softmax_attention(self.qkv(x), self.num_heads, 1.0))
 
 
 def _softmax_attention(qkv: torch.Tensor, num_heads: int, scale: float) -> torch.Tensor:
