@@ -340,7 +340,8 @@ def _ask(trial: Any, name: str, options: Sequence[Any]) -> Any:
     options = list(options)
     if len(options) == 1:
         return options[0]
-    steps = {b - a for a, b in zip(options, options[1:])}
-    if all(isinstance(o, int) for o in options) and len(steps) == 1 and steps.pop() > 0:
-        return trial.suggest_int(name, options[0], options[-1], step=options[1] - options[0])
-    return trial.suggest_categorical(name, options)
+    if all(isinstance(o, int) for o in options):
+        steps = {b - a for a, b in zip(options, options[1:])}
+        if len(steps) == 1 and steps.pop() > 0:
+            return trial.suggest_int(name, options[0], options[-1], step=options[1] - options[0])
+    return trial.suggest_categorical(name, options)  # also names (attention kinds), which have no differences
