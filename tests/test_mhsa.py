@@ -17,7 +17,7 @@ from swiftformer import (VARIANTS, ArchitectureError, Block, Stage, SwiftFormer,
                          count_params, mhsa_heads)
 from swiftformer.counting import iter_costs, measure_macs
 from swiftformer.export import export_onnx
-from swiftformer.model import ConvEncoder, MHSAEncoder, SwiftFormerEncoder, make_block
+from swiftformer.model import MHSAEncoder, MultiHeadSelfAttention, make_block
 from swiftformer.testing import perturb_weights
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -35,6 +35,18 @@ NUM_MHSA = 4
 
 def _max_diff(a: torch.Tensor, b: torch.Tensor) -> float:
     return (a - b).abs().max().item()
+
+
+@torch.no_grad()
+def _weights(arch: SwiftFormerArch, seed: int) -> SwiftFormer:
+    """Perturbed weights (``perturb_weights``) with peaked attention: at that scale q and k are so small that
+    every softmax is nearly uniform, and a wrong scale or a lost q/k bias would go unseen."""
+    model = perturb_weights(SwiftFormer(arch), seed=seed)
+    for module in model.modules():
+        if isinstance(module, MultiHeadSelfAttention):
+            module.qkv.weight.mul_(8.0)
+            module.qkv.bias.mul_(8.0)
+    return model.eval()
 
 
 # ------------------------------------------------------------------------------------------------ description
@@ -103,7 +115,7 @@ def test_attention_mixes_far_away_tokens(kind, mixes):
 
 
 def test_fused_model_matches_without_batchnorm_or_layer_scale():
-    model = perturb_weights(SwiftFormer(MIXED), seed=5).eval()
+    model = _weights(MIXED, seed=5)
     fused = swiftformer.fuse(model)
     assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in fused.modules())
     assert not any("layer_scale" in name for name, _ in fused.named_parameters())
@@ -116,7 +128,7 @@ def test_fused_model_matches_without_batchnorm_or_layer_scale():
 
 
 def test_torchscript_of_the_model_and_the_fused_model():
-    model = perturb_weights(SwiftFormer(MIXED), seed=6).eval()
+    model = _weights(MIXED, seed=6)
     x = torch.randn(2, 3, 48, 48)
     with torch.no_grad():
         expected = model(x)
@@ -125,7 +137,7 @@ def test_torchscript_of_the_model_and_the_fused_model():
 
 
 def test_features_and_intermediates_with_mhsa():
-    model = perturb_weights(SwiftFormer(MIXED), seed=7).eval()
+    model = _weights(MIXED, seed=7)
     x = torch.randn(1, 3, 64, 64)
     with torch.no_grad():
         final, maps = model.forward_intermediates(x)
@@ -137,7 +149,7 @@ def test_features_and_intermediates_with_mhsa():
 def test_onnx_export_matches_the_unfused_model(tmp_path):
     import onnxruntime as ort
 
-    model = perturb_weights(SwiftFormer(MIXED), seed=8).eval()
+    model = _weights(MIXED, seed=8)
     result = export_onnx(model, tmp_path / "m.onnx")
     assert result.max_abs_diff is not None and result.max_abs_diff < 1e-4
     assert result.ops["Softmax"] == NUM_MHSA and "BatchNormalization" not in result.ops
@@ -153,7 +165,7 @@ def test_coreml_conversion(tmp_path):
     pytest.importorskip("coremltools")
     from swiftformer.export import deployable, export_coreml
 
-    model = perturb_weights(SwiftFormer(MIXED), seed=9)
+    model = _weights(MIXED, seed=9)
     result = export_coreml(model, tmp_path / "m.mlpackage")
     assert (tmp_path / "m.mlpackage" / "Manifest.json").exists()
     assert result.ops["softmax"] == NUM_MHSA and "batch_norm" not in result.ops
