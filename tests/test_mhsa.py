@@ -86,6 +86,8 @@ def test_heads_rule(width, heads):
 def test_forward_backward_reach_every_parameter_and_drop_path_acts():
     model = SwiftFormer(MIXED, drop_path_rate=0.5).train()
     assert sum(isinstance(m, MHSAEncoder) for m in model.modules()) == NUM_MHSA
+    wide = model.network[6][0].attn  # timm's init: truncated normal (std 0.02) weights, zero biases
+    assert abs(wide.qkv.weight.std().item() - 0.02) < 0.002 and not wide.qkv.bias.any() and not wide.out_proj.bias.any()
     out = model(torch.randn(2, 3, 64, 64))
     assert out.shape == (2, 7)
     out.square().mean().backward()
