@@ -101,7 +101,8 @@ def count_params(arch: SwiftFormerArch) -> int:
 
 
 def count_macs(arch: SwiftFormerArch, resolution: int | tuple[int, int] | None = None) -> int:
-    """Conv2d + Linear multiply-accumulates for one image at ``resolution`` (default: the architecture's)."""
+    """Conv2d + Linear (and mhsa attention-product) multiply-accumulates for one image at ``resolution``
+    (default: the architecture's)."""
     return sum(part.macs for part in iter_costs(arch, resolution))
 
 

@@ -207,7 +207,7 @@ class MultiHeadSelfAttention(nn.Module):
 
     Heads follow ``arch.mhsa_heads``: 32 channels each, ``max(1, dim // 32)`` of them (one head as wide as
     ``dim`` below 32), so q, k and v have ``num_heads * head_dim <= dim`` channels. A BatchNorm pre-norm (it folds
-    into the q/k/v projection, unlike a LayerNorm) and 1x1 convs (the map is never permuted to tokens). No
+    into the q/k/v projection, unlike a LayerNorm) and 1x1 convs on the map for the projections. No
     position bias: EfficientFormer's is learned per map size, and these blocks must run at any resolution. The
     output projection is ``out_proj``: ``.attn.proj.`` keys are renamed as timm-port checkpoint keys on loading.
     """
@@ -246,11 +246,12 @@ class FusedMultiHeadSelfAttention(nn.Module):
 def _softmax_attention(qkv: torch.Tensor, num_heads: int, scale: float) -> torch.Tensor:
     """Multi-head attention of a (B, 3 * heads * head_dim, H, W) q/k/v map, back to (B, heads * head_dim, H, W).
 
-    ``scaled_dot_product_attention`` rather than explicit matmuls and softmax: exported with a dynamic batch, a
-    4-D matmul's batch broadcasting specialises the ONNX graph to the traced batch of 1, while this op exports,
-    converts to CoreML, scripts and traces, and the latency profiler counts it as attention work. The output is
-    made contiguous for the same reason: with one head its reshape would be a view whose strides make the next
-    conv specialise the batch (with several heads the reshape copies anyway).
+    ``scaled_dot_product_attention`` rather than explicit matmuls and softmax: with explicit matmuls (over
+    (B, heads) or over B * heads) ``torch.onnx.export`` specialises the dynamic batch axis to the traced batch of
+    1, while this op exports with it, converts to CoreML (as matmul and softmax for iOS 16), scripts and traces,
+    and the latency profiler counts it as attention work. The output is made contiguous for the same reason:
+    with one head its reshape would be a view whose strides make the next conv specialise the batch (with
+    several heads the reshape copies anyway).
     """
     b, _, h, w = qkv.shape
     q, k, v = qkv.reshape(b, 3, num_heads, -1, h * w).transpose(-2, -1).unbind(1)  # each (B, heads, N, head_dim)
