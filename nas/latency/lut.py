@@ -1,8 +1,8 @@
 """Per-block latency tables: predicting an architecture of a search space in microseconds.
 
-Each part a space can contain (stem, embedding, conv or attention block at each width, MLP ratio and map size,
-classifier head) is built alone in its deployed form, profiled, and priced by the device's predictor. Because a
-predictor is additive over the deployed graph's work, the table's sum for an architecture equals the
+Each part a space can contain (stem, embedding, conv or attention block of each kind at each width, MLP ratio and
+map size, classifier head) is built alone in its deployed form, profiled, and priced by the device's predictor.
+Because a predictor is additive over the deployed graph's work, the table's sum for an architecture equals the
 whole-model prediction, up to float rounding; the search uses it to reject over-budget candidates before any
 training.
 """
@@ -131,7 +131,8 @@ def space_keys(space: SearchSpace) -> list[Key]:
                 keys.update(("embed", prev, width, 2, *sizes[s - 1]) for prev in space.stages[s - 1].widths
                             for width in choices.widths)
             h, w = sizes[s]
-            kinds = ("conv", "attn") if choices.attention == "mask" or max(choices.attn_blocks) > 0 else ("conv",)
+            may_attend = choices.attention == "mask" or max(choices.attn_blocks) > 0
+            kinds = ("conv", *choices.attn_kinds) if may_attend else ("conv",)
             keys.update((kind, width, ratio, h, w) for kind in kinds for width in choices.widths
                         for ratio in choices.mlp_ratios)
         h, w = sizes[-1]
