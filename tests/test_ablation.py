@@ -18,7 +18,6 @@ from nas.ablation.grid import grid_variants
 from nas.ablation.variants import placement_variants, type_variants
 from nas.cli import main
 from swiftformer import VARIANTS, SwiftFormerArch
-from swiftformer import arch as arch_module
 
 TINY_BASE = {"stem_width": 4, "resolution": 64, "num_classes": 3, "distillation": False,
              "stages": [{"width": 8, "blocks": ["conv", "attn"]}, {"width": 16, "blocks": ["conv", "attn"]}]}
@@ -69,24 +68,21 @@ def test_one_block_stages_get_no_two_or_first_variants():
     assert only_s2.arch.summary() == "s4-8:C-16:CCA@64"  # a stage without attention gets one, last
 
 
-def test_type_variants_use_the_kinds_available(monkeypatch):
-    monkeypatch.setattr(arch_module, "BLOCK_TYPES", ("conv", "attn"))
+def test_type_variants_fill_the_attention_positions_with_each_kind():
     variants = type_variants(VARIANTS["xs"])
-    assert [(v.name, v.aliases) for v in variants] == [("attn", ("released",)), ("conv", ())]
-    assert variants[1].arch.summary() == "s24-48:CCC-56:CCC-112:CCCCCC-220:CCCC"
-    with pytest.raises(VariantError, match=r"'mhsa' is not in this version's BLOCK_TYPES \(conv, attn\)"):
-        type_variants(VARIANTS["xs"], ["attn", "mhsa"])
+    assert [(v.name, v.aliases) for v in variants] == [("attn", ("released",)), ("mhsa", ()), ("conv", ())]
+    assert variants[1].arch.summary() == "s24-48:CCM-56:CCM-112:CCCCCM-220:CCCM"
+    assert variants[2].arch.summary() == "s24-48:CCC-56:CCC-112:CCCCCC-220:CCCC"
+    # a base whose attention is already MHSA: the additive variant is derived from it, MHSA is the base
+    mhsa_base = variants[1].arch
+    again = type_variants(mhsa_base, ["attn", "mhsa"])
+    assert [(v.name, v.aliases) for v in again] == [("attn", ()), ("mhsa", ("released",))]
+    assert again[0].arch == VARIANTS["xs"]
+    with pytest.raises(VariantError, match=r"block kind 'lstm' is unknown; accepted: conv, attn, mhsa"):
+        type_variants(VARIANTS["xs"], ["attn", "lstm"])
     no_attention = SwiftFormerArch.standard([1, 1], [8, 16], attn_blocks=0)
     with pytest.raises(VariantError, match="no attention block"):
         type_variants(no_attention)
-
-
-def test_type_variants_include_mhsa_when_the_family_has_it(monkeypatch):
-    # the MHSA block kind is added on another branch; derivation must pick it up from BLOCK_TYPES alone
-    monkeypatch.setattr(arch_module, "BLOCK_TYPES", ("conv", "attn", "mhsa"))
-    variants = type_variants(VARIANTS["xs"])
-    assert [v.name for v in variants] == ["attn", "mhsa", "conv"]
-    assert [b.type for b in variants[1].arch.stages[3].blocks] == ["conv", "conv", "conv", "mhsa"]
 
 
 # -------------------------------------------------------------------------------------------------- grids
@@ -225,7 +221,8 @@ def test_reference_protocol_reads_test_and_grids_run_in_parallel_workers(tmp_pat
 
 def test_killed_mid_run_resumes_without_redoing_finished_runs(tmp_path, tiny_imagefolder, tiny_base):
     out = tmp_path / "run"
-    args = ablate_args("type", out, tiny_imagefolder, tiny_base, seeds=2, epochs=8, subset=120)
+    args = ablate_args("type", out, tiny_imagefolder, tiny_base, "--kinds", "attn,mhsa", seeds=2, epochs=8,
+                       subset=120)  # MHSA trains, is priced and counted like any kind
     out.mkdir()
     process = subprocess.Popen([sys.executable, "-m", "nas", *args], stdout=subprocess.DEVNULL,
                                stderr=subprocess.DEVNULL, start_new_session=True)
@@ -260,7 +257,7 @@ def test_killed_mid_run_resumes_without_redoing_finished_runs(tmp_path, tiny_ima
     (["ablate", "placement", "--base", "swiftformer:xxl"], "unknown SwiftFormer variant 'xxl'"),
     (["ablate", "placement", "--base", "timm:resnet18"], "is not of the SwiftFormer family"),
     (["ablate", "shuffle"], "unknown ablation 'shuffle'"),
-    (["ablate", "type", "--kinds", "attn,lstm"], "block kind 'lstm' is not in this version's BLOCK_TYPES"),
+    (["ablate", "type", "--kinds", "attn,lstm"], "block kind 'lstm' is unknown; accepted: conv, attn, mhsa"),
     (["ablate", "placement", "--kinds", "conv"], "--kinds belongs to the type ablation"),
     (["ablate", "placement", "--seeds", "20"], "16 variants x 20 seeds = 320 runs, more than --max-runs 100"),
     (["ablate", "placement", "--protocol", "reference", "--proxy-epochs", "3"], "--proxy-epochs sets the proxy"),

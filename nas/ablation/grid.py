@@ -29,8 +29,7 @@ from typing import Any, Mapping
 
 import yaml
 
-from swiftformer import arch as arch_module
-from swiftformer import ArchitectureError, Block, Stage, SwiftFormerArch
+from swiftformer import BLOCK_TYPES, ArchitectureError, Block, Stage, SwiftFormerArch
 
 from .variants import Variant, VariantError, attention_at, attention_kind, dedupe, is_attention, most_common_ratio
 
@@ -113,11 +112,11 @@ def parse_grid(data: Any, default_name: str = "grid") -> Grid:
 def _check_value(key: str, field: str, value: Any) -> None:
     integer = isinstance(value, int) and not isinstance(value, bool)
     ok = {"attn": integer and value >= 0, "depth": integer and value >= 1, "width": integer and value >= 1,
-          "position": value in ("first", "last"), "kind": value in arch_module.BLOCK_TYPES,
+          "position": value in ("first", "last"), "kind": value in BLOCK_TYPES,
           "mlp_ratio": isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0}[field]
     if not ok:
         expected = {"attn": "an integer >= 0", "depth": "an integer >= 1", "width": "an integer >= 1",
-                    "position": "first or last", "kind": f"one of {', '.join(arch_module.BLOCK_TYPES)}",
+                    "position": "first or last", "kind": f"one of {', '.join(BLOCK_TYPES)}",
                     "mlp_ratio": "a positive number"}[field]
         raise GridError(f"factor {key!r}: value {value!r} is not {expected}")
 

@@ -23,8 +23,7 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Iterable
 
-from swiftformer import arch as arch_module
-from swiftformer import Block, Stage, SwiftFormerArch
+from swiftformer import ATTENTION_TYPES, BLOCK_TYPES, Block, Stage, SwiftFormerArch
 
 BASE = "released"
 
@@ -44,14 +43,8 @@ class Variant:
         return (self.name, *self.aliases)
 
 
-def attention_kinds() -> tuple[str, ...]:
-    """Block kinds other than conv, read at call time: a kind added to ``BLOCK_TYPES`` is ablated without
-    changes here."""
-    return tuple(kind for kind in arch_module.BLOCK_TYPES if kind != "conv")
-
-
 def is_attention(block: Block) -> bool:
-    return block.type != "conv"
+    return block.type in ATTENTION_TYPES
 
 
 def dedupe(named: Iterable[tuple[str, SwiftFormerArch]]) -> list[Variant]:
@@ -133,11 +126,10 @@ def placement_variants(base: SwiftFormerArch) -> list[Variant]:
 
 def type_variants(base: SwiftFormerArch, kinds: Iterable[str] | None = None) -> list[Variant]:
     """The base's attention positions filled with each kind (default: every kind of ``BLOCK_TYPES``)."""
-    available = arch_module.BLOCK_TYPES
-    kinds = list(kinds) if kinds is not None else [*attention_kinds(), "conv"]
+    kinds = list(kinds) if kinds is not None else [*ATTENTION_TYPES, "conv"]
     for kind in kinds:
-        if kind not in available:
-            raise VariantError(f"block kind {kind!r} is not in this version's BLOCK_TYPES ({', '.join(available)})")
+        if kind not in BLOCK_TYPES:
+            raise VariantError(f"block kind {kind!r} is unknown; accepted: {', '.join(BLOCK_TYPES)}")
     if not kinds:
         raise VariantError("the type ablation needs at least one block kind")
     if not any(is_attention(b) for s in base.stages for b in s.blocks):
