@@ -28,13 +28,14 @@ from .latency.predictor import PredictorError
 from .models import ModelRefError, parse_model_ref
 from .progress import progress
 from .search.config import SearchError
+from .supernet import SupernetError
 from .training import TrainDeviceError
 from .training.recipe import RecipeError, RetrainError
 from .units import parse_duration_s, parse_latency_ms
 
 USER_ERRORS = (AblationError, ArchitectureError, BackendUnavailable, DatasetError, ExportError, GridError,
                MeasurementError, ModelRefError, PredictorError, RecipeError, RetrainError, SearchError, SpaceError,
-               TableMissError, TrainDeviceError, VariantError)
+               SupernetError, TableMissError, TrainDeviceError, VariantError)
 
 
 class UsageError(ValueError):
@@ -265,6 +266,7 @@ def _duration(text: str) -> float:
 
 def cmd_search(args: argparse.Namespace) -> None:
     from .search import SearchConfig, run_search
+    from .supernet.scoring import ScoringConfig
     from .training import ProxyConfig
 
     proxy = ProxyConfig(epochs=args.proxy_epochs, downscale=args.proxy_downscale, subset=args.proxy_subset,
@@ -275,23 +277,39 @@ def cmd_search(args: argparse.Namespace) -> None:
                        seed=args.seed, out=args.out or "", study=args.study or "", storage=args.storage,
                        backend=args.backend, ray_address=args.ray_address, workers=args.workers,
                        train_device=args.train_device, cpus_per_trial=args.cpus_per_trial,
-                       gpus_per_trial=args.gpus_per_trial)
+                       gpus_per_trial=args.gpus_per_trial, evaluator=args.evaluator,
+                       scoring=ScoringConfig(bn_images=args.supernet_bn_images, val_images=args.supernet_val_images))
     _, summary = run_search(cfg)
     _print_summary(cfg.out, summary)
 
 
-def cmd_retrain(args: argparse.Namespace) -> None:
-    from .training.retrain import RetrainSpec, retrain
-
-    changes: dict[str, str] = {}
+def _recipe_changes(args: argparse.Namespace, keys: Sequence[str]) -> dict[str, object]:
+    """``--set KEY=VALUE`` items, then the recipe options given by name (``keys``)."""
+    changes: dict[str, object] = {}
     for item in args.set or []:
         key, sep, value = item.partition("=")
         if not sep or not key:
             raise UsageError(f"--set {item!r} is not KEY=VALUE (e.g. --set mixup=0)")
         changes[key.strip()] = value.strip()
-    for key in ("epochs", "batch_size", "lr", "resolution", "seed", "workers"):
+    for key in keys:
         if getattr(args, key) is not None:
             changes[key] = getattr(args, key)
+    return changes
+
+
+def cmd_supernet_train(args: argparse.Namespace) -> None:
+    from .supernet.train import SandwichConfig, SupernetSpec, train_supernet
+
+    changes = _recipe_changes(args, ("epochs", "batch_size", "lr", "seed", "workers"))
+    sandwich = SandwichConfig(random_subnets=args.random_subnets, distill=args.distill, downscale=args.downscale)
+    train_supernet(SupernetSpec(space=args.space, data=args.data, out=Path(args.out), sandwich=sandwich,
+                                recipe_changes=changes, recipe_file=args.recipe, train_device=args.train_device))
+
+
+def cmd_retrain(args: argparse.Namespace) -> None:
+    from .training.retrain import RetrainSpec, retrain
+
+    changes = _recipe_changes(args, ("epochs", "batch_size", "lr", "resolution", "seed", "workers"))
     exports = tuple(f for f in args.export.split(",") if f and f != "none")
     bad = [f for f in exports if f not in ("onnx", "coreml")]
     if bad:
@@ -485,7 +503,39 @@ def build_parser() -> argparse.ArgumentParser:
                              "CPUs shared out between the workers; 1 per trial on a Ray cluster)")
     search.add_argument("--gpus-per-trial", type=float, default=0.0,
                         help="GPUs each Ray trial requests (e.g. 1 or 0.5; default 0)")
+    search.add_argument("--evaluator", default="proxy",
+                        help="proxy (default): train each candidate with the proxy; supernet:DIR: score it by its "
+                             "weights inherited from the supernet `nas supernet train` wrote in DIR (calibrated BN)")
+    search.add_argument("--supernet-bn-images", type=_positive_int, default=256,
+                        help="supernet evaluator: training images that re-estimate each candidate's BN (default 256)")
+    search.add_argument("--supernet-val-images", type=_positive_int, default=1000,
+                        help="supernet evaluator: val images scored, a fixed stratified subset (default 1000)")
     search.set_defaults(func=cmd_search)
+
+    sn = commands.add_parser("supernet", help="a weight-sharing supernet over a space").add_subparsers(
+        dest="supernet_command", required=True, metavar="SUBCOMMAND")
+    snt = sn.add_parser("train", help="train a supernet (sandwich rule, in-place distillation), resumable; "
+                                      "writes supernet.pth for --evaluator supernet:DIR and --init supernet:DIR")
+    snt.add_argument("--space", default="swiftformer", help=space_help)
+    snt.add_argument("--data", default="fashion-mnist",
+                     help="fashion-mnist (default), cifar10:PATH or imagefolder:PATH, with the search's splits")
+    snt.add_argument("--out", required=True, help="output folder; running the same command again resumes it")
+    snt.add_argument("--downscale", type=_downscale, default=4.0,
+                     help="train each architecture at its resolution divided by this, as the proxy (default 4)")
+    snt.add_argument("--random-subnets", type=int, default=2,
+                     help="random subnets per step besides the largest and the smallest (default 2)")
+    snt.add_argument("--distill", choices=("soft", "none"), default="soft",
+                     help="soft (default): the other subnets learn the largest's predictions; none: the labels")
+    snt.add_argument("--recipe", help="a recipe YAML over the supernet's defaults")
+    snt.add_argument("--set", action="append", metavar="KEY=VALUE", help="one recipe value (repeatable)")
+    snt.add_argument("--epochs", type=_positive_int)
+    snt.add_argument("--batch-size", type=_positive_int, help="per process")
+    snt.add_argument("--lr", type=float, help="peak learning rate (default: 2e-3 scaled from a batch of 512)")
+    snt.add_argument("--seed", type=int)
+    snt.add_argument("--workers", type=int, help="DataLoader processes (default 2)")
+    snt.add_argument("--train-device", default="auto", help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N, "
+                                                            "mps; under torchrun each process takes its local GPU")
+    snt.set_defaults(func=cmd_supernet_train)
 
     rt = commands.add_parser("retrain", help="train an architecture in full (official recipe), resumable; "
                                              "writes checkpoints, a model card and exports")
@@ -507,7 +557,8 @@ def build_parser() -> argparse.ArgumentParser:
     rt.add_argument("--teacher", help="hard token distillation from timm:NAME, swiftformer:<variant>, an "
                                       "architecture .json or a nas retrain directory")
     rt.add_argument("--teacher-checkpoint", help="the teacher's trained weights")
-    rt.add_argument("--init", help="warm start: checkpoint:FILE")
+    rt.add_argument("--init", help="warm start: checkpoint:FILE, or supernet:DIR (the architecture's weights "
+                                   "extracted from the supernet trained in DIR)")
     rt.add_argument("--train-device", default="auto", help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N, "
                                                            "mps; under torchrun each process takes its local GPU")
     rt.add_argument("--export", default="onnx,coreml", help="formats written at the end: onnx, coreml, "

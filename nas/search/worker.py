@@ -65,6 +65,7 @@ def worker_loop(cfg: SearchConfig, worker: int = 0, ctx: SearchContext | None = 
     study = study or open_study(cfg, worker)
     name = f"w{worker}"
     started, trained_here, rejected_in_a_row, duplicates_in_a_row = time.perf_counter(), 0, 0, 0
+    unscorable_in_a_row = 0
     times: list[float] = []
     while True:
         trials = study.get_trials(deepcopy=False)
@@ -86,6 +87,14 @@ def worker_loop(cfg: SearchConfig, worker: int = 0, ctx: SearchContext | None = 
                                   "with smaller architectures")
             continue
         rejected_in_a_row = 0
+        if status == "not scorable":
+            unscorable_in_a_row += 1
+            if unscorable_in_a_row >= MAX_DUPLICATES_IN_A_ROW:
+                raise SearchError(f"the last {unscorable_in_a_row} proposals do not fit the supernet of "
+                                  f"--evaluator {cfg.evaluator} (e.g. {trial.user_attrs.get('fail_reason')}); "
+                                  "train a supernet over this space")
+            continue
+        unscorable_in_a_row = 0
         if status == "duplicate":
             duplicates_in_a_row += 1
             if duplicates_in_a_row >= MAX_DUPLICATES_IN_A_ROW:

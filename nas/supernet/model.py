@@ -193,7 +193,8 @@ class SuperNet(nn.Module):
     def extract(self, arch: SwiftFormerArch) -> SwiftFormer:
         """The ordinary SwiftFormer for ``arch`` holding the supernet's sliced weights and BN statistics, on the
         supernet's device and dtype and in its train/eval mode."""
-        param = next(self.parameters())
-        model = SwiftFormer(self.subnet_arch(arch), device=param.device, dtype=param.dtype)
-        model.load_state_dict(self.sub_state_dict(arch), strict=True)
+        # built on the meta device and given the sliced copies (assign): no initialisation that would be
+        # overwritten, which for a large subnet costs more than scoring it
+        model = SwiftFormer(self.subnet_arch(arch), device="meta")
+        model.load_state_dict(self.sub_state_dict(arch), strict=True, assign=True)
         return model.train(self.training)
