@@ -29,8 +29,9 @@ from .model import SuperNet
 
 @dataclass(frozen=True)
 class ScoringConfig:
-    """How many images score a candidate. Defaults are sized so that a 2-core machine scores 300 or more
-    candidates of the default space in 10 minutes at 56 px (see the README for the measurement)."""
+    """How many images score a candidate: fewer score faster and noisier. At these defaults a loaded 2-core
+    machine scored about 20 candidates of the default space in 10 minutes at 56 px (README), far from the 300
+    wanted; the defaults are to be chosen from measured ranking quality against speed, not yet done."""
 
     bn_images: int = 256  # training images that re-estimate a subnet's BN statistics
     val_images: int | None = 1000  # val images scored (a fixed class-stratified subset; None: all of val)
