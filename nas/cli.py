@@ -17,6 +17,9 @@ from swiftformer import ArchitectureError
 
 from swiftformer.export import ExportError
 
+from .ablation.config import AblationError
+from .ablation.grid import GridError
+from .ablation.variants import VariantError
 from .data import DatasetError
 from .latency.lut import TableMissError
 from .latency.measure import BackendUnavailable
@@ -25,12 +28,14 @@ from .latency.predictor import PredictorError
 from .models import ModelRefError, parse_model_ref
 from .progress import progress
 from .search.config import SearchError
+from .supernet import SupernetError
 from .training import TrainDeviceError
 from .training.recipe import RecipeError, RetrainError
 from .units import parse_duration_s, parse_latency_ms
 
-USER_ERRORS = (ArchitectureError, BackendUnavailable, DatasetError, ExportError, MeasurementError, ModelRefError,
-               PredictorError, RecipeError, RetrainError, SearchError, SpaceError, TableMissError, TrainDeviceError)
+USER_ERRORS = (AblationError, ArchitectureError, BackendUnavailable, DatasetError, ExportError, GridError,
+               MeasurementError, ModelRefError, PredictorError, RecipeError, RetrainError, SearchError, SpaceError,
+               SupernetError, TableMissError, TrainDeviceError, VariantError)
 
 
 class UsageError(ValueError):
@@ -261,6 +266,7 @@ def _duration(text: str) -> float:
 
 def cmd_search(args: argparse.Namespace) -> None:
     from .search import SearchConfig, run_search
+    from .supernet.scoring import ScoringConfig
     from .training import ProxyConfig
 
     proxy = ProxyConfig(epochs=args.proxy_epochs, downscale=args.proxy_downscale, subset=args.proxy_subset,
@@ -271,23 +277,39 @@ def cmd_search(args: argparse.Namespace) -> None:
                        seed=args.seed, out=args.out or "", study=args.study or "", storage=args.storage,
                        backend=args.backend, ray_address=args.ray_address, workers=args.workers,
                        train_device=args.train_device, cpus_per_trial=args.cpus_per_trial,
-                       gpus_per_trial=args.gpus_per_trial)
+                       gpus_per_trial=args.gpus_per_trial, evaluator=args.evaluator,
+                       scoring=ScoringConfig(bn_images=args.supernet_bn_images, val_images=args.supernet_val_images))
     _, summary = run_search(cfg)
     _print_summary(cfg.out, summary)
 
 
-def cmd_retrain(args: argparse.Namespace) -> None:
-    from .training.retrain import RetrainSpec, retrain
-
-    changes: dict[str, str] = {}
+def _recipe_changes(args: argparse.Namespace, keys: Sequence[str]) -> dict[str, object]:
+    """``--set KEY=VALUE`` items, then the recipe options given by name (``keys``)."""
+    changes: dict[str, object] = {}
     for item in args.set or []:
         key, sep, value = item.partition("=")
         if not sep or not key:
             raise UsageError(f"--set {item!r} is not KEY=VALUE (e.g. --set mixup=0)")
         changes[key.strip()] = value.strip()
-    for key in ("epochs", "batch_size", "lr", "resolution", "seed", "workers"):
+    for key in keys:
         if getattr(args, key) is not None:
             changes[key] = getattr(args, key)
+    return changes
+
+
+def cmd_supernet_train(args: argparse.Namespace) -> None:
+    from .supernet.train import SandwichConfig, SupernetSpec, train_supernet
+
+    changes = _recipe_changes(args, ("epochs", "batch_size", "lr", "seed", "workers"))
+    sandwich = SandwichConfig(random_subnets=args.random_subnets, distill=args.distill, downscale=args.downscale)
+    train_supernet(SupernetSpec(space=args.space, data=args.data, out=Path(args.out), sandwich=sandwich,
+                                recipe_changes=changes, recipe_file=args.recipe, train_device=args.train_device))
+
+
+def cmd_retrain(args: argparse.Namespace) -> None:
+    from .training.retrain import RetrainSpec, retrain
+
+    changes = _recipe_changes(args, ("epochs", "batch_size", "lr", "resolution", "seed", "workers"))
     exports = tuple(f for f in args.export.split(",") if f and f != "none")
     bad = [f for f in exports if f not in ("onnx", "coreml")]
     if bad:
@@ -305,6 +327,53 @@ def cmd_report(args: argparse.Namespace) -> None:
 
     cfg, study = load_run(args.dir)
     _print_summary(args.dir, write_outputs(args.dir, study, cfg))
+
+
+PROXY_OPTIONS = ("proxy_epochs", "proxy_downscale", "proxy_subset", "val_fraction", "val_seed")
+
+
+def cmd_ablate(args: argparse.Namespace) -> None:
+    from .ablation import AblationConfig, load_ablation, load_grid, run_ablation, write_outputs
+    from .ablation.report import PLOT, STAGE_PLOT
+    from .training import ProxyConfig
+
+    if args.what == "report":
+        if not args.dir:
+            raise UsageError("`nas ablate report` needs the ablation's folder: nas ablate report DIR")
+        cfg, study = load_ablation(args.dir)
+        print(write_outputs(args.dir, study, cfg))
+        return
+    if args.dir:
+        raise UsageError(f"unexpected argument {args.dir!r} after {args.what!r}")
+    grid = None
+    if args.what in ("placement", "type"):
+        ablation = args.what
+    elif args.what.endswith((".yaml", ".yml")) or Path(args.what).is_file():
+        ablation, grid = "grid", load_grid(args.what).to_dict()
+    else:
+        raise UsageError(f"unknown ablation {args.what!r}; accepted: placement, type, a grid .yaml file, or "
+                         "report DIR")
+    given = [f"--{name.replace('_', '-')}" for name in PROXY_OPTIONS if getattr(args, name) is not None]
+    if args.protocol == "reference" and given:
+        raise UsageError(f"{given[0]} sets the proxy protocol; the reference protocol is fixed (see "
+                         "nas/training/protocols.py)")
+    defaults = ProxyConfig()
+    proxy = ProxyConfig(**{name: getattr(defaults, name) if getattr(args, name) is None else getattr(args, name)
+                           for name in ("val_fraction", "val_seed")},
+                        epochs=args.proxy_epochs or defaults.epochs,
+                        downscale=args.proxy_downscale or defaults.downscale,
+                        subset=args.proxy_subset or defaults.subset)
+    cfg = AblationConfig(ablation=ablation, base=args.base, grid=grid,
+                         kinds=[k.strip() for k in args.kinds.split(",")] if args.kinds else None, data=args.data,
+                         seeds=args.seeds, protocol=args.protocol, proxy=proxy, max_runs=args.max_runs,
+                         timeout_s=args.timeout, out=args.out or "", study=args.study or "", storage=args.storage,
+                         backend=args.backend, ray_address=args.ray_address, workers=args.workers,
+                         train_device=args.train_device, cpus_per_trial=args.cpus_per_trial,
+                         gpus_per_trial=args.gpus_per_trial)
+    _, summary = run_ablation(cfg)
+    print(summary)
+    plots = PLOT + (f", {STAGE_PLOT}" if ablation == "placement" else "")
+    print(f"outputs in {cfg.out}: ablation.csv, ablation.parquet, summary.csv, {plots}, report.md")
 
 
 def _print_summary(out: str, summary: str) -> None:
@@ -434,7 +503,39 @@ def build_parser() -> argparse.ArgumentParser:
                              "CPUs shared out between the workers; 1 per trial on a Ray cluster)")
     search.add_argument("--gpus-per-trial", type=float, default=0.0,
                         help="GPUs each Ray trial requests (e.g. 1 or 0.5; default 0)")
+    search.add_argument("--evaluator", default="proxy",
+                        help="proxy (default): train each candidate with the proxy; supernet:DIR: score it by its "
+                             "weights inherited from the supernet `nas supernet train` wrote in DIR (calibrated BN)")
+    search.add_argument("--supernet-bn-images", type=_positive_int, default=256,
+                        help="supernet evaluator: training images that re-estimate each candidate's BN (default 256)")
+    search.add_argument("--supernet-val-images", type=_positive_int, default=1000,
+                        help="supernet evaluator: val images scored, a fixed stratified subset (default 1000)")
     search.set_defaults(func=cmd_search)
+
+    sn = commands.add_parser("supernet", help="a weight-sharing supernet over a space").add_subparsers(
+        dest="supernet_command", required=True, metavar="SUBCOMMAND")
+    snt = sn.add_parser("train", help="train a supernet (sandwich rule, in-place distillation), resumable; "
+                                      "writes supernet.pth for --evaluator supernet:DIR and --init supernet:DIR")
+    snt.add_argument("--space", default="swiftformer", help=space_help)
+    snt.add_argument("--data", default="fashion-mnist",
+                     help="fashion-mnist (default), cifar10:PATH or imagefolder:PATH, with the search's splits")
+    snt.add_argument("--out", required=True, help="output folder; running the same command again resumes it")
+    snt.add_argument("--downscale", type=_downscale, default=4.0,
+                     help="train each architecture at its resolution divided by this, as the proxy (default 4)")
+    snt.add_argument("--random-subnets", type=int, default=2,
+                     help="random subnets per step besides the largest and the smallest (default 2)")
+    snt.add_argument("--distill", choices=("soft", "none"), default="soft",
+                     help="soft (default): the other subnets learn the largest's predictions; none: the labels")
+    snt.add_argument("--recipe", help="a recipe YAML over the supernet's defaults")
+    snt.add_argument("--set", action="append", metavar="KEY=VALUE", help="one recipe value (repeatable)")
+    snt.add_argument("--epochs", type=_positive_int)
+    snt.add_argument("--batch-size", type=_positive_int, help="per process")
+    snt.add_argument("--lr", type=float, help="peak learning rate (default: 2e-3 scaled from a batch of 512)")
+    snt.add_argument("--seed", type=int)
+    snt.add_argument("--workers", type=int, help="DataLoader processes (default 2)")
+    snt.add_argument("--train-device", default="auto", help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N, "
+                                                            "mps; under torchrun each process takes its local GPU")
+    snt.set_defaults(func=cmd_supernet_train)
 
     rt = commands.add_parser("retrain", help="train an architecture in full (official recipe), resumable; "
                                              "writes checkpoints, a model card and exports")
@@ -456,12 +557,49 @@ def build_parser() -> argparse.ArgumentParser:
     rt.add_argument("--teacher", help="hard token distillation from timm:NAME, swiftformer:<variant>, an "
                                       "architecture .json or a nas retrain directory")
     rt.add_argument("--teacher-checkpoint", help="the teacher's trained weights")
-    rt.add_argument("--init", help="warm start: checkpoint:FILE")
+    rt.add_argument("--init", help="warm start: checkpoint:FILE, or supernet:DIR (the architecture's weights "
+                                   "extracted from the supernet trained in DIR)")
     rt.add_argument("--train-device", default="auto", help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N, "
                                                            "mps; under torchrun each process takes its local GPU")
     rt.add_argument("--export", default="onnx,coreml", help="formats written at the end: onnx, coreml, "
                                                             "onnx,coreml (default) or none")
     rt.set_defaults(func=cmd_retrain)
+
+    ab = commands.add_parser("ablate", help="ablations over paired seeds: attention placement, attention type, or "
+                                            "a grid of your own; `nas ablate report DIR` redraws one")
+    ab.add_argument("what", help="placement, type, a grid .yaml file, or report")
+    ab.add_argument("dir", nargs="?", help="with report: the ablation's --out folder")
+    ab.add_argument("--base", help=f"the architecture varied: {model_ref_help} of the SwiftFormer family "
+                                   "(default: the grid's base, else swiftformer:xs)")
+    ab.add_argument("--data", default="fashion-mnist", help="fashion-mnist (default), cifar10:PATH or "
+                                                            "imagefolder:PATH, with the search's splits")
+    ab.add_argument("--seeds", type=_positive_int, default=3, help="seeds 0..N-1, the same for every variant "
+                                                                    "(default 3); more later adds runs")
+    ab.add_argument("--protocol", choices=("proxy", "reference"), default="proxy",
+                    help="proxy: the search's proxy (set by --proxy-*); reference: the fidelity benchmark's "
+                         "reference protocol, which also reads test once per run")
+    ab.add_argument("--kinds", help="type ablation: block kinds, comma-separated (default: every kind of "
+                                    "swiftformer.arch.BLOCK_TYPES)")
+    ab.add_argument("--max-runs", type=_positive_int, default=100,
+                    help="refuse, before anything trains, an ablation of more variants x seeds (default 100)")
+    ab.add_argument("--proxy-epochs", type=_positive_int)
+    ab.add_argument("--proxy-downscale", type=_downscale)
+    ab.add_argument("--proxy-subset", type=_positive_int)
+    ab.add_argument("--val-fraction", type=_fraction)
+    ab.add_argument("--val-seed", type=int)
+    ab.add_argument("--timeout", type=_duration, help="stop starting runs after this long, e.g. 3h")
+    ab.add_argument("--out", help="output folder (default runs/<study>)")
+    ab.add_argument("--study", help="study name (default: ablate-<what>-<base>-<protocol>)")
+    ab.add_argument("--storage", help="a journal file path (default: DIR/study.journal) or an RDB URL")
+    ab.add_argument("--backend", choices=("local", "ray"), default="local")
+    ab.add_argument("--ray-address", help="a Ray cluster to run on (default: a local Ray)")
+    ab.add_argument("--workers", type=_positive_int, default=1, help="runs trained at once")
+    ab.add_argument("--train-device", default="auto", help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N, mps")
+    ab.add_argument("--cpus-per-trial", "--threads", dest="cpus_per_trial", type=_positive_int,
+                    help="threads of each worker, and CPUs each Ray trial requests (default: the machine's CPUs "
+                         "shared out between the workers)")
+    ab.add_argument("--gpus-per-trial", type=float, default=0.0, help="GPUs each Ray trial requests")
+    ab.set_defaults(func=cmd_ablate)
 
     report = commands.add_parser("report", help="print a search's summary and redraw its outputs")
     report.add_argument("dir", help="the search's --out folder")

@@ -11,14 +11,14 @@ from typing import Any, Mapping
 
 import yaml
 
-from .space import ATTENTION_MODES, SearchSpace, SpaceError, StageChoices
+from .space import ATTENTION_MODES, DEFAULT_ATTN_KINDS, SearchSpace, SpaceError, StageChoices
 
-__all__ = ["ATTENTION_MODES", "SearchSpace", "SpaceError", "StageChoices", "builtin_spaces", "load_space",
-           "space_from_dict"]
+__all__ = ["ATTENTION_MODES", "DEFAULT_ATTN_KINDS", "SearchSpace", "SpaceError", "StageChoices", "builtin_spaces",
+           "load_space", "space_from_dict"]
 
 _TOP_FIELDS = {"name", "description", "resolution", "stem_width", "stages", "num_classes", "in_chans",
                "distillation"}
-_STAGE_FIELDS = {"depth", "width", "mlp_ratio", "attention", "attn_blocks"}
+_STAGE_FIELDS = {"depth", "width", "mlp_ratio", "attention", "attn_blocks", "attn_kinds"}
 
 
 def builtin_spaces() -> list[str]:
@@ -91,10 +91,16 @@ def _stage(where: str, data: Any) -> StageChoices:
     depths = _ints(f"{where}.depth", data["depth"])
     if attention == "mask" and max(depths) > 12:
         raise SpaceError(f"{where}.depth: attention 'mask' allows depths up to 12 (2^depth masks), got {max(depths)}")
-    return StageChoices(depths=depths, widths=_ints(f"{where}.width", data["width"]),
-                        mlp_ratios=tuple(float(r) for r in ratios), attention=attention,
-                        attn_blocks=_ints(f"{where}.attn_blocks", data.get("attn_blocks", [0, 1]), minimum=0)
-                        if attention == "last" else ())
+    widths = _ints(f"{where}.width", data["width"])
+    attn_blocks = _ints(f"{where}.attn_blocks", data.get("attn_blocks", [0, 1]), minimum=0) if attention == "last" \
+        else ()
+    kinds = data.get("attn_kinds", list(DEFAULT_ATTN_KINDS))
+    try:
+        return StageChoices(depths=depths, widths=widths, mlp_ratios=tuple(float(r) for r in ratios),
+                            attention=attention, attn_blocks=attn_blocks,
+                            attn_kinds=tuple(kinds if isinstance(kinds, list) else [kinds]))
+    except SpaceError as exc:  # StageChoices checks attn_kinds: say where
+        raise SpaceError(f"{where}.{exc}") from None
 
 
 def _no_unknown(where: str, data: Mapping, allowed: set[str]) -> None:

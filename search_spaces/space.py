@@ -6,7 +6,8 @@ suggested by an Optuna trial (define-by-run), tested for membership, mutated and
 encoded as fixed-length numeric vectors.
 
 Each architecture is determined by its *decisions* (a flat dict: ``resolution``, ``stem_width``, and per stage
-``depth``, ``width``, ``mlp_ratio`` and ``attn``); every operation works on decisions and builds the value.
+``depth``, ``width``, ``mlp_ratio`` and ``attn``, plus ``attn_kind`` where a stage offers more than one kind of
+attention encoder); every operation works on decisions and builds the value.
 """
 from __future__ import annotations
 
@@ -15,9 +16,11 @@ import random
 from dataclasses import dataclass
 from typing import Any, Iterator, Mapping, Sequence
 
-from swiftformer import Block, Stage, SwiftFormerArch
+from swiftformer import ATTENTION_TYPES, Block, Stage, SwiftFormerArch
 
 ATTENTION_MODES = ("last", "mask")
+#: What a stage's attention encoders are unless the space says otherwise: SwiftFormer's additive attention.
+DEFAULT_ATTN_KINDS = ("attn",)
 
 
 class SpaceError(ValueError):
@@ -30,6 +33,10 @@ class StageChoices:
 
     ``attention="last"``: the stage's last k blocks are attention encoders, k from ``attn_blocks`` (capped at
     the depth). ``attention="mask"``: any subset of the stage's blocks may be attention encoders.
+
+    ``attn_kinds``: the block types those encoders may be (``attn``, ``mhsa``), one per stage. With more than
+    one, the kind is a decision of its own (``attn_kind``); with the default, there is no such decision, so
+    spaces written before kinds existed keep their decisions, size and Optuna parameters.
     """
 
     depths: tuple[int, ...]
@@ -37,6 +44,19 @@ class StageChoices:
     mlp_ratios: tuple[float, ...] = (4.0,)
     attention: str = "last"
     attn_blocks: tuple[int, ...] = (0, 1)
+    attn_kinds: tuple[str, ...] = DEFAULT_ATTN_KINDS
+
+    def __post_init__(self) -> None:
+        kinds = tuple(self.attn_kinds)
+        unknown = [k for k in kinds if k not in ATTENTION_TYPES]
+        if unknown or not kinds or len(set(kinds)) != len(kinds):
+            bad = f"{unknown[0]!r} is unknown" if unknown else f"expected distinct kinds, got {list(kinds)!r}"
+            raise SpaceError(f"attn_kinds: {bad}; accepted: {', '.join(ATTENTION_TYPES)}")
+        object.__setattr__(self, "attn_kinds", kinds)
+
+    def decision_keys(self) -> tuple[str, ...]:
+        """This stage's decisions, without the ``stageN.`` prefix."""
+        return ("depth", "width", "mlp_ratio", "attn") + (("attn_kind",) if len(self.attn_kinds) > 1 else ())
 
     def attn_options(self, depth: int) -> list[Any]:
         if self.attention == "mask":
@@ -44,7 +64,9 @@ class StageChoices:
         return sorted({min(k, depth) for k in self.attn_blocks})
 
     def size(self) -> int:
-        return len(self.widths) * len(self.mlp_ratios) * sum(len(self.attn_options(d)) for d in self.depths)
+        kinds = len(self.attn_kinds)  # a stage without attention blocks is one architecture whatever the kind
+        return len(self.widths) * len(self.mlp_ratios) * sum(
+            kinds if _attends(option) else 1 for d in self.depths for option in self.attn_options(d))
 
 
 @dataclass(frozen=True)
@@ -61,8 +83,8 @@ class SearchSpace:
     # ---------------------------------------------------------------------------------------- decisions
     def decision_names(self) -> list[str]:
         names = ["resolution"] + (["stem_width"] if self.stem_widths else [])
-        for i in range(len(self.stages)):
-            names += [f"stage{i + 1}.{k}" for k in ("depth", "width", "mlp_ratio", "attn")]
+        for i, choices in enumerate(self.stages):
+            names += [f"stage{i + 1}.{k}" for k in choices.decision_keys()]
         return names
 
     def build(self, decisions: Mapping[str, Any]) -> SwiftFormerArch:
@@ -72,7 +94,8 @@ class SearchSpace:
             p = f"stage{i + 1}."
             depth, width, ratio, attn = (decisions[p + k] for k in ("depth", "width", "mlp_ratio", "attn"))
             mask = attn if choices.attention == "mask" else tuple(j >= depth - attn for j in range(depth))
-            stages.append(Stage(width, tuple(Block("attn" if a else "conv", ratio) for a in mask)))
+            kind = decisions.get(p + "attn_kind", choices.attn_kinds[0])
+            stages.append(Stage(width, tuple(Block(kind if a else "conv", ratio) for a in mask)))
         stem = decisions.get("stem_width") or max(1, stages[0].width // 2)
         return SwiftFormerArch(stem, tuple(stages), num_classes=self.num_classes, distillation=self.distillation,
                                in_chans=self.in_chans, resolution=decisions["resolution"])
@@ -102,7 +125,14 @@ class SearchSpace:
             if len(ratios) > 1:
                 raise SpaceError(f"{p}mlp_ratio differs between blocks {sorted(ratios)}; the space uses one per stage")
             out[p + "mlp_ratio"] = check(p + "mlp_ratio", ratios.pop(), choices.mlp_ratios)
-            mask = tuple(b.type == "attn" for b in stage.blocks)
+            mask = tuple(b.type != "conv" for b in stage.blocks)
+            kinds = sorted({b.type for b in stage.blocks if b.type != "conv"})
+            if len(kinds) > 1:
+                raise SpaceError(f"{p}attn_kind: the stage mixes {', '.join(kinds)}; space {self.name!r} uses one "
+                                 "attention kind per stage")
+            kind = check(p + "attn_kind", kinds[0], choices.attn_kinds) if kinds else choices.attn_kinds[0]
+            if len(choices.attn_kinds) > 1:
+                out[p + "attn_kind"] = kind
             if choices.attention == "mask":
                 out[p + "attn"] = mask
             else:
@@ -134,6 +164,8 @@ class SearchSpace:
             decisions.update({p + "depth": depth, p + "width": rng.choice(choices.widths),
                               p + "mlp_ratio": rng.choice(choices.mlp_ratios),
                               p + "attn": rng.choice(choices.attn_options(depth))})
+            if len(choices.attn_kinds) > 1:  # no draw otherwise: single-kind spaces keep their random streams
+                decisions[p + "attn_kind"] = rng.choice(choices.attn_kinds)
         return self.build(decisions)
 
     def samples(self, n: int, seed: int = 0) -> Iterator[SwiftFormerArch]:
@@ -161,6 +193,7 @@ class SearchSpace:
                     bool(trial.suggest_categorical(f"{p}block{j + 1}.attn", [False, True])) for j in range(depth))
             else:
                 decisions[p + "attn"] = min(_ask(trial, p + "attn_blocks", choices.attn_blocks), depth)
+            decisions[p + "attn_kind"] = _ask(trial, p + "attn_kind", choices.attn_kinds)  # asked only if several
         return self.build(decisions)
 
     def trial_params(self, arch: SwiftFormerArch) -> dict[str, Any]:
@@ -181,6 +214,8 @@ class SearchSpace:
                 params.update({f"{p}block{j + 1}.attn": bit for j, bit in enumerate(d[p + "attn"])})
             elif len(choices.attn_blocks) > 1:  # the smallest count that, capped at the depth, gives this one
                 params[p + "attn_blocks"] = min(k for k in choices.attn_blocks if min(k, d[p + "depth"]) == d[p + "attn"])
+            if len(choices.attn_kinds) > 1:
+                params[p + "attn_kind"] = d[p + "attn_kind"]
         return params
 
     # ------------------------------------------------------------------------------------------ evolution
@@ -198,7 +233,7 @@ class SearchSpace:
 
     def crossover(self, a: SwiftFormerArch, b: SwiftFormerArch,
                   rng: random.Random | int | None = None) -> SwiftFormerArch:
-        """A child taking each stage (all four of its decisions together) and each global decision from a or b."""
+        """A child taking each stage (all its decisions together) and each global decision from a or b."""
         rng = rng if isinstance(rng, random.Random) else random.Random(rng)
         da, db = self.decisions(a), self.decisions(b)
         child = {}
@@ -209,8 +244,8 @@ class SearchSpace:
 
     def _groups(self) -> list[list[str]]:
         groups = [["resolution"]] + ([["stem_width"]] if self.stem_widths else [])
-        return groups + [[f"stage{i + 1}.{k}" for k in ("depth", "width", "mlp_ratio", "attn")]
-                         for i in range(len(self.stages))]
+        return groups + [[f"stage{i + 1}.{k}" for k in choices.decision_keys()]
+                         for i, choices in enumerate(self.stages)]
 
     def _options(self, name: str, decisions: Mapping[str, Any]) -> list[Any]:
         if name == "resolution":
@@ -221,6 +256,8 @@ class SearchSpace:
         choices = self.stages[int(stage.removeprefix("stage")) - 1]
         if key == "attn":
             return choices.attn_options(decisions[f"{stage}.depth"])
+        if key == "attn_kind":  # without attention blocks another kind would build the same architecture
+            return list(choices.attn_kinds) if _attends(decisions[f"{stage}.attn"]) else [decisions[name]]
         return list({"depth": choices.depths, "width": choices.widths, "mlp_ratio": choices.mlp_ratios}[key])
 
     def _fit_attn(self, depth_name: str, decisions: Mapping[str, Any], rng: random.Random) -> Any:
@@ -242,18 +279,21 @@ class SearchSpace:
 
     def encode(self, arch: SwiftFormerArch) -> list[float]:
         """A fixed-length numeric vector: resolution, stem width, and per stage depth, width, MLP ratio,
-        number of attention blocks and the attention mask padded to the stage's largest depth."""
+        number of attention blocks and the attention mask padded to the stage's largest depth, then, where the
+        stage offers several attention kinds, the kind's index in ``attn_kinds``."""
         d = self.decisions(arch)
         vector = [float(arch.resolution), float(arch.stem_width)]
         for i, (stage, choices) in enumerate(zip(arch.stages, self.stages)):
-            mask = [float(b.type == "attn") for b in stage.blocks]
+            mask = [float(b.type != "conv") for b in stage.blocks]
             vector += [float(stage.depth), float(stage.width), float(d[f"stage{i + 1}.mlp_ratio"]), sum(mask)]
             vector += mask + [0.0] * (max(choices.depths) - stage.depth)
+            if len(choices.attn_kinds) > 1:
+                vector.append(float(choices.attn_kinds.index(d[f"stage{i + 1}.attn_kind"])))
         return vector
 
     @property
     def encoding_size(self) -> int:
-        return 2 + sum(4 + max(c.depths) for c in self.stages)
+        return 2 + sum(4 + max(c.depths) + (len(c.attn_kinds) > 1) for c in self.stages)
 
     # -------------------------------------------------------------------------------------- description
     def describe(self) -> list[str]:
@@ -263,6 +303,8 @@ class SearchSpace:
         for i, c in enumerate(self.stages):
             attn = "any subset of blocks" if c.attention == "mask" else \
                 f"last {', '.join(map(str, c.attn_blocks))} block(s)"
+            if c.attn_kinds != DEFAULT_ATTN_KINDS:
+                attn += f" of kind {' or '.join(c.attn_kinds)}"
             lines.append(f"  stage {i + 1}: depth {_fmt(c.depths)}; width {_fmt(c.widths)}; "
                          f"mlp ratio {_fmt(c.mlp_ratios)}; attention: {attn}")
         lines.append(f"  task: {self.num_classes} classes, {self.in_chans} input channels, "
@@ -276,10 +318,17 @@ class SearchSpace:
                      "attention": c.attention}
             if c.attention == "last":
                 stage["attn_blocks"] = list(c.attn_blocks)
+            if c.attn_kinds != DEFAULT_ATTN_KINDS:  # omitted by default: existing spaces keep their dict and digest
+                stage["attn_kinds"] = list(c.attn_kinds)
             stages.append(stage)
         return {"name": self.name, "description": self.description, "resolution": list(self.resolutions),
                 "stem_width": list(self.stem_widths) if self.stem_widths else "auto", "stages": stages,
                 "num_classes": self.num_classes, "in_chans": self.in_chans, "distillation": self.distillation}
+
+
+def _attends(attn: Any) -> bool:
+    """Whether a stage's ``attn`` decision (a count, or a mask) places any attention block."""
+    return any(attn) if isinstance(attn, tuple) else attn > 0
 
 
 def _fmt(values: Sequence[Any]) -> str:
@@ -291,7 +340,8 @@ def _ask(trial: Any, name: str, options: Sequence[Any]) -> Any:
     options = list(options)
     if len(options) == 1:
         return options[0]
-    steps = {b - a for a, b in zip(options, options[1:])}
-    if all(isinstance(o, int) for o in options) and len(steps) == 1 and steps.pop() > 0:
-        return trial.suggest_int(name, options[0], options[-1], step=options[1] - options[0])
-    return trial.suggest_categorical(name, options)
+    if all(isinstance(o, int) for o in options):
+        steps = {b - a for a, b in zip(options, options[1:])}
+        if len(steps) == 1 and steps.pop() > 0:
+            return trial.suggest_int(name, options[0], options[-1], step=options[1] - options[0])
+    return trial.suggest_categorical(name, options)  # also names (attention kinds), which have no differences

@@ -5,15 +5,16 @@ Importing this package registers the timm models ``swiftnas_xs``, ``swiftnas_s``
 architecture description).
 """
 from . import _torchvision_fix  # noqa: F401  (must precede timm, imported by everything below)
-from .arch import (BLOCK_TYPES, VARIANTS, ArchitectureError, Block, Stage, SwiftFormerArch, as_arch,
-                   variant)
+from .arch import (ATTENTION_TYPES, BLOCK_TYPES, VARIANTS, ArchitectureError, Block, Stage, SwiftFormerArch,
+                   as_arch, mhsa_heads, variant)
 from .counting import count_macs, count_params
 from .fusion import fuse
 from .model import SwiftFormer, convert_checkpoint, load_checkpoint
 
 __all__ = [
-    "BLOCK_TYPES", "VARIANTS", "ArchitectureError", "Block", "Stage", "SwiftFormer", "SwiftFormerArch", "as_arch",
-    "convert_checkpoint", "count_macs", "count_params", "create_model", "fuse", "load_checkpoint", "variant",
+    "ATTENTION_TYPES", "BLOCK_TYPES", "VARIANTS", "ArchitectureError", "Block", "Stage", "SwiftFormer",
+    "SwiftFormerArch", "as_arch", "convert_checkpoint", "count_macs", "count_params", "create_model", "fuse",
+    "load_checkpoint", "mhsa_heads", "variant",
 ]
 
 

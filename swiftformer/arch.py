@@ -13,7 +13,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
-BLOCK_TYPES = ("conv", "attn")
+BLOCK_TYPES = ("conv", "attn", "mhsa")
+#: The block types that mix tokens across the whole map: SwiftFormer's additive attention and softmax self-attention.
+ATTENTION_TYPES = ("attn", "mhsa")
+#: One letter per block type in ``SwiftFormerArch.summary`` (``M``: multi-head self-attention).
+_TYPE_CODES = {"conv": "C", "attn": "A", "mhsa": "M"}
+#: Channels per head of an ``mhsa`` block, as in EfficientFormer.
+MHSA_HEAD_DIM = 32
 
 
 class ArchitectureError(ValueError):
@@ -22,10 +28,11 @@ class ArchitectureError(ValueError):
 
 @dataclass(frozen=True)
 class Block:
-    """One block of a stage: a ConvEncoder (``conv``) or a SwiftFormerEncoder (``attn``).
+    """One block of a stage: a ConvEncoder (``conv``), a SwiftFormerEncoder (``attn``, additive attention) or an
+    MHSAEncoder (``mhsa``, EfficientFormer-style multi-head softmax self-attention).
 
     ``mlp_ratio`` sets the hidden width of the block's MLP (the 1x1 expansion in a ConvEncoder, the ``linear``
-    MLP in a SwiftFormerEncoder) as ``int(width * mlp_ratio)``.
+    MLP in the attention encoders) as ``int(width * mlp_ratio)``.
     """
 
     type: str = "conv"
@@ -65,6 +72,7 @@ class Stage:
 
     @property
     def num_attn(self) -> int:
+        """SwiftFormer (additive) attention blocks only: ``mhsa`` blocks are another kind and not counted."""
         return sum(block.type == "attn" for block in self.blocks)
 
 
@@ -154,11 +162,15 @@ class SwiftFormerArch:
         return sum(self.depths)
 
     def summary(self) -> str:
-        """A compact one-line form for tables and logs, e.g. ``s24-48:CCA-56:CCA-112:CCCCCA-220:CCCA``."""
+        """A compact one-line form for tables and logs, e.g. ``s24-48:CCA-56:CCA-112:CCCCCA-220:CCCA``.
+
+        One letter per block: ``C`` conv, ``A`` additive attention, ``M`` multi-head self-attention; a number
+        after it is an MLP ratio other than 4.
+        """
         text = f"s{self.stem_width}"
         for i, stage in enumerate(self.stages):
             sep = "-" if i == 0 or self.downsample[i - 1] else "="  # "=" marks a transition that keeps resolution
-            codes = "".join(("A" if b.type == "attn" else "C") + ("" if b.mlp_ratio == 4 else f"{b.mlp_ratio:g}")
+            codes = "".join(_TYPE_CODES[b.type] + ("" if b.mlp_ratio == 4 else f"{b.mlp_ratio:g}")
                             for b in stage.blocks)
             text += f"{sep}{stage.width}:{codes}"
         return text + ("" if self.resolution == 224 else f"@{self.resolution}")
@@ -227,6 +239,18 @@ class SwiftFormerArch:
             raise ArchitectureError(f"{path}: {exc}") from None
 
 
+def mhsa_heads(width: int) -> tuple[int, int]:
+    """``(num_heads, head_dim)`` of an ``mhsa`` block at ``width`` channels.
+
+    EfficientFormer's 32 channels per head, ``max(1, width // 32)`` heads. Attention then runs on
+    ``num_heads * 32`` channels, which is the width itself when 32 divides it; otherwise the remainder
+    (``width % 32``) still feeds every head through the q/k/v projection and receives the output projection, but
+    gets no head of its own (no odd-sized head). Below 32 channels there is one head as wide as the stage.
+    """
+    _check_positive_int("width", width)
+    return (max(1, width // MHSA_HEAD_DIM), min(width, MHSA_HEAD_DIM))
+
+
 def _check_positive_int(name: str, value: Any) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
         raise ArchitectureError(f"{name} must be a positive integer, got {value!r}")
@@ -253,7 +277,7 @@ def _stage_from_dict(index: int, data: Any) -> Stage:
     blocks = []
     for j, item in enumerate(blocks_data):
         try:
-            if isinstance(item, str):  # shorthand: "conv" / "attn" with the default MLP ratio
+            if isinstance(item, str):  # shorthand: a block type ("conv", "attn", "mhsa") with the default MLP ratio
                 blocks.append(Block(item))
             elif isinstance(item, Mapping):
                 _check_keys(f"{where}.blocks[{j}]", item, {"type", "mlp_ratio"}, required={"type"})

@@ -3,6 +3,12 @@
 MACs follow the convention of the spec's measured counts: the multiply-accumulates of every Conv2d and Linear
 (both heads included), no bias additions, no norms or element-wise ops. Counting from the description costs
 microseconds, so a search can filter thousands of candidates; tests check it against the built modules.
+
+Multi-head self-attention (``mhsa``) adds its two products of activations, q^T k and v attn^T (``2 * N^2 *
+heads * head_dim`` for N tokens): they are matrix products like a Linear's, and quadratic in the map size they
+are most of the block's work at early stages, which a MAC budget must see. The additive attention (``attn``) has
+no such product: its activation-activation ops are element-wise or a product with the single vector ``w_g``
+(N * C, linear in N), outside the convention as in the spec's measured counts.
 """
 from __future__ import annotations
 
@@ -12,7 +18,7 @@ from typing import Iterator
 import torch
 from torch import nn
 
-from .arch import Block, SwiftFormerArch
+from .arch import Block, SwiftFormerArch, mhsa_heads
 
 
 @dataclass(frozen=True)
@@ -20,7 +26,7 @@ class PartCost:
     """One part of the network at a given input resolution."""
 
     name: str  # "stem", "stage2.block3", "embed1", "head"
-    kind: str  # "stem", "conv", "attn", "embed", "head"
+    kind: str  # "stem", "conv", "attn", "mhsa", "embed", "head"
     channels: int
     h: int  # the part's output feature-map size
     w: int
@@ -36,8 +42,19 @@ def _block_cost(block: Block, c: int, hw: int) -> tuple[int, int]:
     h = int(c * block.mlp_ratio)
     if block.type == "conv":
         return 2 * c * h + h + 14 * c, (9 * c + 2 * c * h) * hw
-    # local representation (a conv encoder without expansion) + four C x C linears + w_g + MLP + two layer scales
-    return 6 * c * c + 25 * c + 2 * c * h + h, (9 * c + 6 * c * c + 2 * c * h) * hw
+    if block.type == "attn":
+        # local representation (a conv encoder without expansion) + four C x C linears + w_g + MLP + two layer scales
+        return 6 * c * c + 25 * c + 2 * c * h + h, (9 * c + 6 * c * c + 2 * c * h) * hw
+    # local representation + pre-norm + q/k/v (C -> 3i) and output (i -> C) projections + MLP + two layer scales
+    heads, head_dim = mhsa_heads(c)
+    i = heads * head_dim
+    return (2 * c * c + 23 * c + 4 * c * i + 3 * i + 2 * c * h + h,
+            (9 * c + 2 * c * c + 4 * c * i + 2 * c * h) * hw + attention_macs(i, hw))
+
+
+def attention_macs(channels: int, tokens: int) -> int:
+    """q^T k and v attn^T of multi-head self-attention over ``tokens`` with ``channels`` q/k/v channels in all."""
+    return 2 * channels * tokens * tokens
 
 
 def feature_sizes(arch: SwiftFormerArch, resolution: int | tuple[int, int] | None = None
@@ -84,16 +101,24 @@ def count_params(arch: SwiftFormerArch) -> int:
 
 
 def count_macs(arch: SwiftFormerArch, resolution: int | tuple[int, int] | None = None) -> int:
-    """Conv2d + Linear multiply-accumulates for one image at ``resolution`` (default: the architecture's)."""
+    """Conv2d + Linear (and mhsa attention-product) multiply-accumulates for one image at ``resolution``
+    (default: the architecture's)."""
     return sum(part.macs for part in iter_costs(arch, resolution))
 
 
 def measure_macs(model: nn.Module, input_shape: tuple[int, int, int, int]) -> int:
     """Conv2d + Linear MACs per image of any model, counted with forward hooks on one batch-1 pass.
 
-    The same convention as ``count_macs``, for models that have no architecture description (timm's).
+    The same convention as ``count_macs``, for models that have no architecture description (timm's): the
+    attention products are counted for this family's multi-head self-attention, not for other models' attention.
     """
+    from .model import FusedMultiHeadSelfAttention, MultiHeadSelfAttention  # the model imports timm: only here
+
     total = 0
+
+    def attention_hook(module: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
+        nonlocal total
+        total += attention_macs(module.qkv.out_channels // 3, output.shape[-2] * output.shape[-1])
 
     def hook(module: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
         nonlocal total
@@ -102,6 +127,8 @@ def measure_macs(model: nn.Module, input_shape: tuple[int, int, int, int]) -> in
         total += output.numel() * per_output  # batch 1: every output element is one dot product
 
     handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    handles += [m.register_forward_hook(attention_hook) for m in model.modules()
+                if isinstance(m, (MultiHeadSelfAttention, FusedMultiHeadSelfAttention))]
     was_training = model.training
     try:
         model.eval()

@@ -25,7 +25,7 @@ from timm.models import (build_model_with_cfg, generate_default_cfgs, register_m
                          resolve_pretrained_cfg)
 from timm.models._features import feature_take_indices
 
-from .arch import VARIANTS, Block, SwiftFormerArch, as_arch
+from .arch import VARIANTS, Block, SwiftFormerArch, as_arch, mhsa_heads
 from .fusion import (bn_affine, fold_bn_conv1x1, fold_bn_linear, fold_conv_bn, like, linear_as_conv1x1,
                      scale_conv_output)
 
@@ -190,6 +190,8 @@ class SwiftFormerEncoder(nn.Module):
 
 
 class FusedSwiftFormerEncoder(nn.Module):
+    """Either attention encoder (``attn`` or ``mhsa``) fused: the same three residual branches, nothing to scale."""
+
     def __init__(self, local_representation: nn.Module, attn: nn.Module, linear: nn.Module):
         super().__init__()
         self.local_representation, self.attn, self.linear = local_representation, attn, linear
@@ -198,6 +200,91 @@ class FusedSwiftFormerEncoder(nn.Module):
         x = self.local_representation(x)
         x = x + self.attn(x)
         return x + self.linear(x)
+
+
+class MultiHeadSelfAttention(nn.Module):
+    """Softmax self-attention over the map's H*W tokens, EfficientFormer-style, on the NCHW map.
+
+    Heads follow ``arch.mhsa_heads``: 32 channels each, ``max(1, dim // 32)`` of them (one head as wide as
+    ``dim`` below 32), so q, k and v have ``num_heads * head_dim <= dim`` channels. A BatchNorm pre-norm (it folds
+    into the q/k/v projection, unlike a LayerNorm) and 1x1 convs on the map for the projections. No
+    position bias: EfficientFormer's is learned per map size, and these blocks must run at any resolution. The
+    output projection is ``out_proj``: ``.attn.proj.`` keys are renamed as timm-port checkpoint keys on loading.
+    """
+
+    def __init__(self, dim: int, device: DeviceLike = None, dtype: torch.dtype | None = None):
+        super().__init__()
+        dd = {"device": device, "dtype": dtype}
+        self.num_heads, self.head_dim = mhsa_heads(dim)
+        inner = self.num_heads * self.head_dim
+        self.scale = self.head_dim ** -0.5
+        self.norm = nn.BatchNorm2d(dim, **dd)
+        self.qkv = nn.Conv2d(dim, 3 * inner, 1, **dd)
+        self.out_proj = nn.Conv2d(inner, dim, 1, **dd)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.out_proj(_softmax_attention(self.qkv(self.norm(x)), self.num_heads, self.scale))
+
+    def fused_with_scale(self, out_scale: torch.Tensor) -> "FusedMultiHeadSelfAttention":
+        """Pre-norm folded into q/k/v, the 1/sqrt(head_dim) into q's weights, the layer scale into ``out_proj``."""
+        qkv = fold_bn_conv1x1(self.norm, self.qkv)
+        q_scale = qkv.weight.new_ones(qkv.out_channels)
+        q_scale[: self.num_heads * self.head_dim] = self.scale
+        return FusedMultiHeadSelfAttention(scale_conv_output(qkv, q_scale),
+                                           scale_conv_output(self.out_proj, out_scale), self.num_heads)
+
+
+class FusedMultiHeadSelfAttention(nn.Module):
+    def __init__(self, qkv: nn.Conv2d, out_proj: nn.Conv2d, num_heads: int):
+        super().__init__()
+        self.qkv, self.out_proj, self.num_heads = qkv, out_proj, num_heads
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.out_proj(_softmax_attention(self.qkv(x), self.num_heads, 1.0))
+
+
+def _softmax_attention(qkv: torch.Tensor, num_heads: int, scale: float) -> torch.Tensor:
+    """Multi-head attention of a (B, 3 * heads * head_dim, H, W) q/k/v map, back to (B, heads * head_dim, H, W).
+
+    ``scaled_dot_product_attention`` rather than explicit matmuls and softmax: with explicit matmuls (over
+    (B, heads) or over B * heads) ``torch.onnx.export`` specialises the dynamic batch axis to the traced batch of
+    1, while this op exports with it, converts to CoreML (as matmul and softmax for iOS 16), scripts and traces,
+    and the latency profiler counts it as attention work. The output is made contiguous for the same reason:
+    with one head its reshape would be a view whose strides make the next conv specialise the batch (with
+    several heads the reshape copies anyway).
+    """
+    b, _, h, w = qkv.shape
+    q, k, v = qkv.reshape(b, 3, num_heads, -1, h * w).transpose(-2, -1).unbind(1)  # each (B, heads, N, head_dim)
+    out = F.scaled_dot_product_attention(q, k, v, scale=scale)
+    return out.transpose(-2, -1).contiguous().reshape(b, -1, h, w)
+
+
+class MHSAEncoder(nn.Module):
+    """The ``mhsa`` block: SwiftFormerEncoder's structure with multi-head softmax self-attention as token mixer.
+
+    Local representation, then attention and MLP, each a layer-scaled residual branch, as EfficientFormer's
+    meta-block; it differs from ``SwiftFormerEncoder`` only in the mixer, so an ablation compares mixers alone.
+    """
+
+    def __init__(self, dim: int, hidden_dim: int, drop: float = 0.0, drop_path: float = 0.0,
+                 layer_scale_init_value: float = 1e-5, device: DeviceLike = None, dtype: torch.dtype | None = None):
+        super().__init__()
+        dd = {"device": device, "dtype": dtype}
+        self.layer_scale_1 = nn.Parameter(layer_scale_init_value * torch.ones(dim, 1, 1, **dd))
+        self.layer_scale_2 = nn.Parameter(layer_scale_init_value * torch.ones(dim, 1, 1, **dd))
+        self.local_representation = ConvEncoder(dim, dim, **dd)
+        self.attn = MultiHeadSelfAttention(dim, **dd)
+        self.linear = Mlp(dim, hidden_dim, drop, **dd)
+        self.drop_path = DropPath(drop_path) if drop_path > 0.0 else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.local_representation(x)
+        x = x + self.drop_path(self.layer_scale_1 * self.attn(x))
+        return x + self.drop_path(self.layer_scale_2 * self.linear(x))
+
+    def fuse(self) -> FusedSwiftFormerEncoder:
+        return FusedSwiftFormerEncoder(self.local_representation.fuse(), self.attn.fused_with_scale(self.layer_scale_1),
+                                       self.linear.fused_with_scale(self.layer_scale_2))
 
 
 class Embedding(nn.Module):
@@ -236,9 +323,9 @@ def make_block(block: Block, dim: int, drop_rate: float = 0.0, drop_path: float 
                dtype: torch.dtype | None = None) -> nn.Module:
     """The module for one block of the description at width ``dim``."""
     hidden = int(dim * block.mlp_ratio)
-    if block.type == "attn":
-        return SwiftFormerEncoder(dim, hidden, drop_rate, drop_path, layer_scale_init_value, device=device,
-                                  dtype=dtype)
+    if block.type in ("attn", "mhsa"):
+        encoder = SwiftFormerEncoder if block.type == "attn" else MHSAEncoder
+        return encoder(dim, hidden, drop_rate, drop_path, layer_scale_init_value, device=device, dtype=dtype)
     # official: conv encoders get no drop path and layer scale 1.0
     return ConvEncoder(dim, hidden, device=device, dtype=dtype)
 

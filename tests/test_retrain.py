@@ -222,7 +222,7 @@ def test_official_recipe_per_variant_and_learning_rate_scaling(tmp_path):
     (["{arch}", "--set", "mixup=lots"], "mixup 'lots' is not a float"),
     (["{arch}", "--set", "sched=linear"], "recipe sched 'linear' is not supported; accepted: cosine"),
     (["{arch}", "--recipe", "/no/recipe.yaml"], "recipe file '/no/recipe.yaml' does not exist"),
-    (["{arch}", "--init", "supernet:x.pth"], "--init 'supernet:x.pth' is not supported; accepted: checkpoint:FILE"),
+    (["{arch}", "--init", "weights:x.pth"], "--init 'weights:x.pth' is not supported; accepted: checkpoint:FILE, supernet:DIR"),
     (["{arch}", "--teacher", "timm:resnet10t"], "needs its trained weights: --teacher-checkpoint"),
     (["{arch}", "--export", "tflite"], "unknown format 'tflite'"),
 ])

@@ -2,7 +2,8 @@
 
 Every check runs on the released variants and on an unusual architecture through ``swiftnas_arch``: an
 Identity transition and a stride-1 embedding (transitions without downsampling), no distillation head,
-attention in the first stage, one input channel. Inputs are small (64 px) to keep the file fast on one core.
+attention in the first stage, multi-head self-attention (``mhsa``) blocks beside additive attention, one input
+channel. Inputs are small (64 px) to keep the file fast on one core.
 """
 import json
 
@@ -21,8 +22,8 @@ from swiftformer.testing import perturb_weights
 
 ODD = SwiftFormerArch(
     stem_width=8,
-    stages=(Stage(16, (Block("attn", 2.0), Block("conv", 2.0))), Stage(16, (Block("conv", 2.0),)),
-            Stage(24, (Block("conv", 3.0), Block("attn", 2.0))), Stage(32, (Block("attn", 2.0),))),
+    stages=(Stage(16, (Block("attn", 2.0), Block("conv", 2.0))), Stage(16, (Block("conv", 2.0), Block("mhsa", 2.0))),
+            Stage(24, (Block("conv", 3.0), Block("attn", 2.0))), Stage(32, (Block("attn", 2.0), Block("mhsa", 3.0)))),
     downsample=(False, False, True),  # Identity, then a stride-1 embedding (16 -> 24), then a downsampling one
     distillation=False, in_chans=1, resolution=64,
 )

@@ -13,7 +13,6 @@ import json
 import random
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable
 
@@ -29,22 +28,10 @@ from ..data import ImageData
 from ..latency.lut import build_table
 from ..latency.predictor import resolve_predictor
 from ..search.study import Heartbeat, make_storage, recover_interrupted
+from ..latency.lut import PHONES
 from ..training import ProxyConfig, ProxyTask
+from ..training.protocols import REFERENCE, Protocol, train_and_evaluate
 
-PHONES = ("iphone14", "iphone12")
-
-
-@dataclass(frozen=True)
-class Protocol:
-    name: str
-    config: ProxyConfig
-    reads_test: bool = False  # only the reference protocol's final evaluation reads the test split
-
-
-# The reference protocol: every train image (the source's training split minus the val hold-out), 2 epochs, at
-# 1/4 of the architecture's resolution (224 -> 56 px: stage 3 sees 4x4 tokens, stage 4 2x2). It sees 90,000
-# images, 11x the default proxy's 8,000.
-REFERENCE = Protocol("reference", ProxyConfig(epochs=2, downscale=4.0, subset=None, val_subset=None), reads_test=True)
 PROXIES = (
     Protocol("proxy-56px-2ep-4k", ProxyConfig(epochs=2, downscale=4.0, subset=4000)),
     Protocol("proxy-56px-1ep-4k", ProxyConfig(epochs=1, downscale=4.0, subset=4000)),
@@ -144,7 +131,7 @@ def run_benchmark(archs: list[tuple[str, SwiftFormerArch]], data: ImageData, sto
         if not any(t.user_attrs.get("name") == name and t.state == TrialState.WAITING for t in trials):
             study.enqueue_trial(space.trial_params(by_name[name]), user_attrs={"name": name})
         if (protocol_name, seed) not in tasks:
-            tasks[(protocol_name, seed)] = ProxyTask(data, dataclasses.replace(protocol.config, seed=seed), device)
+            tasks[(protocol_name, seed)] = ProxyTask(data, protocol.with_seed(seed).config, device)
         task = tasks[(protocol_name, seed)]
         trial = study.ask()
         arch = space.suggest(trial)
@@ -155,17 +142,16 @@ def run_benchmark(archs: list[tuple[str, SwiftFormerArch]], data: ImageData, sto
                             "threads": torch.get_num_threads(), "device": str(task.device)}.items():
             trial.set_user_attr(attr, value)
         with Heartbeat(study, trial):
-            result = task.train(arch, keep_model=protocol.reads_test)
+            result = train_and_evaluate(task, arch, protocol.reads_test)
             trial.set_user_attr("seconds", result.seconds)
             trial.set_user_attr("cpu_seconds", result.cpu_seconds)
             trial.set_user_attr("resolution", result.resolution)
             if protocol.reads_test:
-                # statistics as re-estimated for the last val evaluation (the same images): not again
-                trial.set_user_attr("test_accuracy", task.evaluate(result.model, "test", recalibrate=False))
-        study.tell(trial, result.accuracy)
+                trial.set_user_attr("test_accuracy", result.test_accuracy)
+        study.tell(trial, result.val_accuracy)
         ran += 1
         test = f", test {trial.user_attrs.get('test_accuracy', float('nan')):.4f}" if protocol.reads_test else ""
-        log(f"[{position}/{len(work)}] {key} {name}: val {result.accuracy:.4f}{test} ({result.seconds:.0f} s, "
+        log(f"[{position}/{len(work)}] {key} {name}: val {result.val_accuracy:.4f}{test} ({result.seconds:.0f} s, "
             f"{result.resolution} px) {arch.summary()}")
     return ran
 

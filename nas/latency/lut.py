@@ -1,8 +1,8 @@
 """Per-block latency tables: predicting an architecture of a search space in microseconds.
 
-Each part a space can contain (stem, embedding, conv or attention block at each width, MLP ratio and map size,
-classifier head) is built alone in its deployed form, profiled, and priced by the device's predictor. Because a
-predictor is additive over the deployed graph's work, the table's sum for an architecture equals the
+Each part a space can contain (stem, embedding, conv or attention block of each kind at each width, MLP ratio and
+map size, classifier head) is built alone in its deployed form, profiled, and priced by the device's predictor.
+Because a predictor is additive over the deployed graph's work, the table's sum for an architecture equals the
 whole-model prediction, up to float rounding; the search uses it to reject over-budget candidates before any
 training.
 """
@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 import torch
 from torch import nn
@@ -23,6 +23,8 @@ from swiftformer.model import Embedding, Stem, make_block
 
 from .graph import profile_module
 from .predictor import LatencyPredictor
+
+PHONES = ("iphone14", "iphone12")  # the shipped predictors every job's results are priced on
 
 Key = tuple  # ("stem", in_chans, stem_width, width, H, W) | ("embed", c_in, c_out, stride, h_in, w_in)
 #            | (block_type, width, mlp_ratio, h, w) | ("head", width, num_classes, distillation, h, w)
@@ -129,7 +131,8 @@ def space_keys(space: SearchSpace) -> list[Key]:
                 keys.update(("embed", prev, width, 2, *sizes[s - 1]) for prev in space.stages[s - 1].widths
                             for width in choices.widths)
             h, w = sizes[s]
-            kinds = ("conv", "attn") if choices.attention == "mask" or max(choices.attn_blocks) > 0 else ("conv",)
+            may_attend = choices.attention == "mask" or max(choices.attn_blocks) > 0
+            kinds = ("conv", *choices.attn_kinds) if may_attend else ("conv",)
             keys.update((kind, width, ratio, h, w) for kind in kinds for width in choices.widths
                         for ratio in choices.mlp_ratios)
         h, w = sizes[-1]
@@ -146,8 +149,19 @@ def _geometry_arch(space: SearchSpace, resolution: int) -> SwiftFormerArch:
 def build_table(space: SearchSpace, predictor: LatencyPredictor,
                 progress: Callable[[int, int], Any] | None = None) -> LatencyTable:
     """Profile and price every part ``space`` can contain."""
-    keys = space_keys(space)
-    table = LatencyTable(predictor.device, space.name, predictor.intercept_ms)
+    return price_parts(space_keys(space), predictor, space.name, progress)
+
+
+def table_for_archs(archs: Iterable[SwiftFormerArch], predictor: LatencyPredictor, name: str) -> LatencyTable:
+    """Price just the parts of a fixed list of architectures (an ablation's variants): no space to enumerate."""
+    keys = sorted({key for arch in archs for key in part_keys(arch)}, key=repr)
+    return price_parts(keys, predictor, name)
+
+
+def price_parts(keys: list[Key], predictor: LatencyPredictor, name: str,
+                progress: Callable[[int, int], Any] | None = None) -> LatencyTable:
+    """Profile each part alone in its deployed form and price it with ``predictor``."""
+    table = LatencyTable(predictor.device, name, predictor.intercept_ms)
     torch.manual_seed(0)
     for i, key in enumerate(keys):
         module, shape = _part_module(key)

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..supernet.scoring import ScoringConfig
 from ..training import ProxyConfig
 
 SAMPLERS = ("tpe", "nsga2", "random", "evolution")
@@ -31,6 +32,8 @@ class SearchConfig:
     sampler: str = "tpe"
     objective: str = "constrained"
     proxy: ProxyConfig = field(default_factory=ProxyConfig)
+    evaluator: str = "proxy"  # proxy: train each candidate; supernet:DIR: its inherited weights from DIR's supernet
+    scoring: ScoringConfig = field(default_factory=ScoringConfig)  # the supernet evaluator's image counts
     seed: int = 0
     out: str = ""
     study: str = ""
@@ -55,6 +58,11 @@ class SearchConfig:
             raise SearchError(f"--cpus-per-trial {self.cpus_per_trial} must be at least 1")
         if self.gpus_per_trial < 0:
             raise SearchError(f"--gpus-per-trial {self.gpus_per_trial:g} must not be negative")
+        kind, _, folder = self.evaluator.partition(":")
+        if self.evaluator != "proxy" and (kind != "supernet" or not folder):
+            raise SearchError(f"--evaluator {self.evaluator!r} is not supported; accepted: proxy, supernet:DIR")
+        if kind == "supernet":  # absolute: Ray workers run in other folders
+            self.evaluator = f"supernet:{Path(folder).expanduser().resolve()}"
         budget = f"{self.budget_ms:g}ms".replace(".", "p")
         self.study = self.study or f"{Path(self.space).stem}-{self.device or Path(self.predictor or 'custom').stem}-{budget}"
         self.out = self.out or str(Path("runs") / self.study)
@@ -84,17 +92,37 @@ class SearchConfig:
     def identity(self) -> dict[str, Any]:
         """What must stay the same for results to be comparable, and so for a run to resume a study. The proxy
         includes the val hold-out's fraction and seed, so a study records the split it selected on."""
-        return {"budget_ms": self.budget_ms, "device": self.device, "predictor": self.predictor, "space": self.space,
-                "data": self.data, "objective": self.objective, "proxy": self.proxy.to_dict()}
+        identity = {"budget_ms": self.budget_ms, "device": self.device, "predictor": self.predictor,
+                    "space": self.space, "data": self.data, "objective": self.objective, "proxy": self.proxy.to_dict()}
+        if self.supernet_dir is not None:  # (absent for the proxy, so studies made before evaluators still resume)
+            identity["evaluator"] = {"supernet": supernet_digest(self.supernet_dir), "scoring": self.scoring.to_dict()}
+        return identity
+
+    @property
+    def supernet_dir(self) -> Path | None:
+        return Path(self.evaluator.partition(":")[2]) if self.evaluator.startswith("supernet:") else None
 
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
         data["proxy"] = self.proxy.to_dict()
+        data["scoring"] = self.scoring.to_dict()
         return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "SearchConfig":
-        return cls(**{**data, "proxy": ProxyConfig(**data["proxy"])})
+        return cls(**{**data, "proxy": ProxyConfig(**data["proxy"]),
+                      "scoring": ScoringConfig(**data.get("scoring", {}))})
+
+
+def supernet_digest(folder: Path) -> str:
+    """Names the supernet trained in ``folder`` (its settings and length), read from its ``supernet.json``."""
+    from ..supernet.checkpoint import DESCRIPTION, load_description
+
+    try:
+        return load_description(folder)["digest"]
+    except (OSError, KeyError, ValueError) as exc:
+        raise SearchError(f"--evaluator supernet:{folder}: no trained supernet there ({DESCRIPTION}: "
+                          f"{type(exc).__name__}); train one with `nas supernet train --out {folder}`") from None
 
 
 def digest(data: Any) -> str:

@@ -1,4 +1,5 @@
-"""What every worker of a search needs, built once per process: predictor, space, latency table, data, proxy."""
+"""What every worker of a search needs, built once per process: predictor, space, latency table, data, proxy,
+and the supernet scorer when ``--evaluator supernet:DIR`` replaces proxy training."""
 from __future__ import annotations
 
 import dataclasses
@@ -10,12 +11,14 @@ from search_spaces import SearchSpace
 from swiftformer import SwiftFormerArch
 
 from ..data import load_data
+from ..supernet.scoring import SupernetScorer
 from ..latency import LatencyPredictor
 from ..latency.lut import LatencyTable, build_table
 from ..latency.predictor import resolve_predictor
 from ..progress import progress
 from ..training import ProxyTask, attention_token_warnings, resolve_train_device
-from .config import SearchConfig, digest
+from ..supernet import SupernetError
+from .config import SearchConfig, SearchError, digest
 
 
 @dataclasses.dataclass
@@ -25,6 +28,7 @@ class SearchContext:
     space: SearchSpace  # with the data's classes and channels: its architectures are the ones that ship
     table: LatencyTable
     task: ProxyTask
+    scorer: SupernetScorer | None = None  # --evaluator supernet:DIR: candidates are scored, not trained
 
 
 def build_context(cfg: SearchConfig, quiet: bool = False, worker: int = 0) -> SearchContext:
@@ -52,7 +56,46 @@ def build_context(cfg: SearchConfig, quiet: bool = False, worker: int = 0) -> Se
         table_path.parent.mkdir(parents=True, exist_ok=True)
         table.save(table_path)
     device = resolve_train_device(cfg.train_device, worker)
-    return SearchContext(cfg, predictor, space, table, ProxyTask(data, cfg.proxy, device))
+    scorer = build_scorer(cfg, space, device, quiet) if cfg.supernet_dir is not None else None
+    return SearchContext(cfg, predictor, space, table, ProxyTask(data, cfg.proxy, device), scorer)
+
+
+def build_scorer(cfg: SearchConfig, space: SearchSpace, device, quiet: bool = False) -> SupernetScorer:
+    """The supernet of ``--evaluator supernet:DIR``, loaded once per worker, with the search's val split.
+
+    Refused when the supernet was trained on other data or another hold-out: its training images would then
+    include images the search selects on."""
+    from ..data.datasets import resolve_spec
+    from ..data.loaders import image_splits
+    from ..supernet import extreme_arch
+    from ..supernet.checkpoint import load_supernet
+    from ..training.components import eval_transform
+    from ..training.recipe import Recipe
+
+    folder = cfg.supernet_dir
+    supernet, record = load_supernet(folder, device)
+
+    def where(spec: str) -> tuple[str, str]:
+        kind, root, _ = resolve_spec(spec)
+        return kind, str(root.resolve()) if root is not None else ""
+
+    if where(record.data) != where(cfg.data):
+        raise SearchError(f"the supernet in {folder} was trained on {record.data}, the search uses {cfg.data}")
+    if (record.val_fraction, record.val_seed) != (cfg.proxy.val_fraction, cfg.proxy.val_seed):
+        raise SearchError(f"the supernet in {folder} held out val fraction {record.val_fraction:g} seed "
+                          f"{record.val_seed}, the search {cfg.proxy.val_fraction:g} seed {cfg.proxy.val_seed}: it "
+                          "would select on images the supernet trained on; use the same --val-fraction/--val-seed")
+    recipe = Recipe.from_dict(record.identity["recipe"])
+    splits = image_splits(cfg.data, record.val_fraction, record.val_seed)
+    scorer = SupernetScorer(supernet, record, splits.train, splits.val,
+                            lambda side: eval_transform(recipe, side, splits.channels), cfg.scoring, device)
+    if not quiet:
+        try:
+            supernet.check(extreme_arch(space, largest=True))
+        except SupernetError as exc:
+            print(f"warning: the space's largest architecture does not fit the supernet in {folder} ({exc}); "
+                  "such candidates are recorded as not scorable", file=sys.stderr)
+    return scorer
 
 
 def task_arch(arch: SwiftFormerArch, space: SearchSpace) -> SwiftFormerArch:

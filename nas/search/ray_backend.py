@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import swiftformer._torchvision_fix  # noqa: F401  (first: Ray workers import timm through nas.training)
 
@@ -46,12 +46,6 @@ def trial_resources(cfg: SearchConfig) -> dict[str, float]:
 
 
 def run_with_ray(cfg: SearchConfig, study: optuna.Study, storage_url: str, deadline: float | None = None) -> None:
-    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    import ray
-    from ray import tune
-
-    if "://" not in storage_url and cfg.ray_address:
-        print("note: on a cluster every node must see the journal file; prefer an RDB --storage URL", file=sys.stderr)
     remaining = cfg.trials - counted(study.get_trials(deepcopy=False))
     queued = len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.WAITING,)))
     if remaining <= 0 and not queued:
@@ -59,16 +53,31 @@ def run_with_ray(cfg: SearchConfig, study: optuna.Study, storage_url: str, deadl
     resources = trial_resources(cfg)
     # each trial trains with exactly the CPUs it requested
     run_cfg = SearchConfig.from_dict({**cfg.to_dict(), "cpus_per_trial": int(resources["cpu"])})
-    init = {"address": cfg.ray_address} if cfg.ray_address else {
+    run_tune(_tune_trial, {"search": run_cfg.to_dict(), "deadline": deadline}, max(remaining, 0) + queued,
+             resources, cfg.workers, cfg.study, Path(cfg.out), cfg.ray_address, storage_url)
+
+
+def run_tune(trainable: Callable[[dict[str, Any]], None], config: dict[str, Any], slots: int,
+             resources: dict[str, float], workers: int, name: str, out: Path, ray_address: str | None,
+             storage_url: str) -> None:
+    """Run ``trainable`` as ``slots`` Tune trials, ``workers`` at a time, each with ``resources``; every trial gets
+    ``config`` plus its ``slot``. Jobs (the search, ablations) give a trainable that opens the shared study and
+    runs its own worker step; Ray only schedules."""
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    import ray
+    from ray import tune
+
+    if "://" not in storage_url and ray_address:
+        print("note: on a cluster every node must see the journal file; prefer an RDB --storage URL", file=sys.stderr)
+    init = {"address": ray_address} if ray_address else {
         "num_cpus": os.cpu_count(), "_node_ip_address": "127.0.0.1", "include_dashboard": False}
     ray.init(ignore_reinit_error=True, log_to_driver=True, logging_level="ERROR", **init)
     try:
         tuner = tune.Tuner(
-            tune.with_resources(_tune_trial, resources),
-            param_space={"search": run_cfg.to_dict(), "deadline": deadline,
-                         "slot": tune.grid_search(list(range(max(remaining, 0) + queued)))},
-            tune_config=tune.TuneConfig(max_concurrent_trials=cfg.workers),
-            run_config=tune.RunConfig(name=cfg.study, storage_path=str(Path(cfg.out).resolve() / "ray"), verbose=0))
+            tune.with_resources(trainable, resources),
+            param_space={**config, "slot": tune.grid_search(list(range(slots)))},
+            tune_config=tune.TuneConfig(max_concurrent_trials=workers),
+            run_config=tune.RunConfig(name=name, storage_path=str(out.resolve() / "ray"), verbose=0))
         results = tuner.fit()
         if results.errors:
             raise SearchError(f"{len(results.errors)} Ray trial(s) failed (first: {results.errors[0]}); run the "

@@ -7,15 +7,15 @@ derived from the study. Running the same command again resumes it.
 from __future__ import annotations
 
 import json
-import multiprocessing
 import sys
 import time
 from pathlib import Path
 
 import optuna
 
-from .config import SearchConfig, SearchError
+from .config import SearchConfig
 from .context import build_context
+from .parallel import run_processes
 from .report import write_outputs
 from .step import enqueue_references
 from .study import counted, make_storage, recover_interrupted
@@ -49,15 +49,5 @@ def run_search(cfg: SearchConfig) -> tuple[optuna.Study, str]:
     elif cfg.workers == 1:
         worker_loop(cfg, 0, ctx, deadline, study=study)
     else:
-        context = multiprocessing.get_context("spawn")
-        start = context.Barrier(cfg.workers)
-        processes = [context.Process(target=spawned_worker, args=(cfg.to_dict(), i, deadline, start))
-                     for i in range(cfg.workers)]
-        for process in processes:
-            process.start()
-        for process in processes:
-            process.join()
-        if any(p.exitcode for p in processes):
-            raise SearchError(f"{sum(bool(p.exitcode) for p in processes)} worker process(es) failed; "
-                              "run the same command again to resume")
+        run_processes(spawned_worker, {"search": cfg.to_dict(), "deadline": deadline}, cfg.workers)
     return study, write_outputs(out, study, cfg)

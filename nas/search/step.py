@@ -4,7 +4,9 @@ Ask a trial; the space suggests an architecture; the latency table prices it. Ov
 constraint violation (``trial.set_constraint``; Optuna's samplers rank it below every feasible trial by its
 violation, whatever its placeholder value) and is never trained. An architecture whose result is known (trained,
 a reference, or pruned) reuses that result instead of training again. Otherwise it is proxy-trained, reporting
-validation accuracy after each epoch so the pruner can stop it, and the study is told.
+validation accuracy after each epoch so the pruner can stop it, and the study is told. With ``--evaluator
+supernet:DIR`` it is scored instead by its inherited weights (calibrated BN; status "trained" all the same, with
+``evaluator: supernet`` among its attributes); one the supernet cannot hold is "not scorable".
 """
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ from optuna.trial import TrialState
 
 from swiftformer import VARIANTS, count_macs, count_params
 
+from ..supernet import SupernetError
 from ..training import ProxyDiverged
 from .context import SearchContext, task_arch
 from .evolution import enqueue_child
@@ -92,9 +95,15 @@ def run_step(study: optuna.Study, ctx: SearchContext, worker: str = "w0") -> tup
             raise optuna.TrialPruned(f"val accuracy {accuracy:.3f} after epoch {epoch} is below the median")
 
     failure: tuple[str, str] | None = None
+    scored = None
     with Heartbeat(study, trial):
         try:
-            result = ctx.task.train(arch, report)
+            if ctx.scorer is not None:  # one-shot: the architecture's inherited weights, calibrated BN
+                scored = ctx.scorer.score(ctx.scorer.check(arch))
+            else:
+                result = ctx.task.train(arch, report)
+        except SupernetError as exc:
+            failure = ("not scorable", f"not representable in the supernet: {exc}")
         except optuna.TrialPruned:
             failure = ("pruned", "")
         except ProxyDiverged as exc:
@@ -112,6 +121,13 @@ def run_step(study: optuna.Study, ctx: SearchContext, worker: str = "w0") -> tup
             return tell("pruned", None, TrialState.PRUNED)
         trial.set_user_attr("fail_reason", reason)
         return tell(status, None, TrialState.FAIL)
+    if scored is not None:
+        for key, value in {"evaluator": "supernet", "supernet_top1": scored.top1, "supernet_val_loss": scored.loss,
+                           "supernet_top1_uncalibrated": scored.top1_uncalibrated,
+                           "supernet_val_loss_uncalibrated": scored.loss_uncalibrated,
+                           "score_seconds": scored.seconds}.items():
+            trial.set_user_attr(key, value)
+        return tell("reference" if reference else "trained", objective(scored.top1))
     trial.set_user_attr("train_seconds", result.seconds)
     trial.set_user_attr("train_cpu_seconds", result.cpu_seconds)
     return tell("reference" if reference else "trained", objective(result.accuracy))

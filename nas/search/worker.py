@@ -16,13 +16,13 @@ from optuna.trial import TrialState
 from ..units import format_duration
 from .config import SearchConfig, SearchError
 from .context import SearchContext, build_context
+from .parallel import run_at_start_line
 from .pruning import SearchedMedianPruner
 from .step import run_step
 from .study import best_feasible, counted, make_storage, recover_interrupted, status_of
 
 MAX_REJECTED_IN_A_ROW = 2000
 MAX_DUPLICATES_IN_A_ROW = 200
-START_TIMEOUT_S = 600.0  # how long a ready worker waits for the others to load
 
 
 def open_study(cfg: SearchConfig, worker: int = 0, storage: optuna.storages.BaseStorage | None = None,
@@ -65,6 +65,7 @@ def worker_loop(cfg: SearchConfig, worker: int = 0, ctx: SearchContext | None = 
     study = study or open_study(cfg, worker)
     name = f"w{worker}"
     started, trained_here, rejected_in_a_row, duplicates_in_a_row = time.perf_counter(), 0, 0, 0
+    unscorable_in_a_row = 0
     times: list[float] = []
     while True:
         trials = study.get_trials(deepcopy=False)
@@ -86,6 +87,14 @@ def worker_loop(cfg: SearchConfig, worker: int = 0, ctx: SearchContext | None = 
                                   "with smaller architectures")
             continue
         rejected_in_a_row = 0
+        if status == "not scorable":
+            unscorable_in_a_row += 1
+            if unscorable_in_a_row >= MAX_DUPLICATES_IN_A_ROW:
+                raise SearchError(f"the last {unscorable_in_a_row} proposals do not fit the supernet of "
+                                  f"--evaluator {cfg.evaluator} (e.g. {trial.user_attrs.get('fail_reason')}); "
+                                  "train a supernet over this space")
+            continue
+        unscorable_in_a_row = 0
         if status == "duplicate":
             duplicates_in_a_row += 1
             if duplicates_in_a_row >= MAX_DUPLICATES_IN_A_ROW:
@@ -117,33 +126,14 @@ def _print_progress(study: optuna.Study, cfg: SearchConfig, trial: optuna.trial.
           f"{rejected} rejected over budget | ETA {format_duration(left)}", file=sys.stderr, flush=True)
 
 
-def spawned_worker(cfg_dict: dict[str, Any], worker: int, deadline: float | None,
-                   start: threading.Barrier | None = None) -> None:
-    """Entry point of a ``--workers`` process.
+def spawned_worker(payload: dict[str, Any], worker: int, start: threading.Barrier | None = None) -> None:
+    """Entry point of a ``--workers`` process; ``payload`` holds the search's settings and deadline."""
+    cfg = SearchConfig.from_dict(payload["search"])
 
-    Workers build their context (decoding the data, pricing the space) at different speeds; ``start`` holds each
-    at the line until all are ready, so the first one ready does not take the whole queue while the others load.
-    """
-    cfg = SearchConfig.from_dict(cfg_dict)
-    try:
-        ctx = build_context(cfg, quiet=worker > 0, worker=worker)
-        study = open_study(cfg, worker)
-    except ValueError as exc:  # the project's user-facing errors (SearchError, DatasetError, ...) are ValueErrors
-        if start is not None:
-            start.abort()  # the others must not wait for a worker that will never come
-        print(f"nas: error: worker {worker}: {exc}", file=sys.stderr)
-        sys.exit(2)
-    except BaseException:
-        if start is not None:
-            start.abort()
-        raise
-    if start is not None:
-        try:
-            start.wait(timeout=START_TIMEOUT_S)
-        except threading.BrokenBarrierError:
-            pass  # a worker failed or is late: start anyway, the study keeps the work consistent
-    try:
-        worker_loop(cfg, worker, ctx, deadline=deadline, study=study)
-    except ValueError as exc:
-        print(f"nas: error: worker {worker}: {exc}", file=sys.stderr)
-        sys.exit(2)
+    def prepare() -> tuple[SearchContext, optuna.Study]:
+        return build_context(cfg, quiet=worker > 0, worker=worker), open_study(cfg, worker)
+
+    def loop(prepared: tuple[SearchContext, optuna.Study]) -> None:
+        worker_loop(cfg, worker, prepared[0], deadline=payload["deadline"], study=prepared[1])
+
+    run_at_start_line(worker, start, prepare, loop)

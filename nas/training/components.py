@@ -93,31 +93,52 @@ def load_teacher(ref: str, checkpoint: str | None, num_classes: int, in_chans: i
 
 
 def load_init(model: nn.Module, init: str) -> str:
-    """Warm-start from ``checkpoint:FILE``; heads of another class count are left initialised. Says what it did."""
+    """Warm-start from ``checkpoint:FILE`` or ``supernet:DIR`` (the architecture's weights extracted from a trained
+    supernet); heads of another class count, or a distillation head the model lacks, are left out. Says what it
+    did."""
     kind, _, path = init.partition(":")
-    if kind != "checkpoint" or not path:
-        raise RetrainError(f"--init {init!r} is not supported; accepted: checkpoint:FILE")
-    if not Path(path).is_file():
-        raise RetrainError(f"--init checkpoint {path!r} does not exist")
-    state = swiftformer.convert_checkpoint(torch.load(path, map_location="cpu", weights_only=True))
+    if kind not in ("checkpoint", "supernet") or not path:
+        raise RetrainError(f"--init {init!r} is not supported; accepted: checkpoint:FILE, supernet:DIR")
+    if kind == "supernet":
+        state, source = _supernet_weights(unwrap_model(model).arch, path), f"supernet {path}"
+    else:
+        if not Path(path).is_file():
+            raise RetrainError(f"--init checkpoint {path!r} does not exist")
+        state = swiftformer.convert_checkpoint(torch.load(path, map_location="cpu", weights_only=True))
+        source = path
     own = model.state_dict()
+    heads = ("head.", "dist_head.")
     mismatched = sorted(k for k, v in state.items() if k in own and own[k].shape != v.shape)
-    if any(not k.startswith(("head.", "dist_head.")) for k in mismatched):
-        raise RetrainError(f"--init checkpoint {path!r} is of another architecture (e.g. {mismatched[0]}: "
+    if any(not k.startswith(heads) for k in mismatched):
+        raise RetrainError(f"--init {kind} {path!r} is of another architecture (e.g. {mismatched[0]}: "
                            f"{tuple(state[mismatched[0]].shape)} vs {tuple(own[mismatched[0]].shape)})")
-    state = {k: v for k, v in state.items() if k not in mismatched}
+    dropped = mismatched + sorted(k for k in state if k not in own and k.startswith(heads))
+    state = {k: v for k, v in state.items() if k not in dropped}
     missing, unexpected = model.load_state_dict(state, strict=False)
-    if unexpected or any(not k.startswith(("head.", "dist_head.")) for k in missing):
-        raise RetrainError(f"--init checkpoint {path!r} does not match the architecture: "
+    if unexpected or any(not k.startswith(heads) for k in missing):
+        raise RetrainError(f"--init {kind} {path!r} does not match the architecture: "
                            f"{len(missing)} missing, {len(unexpected)} unexpected keys")
-    return f"initialised from {path}" + (" (heads left new: other class count)" if mismatched else "")
+    notes = (["heads left new: other class count"] if mismatched else []) + \
+            (["its distillation head dropped: the model has none"] if len(dropped) > len(mismatched) else [])
+    return f"initialised from {source}" + (f" ({'; '.join(notes)})" if notes else "")
+
+
+def _supernet_weights(arch: SwiftFormerArch, folder: str) -> dict[str, torch.Tensor]:
+    """``arch``'s weights sliced out of the supernet trained in ``folder`` (official naming)."""
+    from ..supernet import SupernetError
+    from ..supernet.checkpoint import load_supernet
+
+    try:
+        supernet, _ = load_supernet(folder)
+        return supernet.sub_state_dict(arch)
+    except SupernetError as exc:
+        raise RetrainError(f"--init supernet:{folder}: {exc}") from None
 
 
 def build_task(model: nn.Module, recipe: Recipe, teacher: nn.Module | None, device: torch.device) -> nn.Module:
     """timm's training task: the labels' loss (soft-target CE under mixup, else label smoothing), plus hard or
     soft token distillation into the distillation head when there is a teacher."""
-    criterion = (SoftTargetCrossEntropy() if recipe.mixup_active else
-                 LabelSmoothingCrossEntropy(recipe.smoothing) if recipe.smoothing > 0 else nn.CrossEntropyLoss())
+    criterion = label_criterion(recipe)
     if teacher is None:
         unwrap_model(model).set_distilled_training(False)  # no teacher: the heads' mean learns the labels
         return ClassificationTask(model, criterion=criterion, device=device, verbose=False).to(device)
@@ -127,6 +148,12 @@ def build_task(model: nn.Module, recipe: Recipe, teacher: nn.Module | None, devi
     teacher = teacher.to(device, memory_format=layout)
     return TokenDistillationTask(model, teacher, criterion=criterion, distill_type=recipe.distill_type,
                                  task_loss_weight=recipe.task_loss_weight, device=device, verbose=False).to(device)
+
+
+def label_criterion(recipe: Recipe) -> nn.Module:
+    """The labels' loss: soft-target CE under mixup (whose targets are soft), else label smoothing."""
+    return (SoftTargetCrossEntropy() if recipe.mixup_active else
+            LabelSmoothingCrossEntropy(recipe.smoothing) if recipe.smoothing > 0 else nn.CrossEntropyLoss())
 
 
 def build_mixup(recipe: Recipe, num_classes: int) -> Mixup | None:
@@ -146,8 +173,7 @@ def data_pipeline(splits: ImageSplits, recipe: Recipe, resolution: int, procs: P
         resolution, is_training=True, scale=(recipe.scale_min, 1.0), hflip=recipe.hflip,
         color_jitter=recipe.color_jitter, auto_augment=recipe.auto_augment, interpolation=recipe.interpolation,
         mean=mean, std=std, re_prob=recipe.re_prob, re_mode=recipe.re_mode, re_count=recipe.re_count)
-    eval_tf = create_transform(resolution, is_training=False, interpolation=recipe.interpolation,
-                               crop_pct=recipe.crop_pct, mean=mean, std=std)
+    eval_tf = eval_transform(recipe, resolution, splits.channels)
     train = Transformed(splits.train, train_tf)
     if recipe.aug_repeats > 1:
         # selected_round 0: an epoch is every image once per process share (DeiT rounds down to 256s)
@@ -167,6 +193,13 @@ def data_pipeline(splits: ImageSplits, recipe: Recipe, resolution: int, procs: P
         return DataLoader(part, batch_size=recipe.batch_size * 2, shuffle=False, **common)
 
     return train_loader, shard(splits.val), shard(splits.test), sampler
+
+
+def eval_transform(recipe: Recipe, resolution: int, channels: int):
+    """Evaluation preprocessing: resize to side / crop_pct, centre crop, normalise (val, test, BN calibration)."""
+    mean, std = normalisation(channels)
+    return create_transform(resolution, is_training=False, interpolation=recipe.interpolation,
+                            crop_pct=recipe.crop_pct, mean=mean, std=std)
 
 
 def normalisation(channels: int) -> tuple[tuple[float, ...], tuple[float, ...]]:

@@ -39,7 +39,8 @@ from .devices import resolve_train_device
 from .processes import Processes, seed_epoch
 from .recipe import Recipe, RecipeError, official_recipe
 
-__all__ = ["RetrainError", "RetrainResult", "RetrainSpec", "evaluate", "retrain"]
+__all__ = ["RetrainError", "RetrainResult", "RetrainSpec", "apply_update", "backward", "build_optimization",
+           "evaluate", "resolve_amp", "retrain", "save_state"]
 
 STATE_FILE = "last.pth"
 
@@ -138,13 +139,9 @@ def retrain(spec: RetrainSpec, stop_after_epoch: int | None = None, log: Callabl
         task.setup_ema(decay=recipe.model_ema_decay, use_warmup=recipe.model_ema_warmup)
 
     train_loader, val_loader, test_loader, sampler = data_pipeline(splits, recipe, arch.resolution, procs, device)
-    lr = recipe.learning_rate(procs.world)
-    optimizer = create_optimizer_v2(model, recipe.opt, lr=lr, weight_decay=recipe.weight_decay, eps=recipe.opt_eps)
     updates_per_epoch = len(train_loader)
-    scheduler, _ = create_scheduler_v2(
-        optimizer, recipe.sched, num_epochs=recipe.epochs, warmup_epochs=recipe.warmup_epochs,
-        warmup_lr=recipe.warmup_lr, min_lr=recipe.min_lr, step_on_epochs=False, updates_per_epoch=updates_per_epoch)
-    amp_dtype = _amp_dtype(recipe.amp, device)
+    optimizer, scheduler, lr = build_optimization(model, recipe, procs.world, updates_per_epoch)
+    amp_dtype = resolve_amp(recipe.amp, device)
     scaler = torch.amp.GradScaler("cuda") if amp_dtype == torch.float16 else None
     if procs.world > 1:
         task.prepare_distributed(device_ids=[device.index] if cuda else None)
@@ -191,18 +188,8 @@ def retrain(spec: RetrainSpec, stop_after_epoch: int | None = None, log: Callabl
             with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
                 loss = task(inputs, targets)["loss"]
             optimizer.zero_grad(set_to_none=True)
-            if scaler is not None:
-                scaler.scale(loss).backward()
-                if recipe.clip_grad:
-                    scaler.unscale_(optimizer)
-                    dispatch_clip_grad(model.parameters(), recipe.clip_grad, mode=recipe.clip_mode)
-                scaler.step(optimizer)
-                scaler.update()
-            else:
-                loss.backward()
-                if recipe.clip_grad:
-                    dispatch_clip_grad(model.parameters(), recipe.clip_grad, mode=recipe.clip_mode)
-                optimizer.step()
+            backward(loss, scaler)
+            apply_update(optimizer, scaler, model, recipe)
             num_updates += 1
             task.update_ema(step=num_updates)
             scheduler.step_update(num_updates=num_updates)
@@ -223,7 +210,7 @@ def retrain(spec: RetrainSpec, stop_after_epoch: int | None = None, log: Callabl
         row["seconds"] = seconds
         rows.append(row)
         if procs.main:
-            _save_state(state_path, {
+            save_state(state_path, {
                 "identity": identity, "epoch": epoch + 1, "num_updates": num_updates, "log": rows,
                 "seconds": seconds, "model": unwrap_model(model).state_dict(),
                 "ema": task.get_trainable_module(ema=True).module.state_dict() if recipe.model_ema else None,
@@ -260,7 +247,40 @@ def retrain(spec: RetrainSpec, stop_after_epoch: int | None = None, log: Callabl
     return result
 
 
-def _amp_dtype(amp: str, device: torch.device) -> torch.dtype | None:
+def build_optimization(model: nn.Module, recipe: Recipe, world: int, updates_per_epoch: int
+                       ) -> tuple[torch.optim.Optimizer, Any, float]:
+    """timm's optimizer and scheduler (stepped per update) for the recipe, and the peak learning rate."""
+    lr = recipe.learning_rate(world)
+    optimizer = create_optimizer_v2(model, recipe.opt, lr=lr, weight_decay=recipe.weight_decay, eps=recipe.opt_eps)
+    scheduler, _ = create_scheduler_v2(
+        optimizer, recipe.sched, num_epochs=recipe.epochs, warmup_epochs=recipe.warmup_epochs,
+        warmup_lr=recipe.warmup_lr, min_lr=recipe.min_lr, step_on_epochs=False, updates_per_epoch=updates_per_epoch)
+    return optimizer, scheduler, lr
+
+
+def backward(loss: torch.Tensor, scaler: torch.amp.GradScaler | None) -> None:
+    """Accumulate ``loss``'s gradients (scaled under float16 AMP); several calls before one ``apply_update``
+    add up, as the supernet's sandwich does."""
+    (scaler.scale(loss) if scaler is not None else loss).backward()
+
+
+def apply_update(optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler | None, model: nn.Module,
+                 recipe: Recipe) -> None:
+    """One optimizer step on the accumulated gradients, clipped as the recipe says (after unscaling)."""
+    if scaler is not None:
+        if recipe.clip_grad:
+            scaler.unscale_(optimizer)
+            dispatch_clip_grad(model.parameters(), recipe.clip_grad, mode=recipe.clip_mode)
+        scaler.step(optimizer)
+        scaler.update()
+        return
+    if recipe.clip_grad:
+        dispatch_clip_grad(model.parameters(), recipe.clip_grad, mode=recipe.clip_mode)
+    optimizer.step()
+
+
+def resolve_amp(amp: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype of a recipe's ``amp`` on ``device`` (None: full precision)."""
     if device.type != "cuda" or amp == "off":
         if amp in ("bf16", "fp16") and device.type != "cuda":
             raise RecipeError(f"recipe amp {amp!r} needs a CUDA device (training on {device}); use auto or off")
@@ -298,7 +318,7 @@ def evaluate(model: nn.Module, loader: DataLoader, device: torch.device, amp_dty
     return {"top1": 100 * correct1 / count, "top5": 100 * correct5 / count, "loss": loss / count}
 
 
-def _save_state(path: Path, state: dict[str, Any]) -> None:
+def save_state(path: Path, state: dict[str, Any]) -> None:
     tmp = path.with_suffix(".tmp")
     torch.save(state, tmp)
     tmp.replace(path)  # atomic: a kill while saving leaves the previous epoch's state

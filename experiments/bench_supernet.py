@@ -1,0 +1,132 @@
+"""Supernet fidelity on CIFAR-10: train a supernet over the default space (resumable), score the fidelity
+benchmark's architectures by inherited accuracy, with and without BN calibration, and time both.
+
+    .venv/bin/python experiments/bench_supernet.py train [--epochs N] [--train-device cuda]   # run again to resume
+    .venv/bin/python experiments/bench_supernet.py score        # scores_calibrated.csv, scores_uncalibrated.csv
+    .venv/bin/python experiments/bench_supernet.py throughput [--untrained] [--n 30]   # candidates per minute
+    .venv/bin/python experiments/bench_fidelity.py score --scores experiments/supernet/scores_calibrated.csv
+
+The space (``supernet/swiftformer-cifar.yaml``) is the default space with 10 classes; architectures keep their
+224 px and the supernet trains and scores them at 224 / 4 = 56 px, the fidelity protocols' side. The data and the
+val hold-out are the fidelity benchmark's (CIFAR-10, 10 % per class, seed 0), so the scores are on the val images
+the reference protocol selects on, which the supernet never trained on. ``times.json`` records the supernet's
+training wall time and the candidates scored per minute.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import swiftformer  # noqa: F401  (the torchvision fix precedes timm)
+import torch
+
+HERE = Path(__file__).resolve().parent
+OUT = HERE / "supernet"
+SPACE = OUT / "swiftformer-cifar.yaml"
+RUN = OUT / "run"
+ARCHS = HERE / "fidelity" / "architectures.jsonl"
+ARCHIVE = Path(__file__).resolve().parents[2] / "shared/datasets/cifar10-jpeg.tar.gz"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("what", choices=("train", "score", "throughput"))
+    parser.add_argument("--data", default=f"cifar10:{ARCHIVE}")
+    parser.add_argument("--run", type=Path, default=RUN, help="the supernet's folder (default supernet/run)")
+    parser.add_argument("--epochs", type=int, default=10, help="train: epochs (part of the run's identity)")
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--train-device", default="auto")
+    parser.add_argument("--bn-images", type=int, default=256, help="score: calibration images (evaluator default)")
+    parser.add_argument("--val-images", type=int, default=1000,
+                        help="score: val images (evaluator default 1000; 0: all 5,000)")
+    parser.add_argument("--n", type=int, default=30, help="throughput: random architectures scored")
+    parser.add_argument("--untrained", action="store_true",
+                        help="throughput: a freshly initialised supernet (speed does not depend on the weights)")
+    args = parser.parse_args()
+    {"train": train, "score": score, "throughput": throughput}[args.what](args)
+
+
+def train(args: argparse.Namespace) -> None:
+    from nas.supernet.train import SandwichConfig, SupernetSpec, train_supernet
+
+    start = time.perf_counter()
+    result = train_supernet(SupernetSpec(
+        space=str(SPACE), data=args.data, out=args.run, sandwich=SandwichConfig(downscale=4.0),
+        recipe_changes={"epochs": args.epochs, "batch_size": args.batch_size}, train_device=args.train_device))
+    print(f"supernet training: {result.seconds / 60:.1f} min of epochs in total ({(time.perf_counter() - start) / 60:.1f} "
+          f"min this call); {'finished' if result.finished else 'not finished'}")
+
+
+def _scorer(args: argparse.Namespace, untrained: bool = False):
+    from nas.data.loaders import image_splits
+    from nas.supernet import SuperNet
+    from nas.supernet.checkpoint import SupernetRecord, load_supernet
+    from nas.supernet.scoring import ScoringConfig, SupernetScorer
+    from nas.training.components import eval_transform
+    from nas.training.recipe import Recipe
+    import search_spaces
+
+    if untrained:
+        space = search_spaces.load_space(str(SPACE))
+        supernet = SuperNet(space).eval()
+        record = SupernetRecord({"recipe": {}}, args.data, 0.1, 0, 4.0, 3, 10, 0, 0.0, [])
+        recipe = Recipe()
+    else:
+        supernet, record = load_supernet(args.run)
+        recipe = Recipe.from_dict(record.identity["recipe"])
+    splits = image_splits(args.data, record.val_fraction, record.val_seed)
+    config = ScoringConfig(bn_images=args.bn_images, val_images=args.val_images or None)
+    return SupernetScorer(supernet, record, splits.train, splits.val,
+                          lambda side: eval_transform(recipe, side, splits.channels), config), record
+
+
+def score(args: argparse.Namespace) -> None:
+    from swiftformer import SwiftFormerArch
+
+    scorer, record = _scorer(args)
+    rows = [json.loads(line) for line in ARCHS.read_text().splitlines() if line.strip()]
+    results, start = [], time.perf_counter()
+    for i, row in enumerate(rows, start=1):
+        result = scorer.score(SwiftFormerArch.from_dict(row["arch"]))
+        results.append((row["name"], result))
+        print(f"{i}/{len(rows)} {row['name']}: calibrated {result.top1:.4f}, uncalibrated "
+              f"{result.top1_uncalibrated:.4f} ({result.seconds:.2f} s)", file=sys.stderr)
+    seconds = time.perf_counter() - start
+    for name, column in (("calibrated", "top1"), ("uncalibrated", "top1_uncalibrated")):
+        with (OUT / f"scores_{name}.csv").open("w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(["name", "score"])
+            writer.writerows((arch, getattr(result, column)) for arch, result in results)
+    times = {"supernet_training_seconds": record.seconds, "supernet_epochs": record.epochs,
+             "architectures_scored": len(rows), "scoring_seconds": seconds,
+             "candidates_per_minute": 60 * len(rows) / seconds, "threads": torch.get_num_threads(),
+             "bn_images": args.bn_images, "val_images": args.val_images or "all"}
+    (OUT / "times.json").write_text(json.dumps(times, indent=2) + "\n")
+    print(json.dumps(times, indent=2))
+    print("next: experiments/bench_fidelity.py score --scores experiments/supernet/scores_calibrated.csv "
+          "(and scores_uncalibrated.csv)")
+
+
+def throughput(args: argparse.Namespace) -> None:
+    import search_spaces
+
+    scorer, _ = _scorer(args, untrained=args.untrained)
+    space = search_spaces.load_space(str(SPACE))
+    t0 = time.perf_counter()
+    scorer.tensors("val", 56), scorer.tensors("calibration", 56)
+    prepared = time.perf_counter() - t0
+    times = [scorer.score(arch).seconds for arch in space.samples(args.n, seed=0)]
+    per = sum(times) / len(times)
+    print(json.dumps({"threads": torch.get_num_threads(), "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS"),
+                      "bn_images": args.bn_images, "val_images": args.val_images, "prepare_seconds": prepared,
+                      "seconds_per_candidate_mean": per, "seconds_per_candidate_max": max(times),
+                      "candidates_per_10_minutes": 600 / per}, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,60 @@
+"""Running a job's workers in ``--workers`` processes that share one study: the search and ablations both do.
+
+A job hands over a module-level entry point ``target(payload, worker, start)`` (spawned processes import it);
+the entry point calls ``run_at_start_line`` with what the worker must prepare and the loop it then runs.
+Workers prepare (decode data, price parts) at different speeds; the barrier holds each at the line until all
+are ready, so the first one ready does not take the whole queue while the others load.
+"""
+from __future__ import annotations
+
+import multiprocessing
+import sys
+import threading
+from typing import Any, Callable, TypeVar
+
+from .config import SearchError
+
+START_TIMEOUT_S = 600.0  # how long a ready worker waits for the others to load
+
+T = TypeVar("T")
+
+
+def run_processes(target: Callable[..., None], payload: Any, workers: int) -> None:
+    """Start ``workers`` spawned processes running ``target(payload, worker, start)`` and wait for them all."""
+    context = multiprocessing.get_context("spawn")
+    start = context.Barrier(workers)
+    processes = [context.Process(target=target, args=(payload, i, start)) for i in range(workers)]
+    for process in processes:
+        process.start()
+    for process in processes:
+        process.join()
+    if any(p.exitcode for p in processes):
+        raise SearchError(f"{sum(bool(p.exitcode) for p in processes)} worker process(es) failed; "
+                          "run the same command again to resume")
+
+
+def run_at_start_line(worker: int, start: threading.Barrier | None, prepare: Callable[[], T],
+                      loop: Callable[[T], None]) -> None:
+    """Prepare, wait at the line for the other workers, then loop; a user error ends the process with one line
+    and status 2 (and releases the others from the line)."""
+    try:
+        prepared = prepare()
+    except ValueError as exc:  # the project's user-facing errors (SearchError, DatasetError, ...) are ValueErrors
+        if start is not None:
+            start.abort()  # the others must not wait for a worker that will never come
+        print(f"nas: error: worker {worker}: {exc}", file=sys.stderr)
+        sys.exit(2)
+    except BaseException:
+        if start is not None:
+            start.abort()
+        raise
+    if start is not None:
+        try:
+            start.wait(timeout=START_TIMEOUT_S)
+        except threading.BrokenBarrierError:
+            pass  # a worker failed or is late: start anyway, the study keeps the work consistent
+    try:
+        loop(prepared)
+    except ValueError as exc:
+        print(f"nas: error: worker {worker}: {exc}", file=sys.stderr)
+        sys.exit(2)

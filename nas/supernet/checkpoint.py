@@ -1,0 +1,106 @@
+"""A trained supernet on disk: ``supernet.pth`` (weights, the space, the settings it was trained with) and
+``supernet.json`` (the same description, readable).
+
+Everything a later user needs travels in the file, so ``--evaluator supernet:DIR`` and ``--init supernet:DIR``
+rebuild the supernet without the training command: the space's spec (as ``SearchSpace.to_dict``), the task
+(classes, channels), the data it was trained on and its val hold-out (a search must select on images the
+supernet never trained on), and the training side (``downscale``: the side each architecture is trained and
+scored at).
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from search_spaces import space_from_dict
+from swiftformer import SwiftFormerArch
+
+from .model import SuperNet
+from .spaces import SupernetError
+
+CHECKPOINT = "supernet.pth"
+DESCRIPTION = "supernet.json"
+STATE = "last.pth"
+
+
+@dataclass(frozen=True)
+class SupernetRecord:
+    """What a trained supernet was trained on and how; ``identity`` is what a resumed training must match."""
+
+    identity: dict[str, Any]
+    data: str
+    val_fraction: float
+    val_seed: int
+    downscale: float
+    channels: int
+    num_classes: int
+    epochs: int
+    seconds: float
+    log: list[dict[str, Any]]
+
+    def side(self, arch: SwiftFormerArch) -> int:
+        """The input side ``arch`` is trained and scored at: its resolution / downscale, as the proxies do."""
+        return training_side(arch.resolution, self.downscale)
+
+    @property
+    def digest(self) -> str:
+        """Names this supernet (its settings and length), for a study's identity."""
+        from ..search.config import digest
+
+        return digest({"identity": self.identity, "epochs": self.epochs})
+
+
+def training_side(resolution: int, downscale: float) -> int:
+    """The one rule for the downscaled side, shared with the proxies (``ProxyConfig.resolution``)."""
+    from ..training import ProxyConfig
+
+    return ProxyConfig(downscale=downscale).resolution(resolution)
+
+
+def save_supernet(folder: Path, supernet: SuperNet, record: SupernetRecord) -> None:
+    """Write ``supernet.pth`` and ``supernet.json`` (atomically: a kill leaves no half-written checkpoint)."""
+    payload = {"state_dict": supernet.state_dict(), "space": supernet.space.to_dict(),
+               "num_classes": supernet.num_classes, "in_chans": supernet.in_chans,
+               "distillation": supernet.distillation, "record": record.__dict__}
+    tmp = folder / (CHECKPOINT + ".tmp")
+    torch.save(payload, tmp)
+    tmp.replace(folder / CHECKPOINT)
+    description = {"space": payload["space"], "num_classes": supernet.num_classes, "in_chans": supernet.in_chans,
+                   "distillation": supernet.distillation, "largest": supernet.largest_arch().summary(),
+                   "smallest": supernet.smallest_arch().summary(),
+                   "parameters": sum(p.numel() for p in supernet.parameters()), "digest": record.digest,
+                   **record.__dict__}
+    (folder / DESCRIPTION).write_text(json.dumps(description, indent=2, default=str) + "\n")
+
+
+def load_supernet(folder: str | Path, device: str | torch.device = "cpu") -> tuple[SuperNet, SupernetRecord]:
+    """The supernet trained in ``folder`` (eval mode) and its record; a one-line SupernetError if there is none."""
+    folder = Path(folder)
+    path = folder / CHECKPOINT
+    if not folder.is_dir():
+        raise SupernetError(f"supernet folder {str(folder)!r} does not exist; train one with `nas supernet train`")
+    if not path.is_file():
+        hint = ("its training has not finished: run the same `nas supernet train` again to resume"
+                if (folder / STATE).is_file() else "train one there with `nas supernet train --out DIR`")
+        raise SupernetError(f"{str(folder)!r} holds no {CHECKPOINT}: {hint}")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=False)
+        space = space_from_dict(payload["space"], where=str(path))
+        supernet = SuperNet(space, payload["num_classes"], payload["in_chans"], payload["distillation"])
+        supernet.load_state_dict(payload["state_dict"])
+        record = SupernetRecord(**payload["record"])
+    except (OSError, RuntimeError, KeyError, TypeError, ValueError) as exc:
+        if isinstance(exc, SupernetError):
+            raise
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise SupernetError(f"{path} is not a supernet checkpoint this version reads: {first[:200]}") from None
+    return supernet.to(device).eval(), record
+
+
+def load_description(folder: str | Path) -> dict[str, Any]:
+    """``supernet.json`` of ``folder`` (cheap: the weights are not read)."""
+    return json.loads((Path(folder) / DESCRIPTION).read_text())
