@@ -52,7 +52,8 @@ from ..training.components import build_mixup, data_pipeline, eval_transform, la
 from ..training.devices import resolve_train_device
 from ..training.processes import Processes, seed_epoch
 from ..training.recipe import Recipe
-from ..training.retrain import apply_update, backward, build_optimization, resolve_amp, save_state, write_log
+from ..training.retrain import (apply_update, backward, build_optimization, resolve_amp, restore_state, save_state,
+                                write_log)
 from ..units import format_duration
 from .checkpoint import STATE, SupernetRecord, load_supernet, save_supernet, training_side
 from .model import SuperNet
@@ -223,12 +224,7 @@ def train_supernet(spec: SupernetSpec, stop_after_epoch: int | None = None, log:
 
     start_epoch, num_updates, rows, seconds = 0, 0, [], 0.0
     if state is not None:
-        supernet.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        if scaler is not None and state.get("scaler"):
-            scaler.load_state_dict(state["scaler"])
-        start_epoch, num_updates, rows, seconds = state["epoch"], state["num_updates"], state["log"], state["seconds"]
+        start_epoch, num_updates, rows, seconds = restore_state(state, supernet, optimizer, scheduler, scaler)
         say(f"resuming {out} after epoch {start_epoch}/{recipe.epochs}")
     say(f"supernet over space {space.name} ({space.size():,} architectures, "
         f"{sum(p.numel() for p in supernet.parameters()) / 1e6:.2f} M parameters); largest "

@@ -149,14 +149,10 @@ def retrain(spec: RetrainSpec, stop_after_epoch: int | None = None, log: Callabl
 
     start_epoch, num_updates, rows, seconds = 0, 0, [], 0.0
     if state is not None:
-        unwrap_model(model).load_state_dict(state["model"])
         if recipe.model_ema:
             task.get_trainable_module(ema=True).module.load_state_dict(state["ema"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        if scaler is not None and state.get("scaler"):
-            scaler.load_state_dict(state["scaler"])
-        start_epoch, num_updates, rows, seconds = state["epoch"], state["num_updates"], state["log"], state["seconds"]
+        start_epoch, num_updates, rows, seconds = restore_state(state, unwrap_model(model), optimizer, scheduler,
+                                                                scaler)
         say(f"resuming {out} after epoch {start_epoch}/{recipe.epochs}")
 
     if procs.main:
@@ -316,6 +312,18 @@ def evaluate(model: nn.Module, loader: DataLoader, device: torch.device, amp_dty
     model.train(was_training)
     correct1, correct5, loss, count = procs.sum([correct1, correct5, loss, count], device)
     return {"top1": 100 * correct1 / count, "top5": 100 * correct5 / count, "loss": loss / count}
+
+
+def restore_state(state: dict[str, Any], model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any,
+                  scaler: torch.amp.GradScaler | None) -> tuple[int, int, list[dict[str, Any]], float]:
+    """Load a ``last.pth`` state written by ``save_state`` (retraining and supernet training alike) into the
+    training's pieces; returns the epochs done, updates done, the log so far and the seconds spent."""
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    if scaler is not None and state.get("scaler"):
+        scaler.load_state_dict(state["scaler"])
+    return state["epoch"], state["num_updates"], state["log"], state["seconds"]
 
 
 def save_state(path: Path, state: dict[str, Any]) -> None:
