@@ -11,7 +11,7 @@ them there when they are strings.
 """
 import math
 import re
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 from . import _torchvision_fix  # noqa: F401  (must precede timm)
 
@@ -163,19 +163,36 @@ class Mlp(nn.Module):
                              scale_conv_output(self.fc2, out_scale))
 
 
-class SwiftFormerEncoder(nn.Module):
-    """Local representation, then additive attention and MLP, each a layer-scaled residual branch."""
+class AttentionEncoder(nn.Module):
+    """Local representation, then a token mixer and an MLP, each a layer-scaled residual branch: the frame both
+    attention kinds share (``attn`` and ``mhsa`` differ only in the mixer and the token layout it takes).
+    ``mixer`` builds the mixer at ``dim`` after the local representation, so parameters are created (and drawn
+    from the random stream) in the official order."""
 
-    def __init__(self, dim: int, hidden_dim: int, drop: float = 0.0, drop_path: float = 0.0,
-                 layer_scale_init_value: float = 1e-5, device: DeviceLike = None, dtype: torch.dtype | None = None):
+    def __init__(self, mixer: Callable[..., nn.Module], dim: int, hidden_dim: int, drop: float = 0.0,
+                 drop_path: float = 0.0, layer_scale_init_value: float = 1e-5, device: DeviceLike = None,
+                 dtype: torch.dtype | None = None):
         super().__init__()
         dd = {"device": device, "dtype": dtype}
         self.layer_scale_1 = nn.Parameter(layer_scale_init_value * torch.ones(dim, 1, 1, **dd))
         self.layer_scale_2 = nn.Parameter(layer_scale_init_value * torch.ones(dim, 1, 1, **dd))
         self.local_representation = ConvEncoder(dim, dim, **dd)
-        self.attn = EfficientAdditiveAttention(dim, **dd)
+        self.attn = mixer(dim, **dd)
         self.linear = Mlp(dim, hidden_dim, drop, **dd)
         self.drop_path = DropPath(drop_path) if drop_path > 0.0 else nn.Identity()
+
+    def fuse(self) -> "FusedSwiftFormerEncoder":
+        return FusedSwiftFormerEncoder(self.local_representation.fuse(), self.attn.fused_with_scale(self.layer_scale_1),
+                                       self.linear.fused_with_scale(self.layer_scale_2))
+
+
+class SwiftFormerEncoder(AttentionEncoder):
+    """The ``attn`` block: efficient additive attention over the map's tokens."""
+
+    def __init__(self, dim: int, hidden_dim: int, drop: float = 0.0, drop_path: float = 0.0,
+                 layer_scale_init_value: float = 1e-5, device: DeviceLike = None, dtype: torch.dtype | None = None):
+        super().__init__(EfficientAdditiveAttention, dim, hidden_dim, drop, drop_path, layer_scale_init_value,
+                         device=device, dtype=dtype)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.local_representation(x)
@@ -183,10 +200,6 @@ class SwiftFormerEncoder(nn.Module):
         attn = self.attn(x.permute(0, 2, 3, 1).reshape(b, h * w, c)).reshape(b, h, w, c).permute(0, 3, 1, 2)
         x = x + self.drop_path(self.layer_scale_1 * attn)
         return x + self.drop_path(self.layer_scale_2 * self.linear(x))
-
-    def fuse(self) -> "FusedSwiftFormerEncoder":
-        return FusedSwiftFormerEncoder(self.local_representation.fuse(), self.attn.fused_with_scale(self.layer_scale_1),
-                                       self.linear.fused_with_scale(self.layer_scale_2))
 
 
 class FusedSwiftFormerEncoder(nn.Module):
@@ -259,7 +272,7 @@ def _softmax_attention(qkv: torch.Tensor, num_heads: int, scale: float) -> torch
     return out.transpose(-2, -1).contiguous().reshape(b, -1, h, w)
 
 
-class MHSAEncoder(nn.Module):
+class MHSAEncoder(AttentionEncoder):
     """The ``mhsa`` block: SwiftFormerEncoder's structure with multi-head softmax self-attention as token mixer.
 
     Local representation, then attention and MLP, each a layer-scaled residual branch, as EfficientFormer's
@@ -268,23 +281,13 @@ class MHSAEncoder(nn.Module):
 
     def __init__(self, dim: int, hidden_dim: int, drop: float = 0.0, drop_path: float = 0.0,
                  layer_scale_init_value: float = 1e-5, device: DeviceLike = None, dtype: torch.dtype | None = None):
-        super().__init__()
-        dd = {"device": device, "dtype": dtype}
-        self.layer_scale_1 = nn.Parameter(layer_scale_init_value * torch.ones(dim, 1, 1, **dd))
-        self.layer_scale_2 = nn.Parameter(layer_scale_init_value * torch.ones(dim, 1, 1, **dd))
-        self.local_representation = ConvEncoder(dim, dim, **dd)
-        self.attn = MultiHeadSelfAttention(dim, **dd)
-        self.linear = Mlp(dim, hidden_dim, drop, **dd)
-        self.drop_path = DropPath(drop_path) if drop_path > 0.0 else nn.Identity()
+        super().__init__(MultiHeadSelfAttention, dim, hidden_dim, drop, drop_path, layer_scale_init_value,
+                         device=device, dtype=dtype)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.local_representation(x)
         x = x + self.drop_path(self.layer_scale_1 * self.attn(x))
         return x + self.drop_path(self.layer_scale_2 * self.linear(x))
-
-    def fuse(self) -> FusedSwiftFormerEncoder:
-        return FusedSwiftFormerEncoder(self.local_representation.fuse(), self.attn.fused_with_scale(self.layer_scale_1),
-                                       self.linear.fused_with_scale(self.layer_scale_2))
 
 
 class Embedding(nn.Module):
