@@ -69,6 +69,17 @@ def test_scorer_table_ranks_scorers_against_the_reference(tmp_path):
         score_report(results, scores, n_boot=100)
 
 
+def test_every_scorer_is_compared_with_the_default_proxy_on_the_same_resamples():
+    from nas.fidelity.report import DEFAULT
+
+    results = synthetic_results().replace({"protocol": {"proxy-good": DEFAULT}})
+    table = scorer_table(results, n_boot=300).set_index("scorer")
+    assert table.loc[DEFAULT, "vs_default"] == 0 and table.loc[DEFAULT, "vs_default_hi"] == 0
+    worse = table.loc["proxy-random"]
+    assert worse.vs_default == pytest.approx(worse.tau - 1) and worse.vs_default_hi < 0  # resolved: it is worse
+    assert pd.isna(table.loc["reference seed 1 (noise ceiling)", "vs_default"])  # other architectures: not paired
+
+
 def test_selection_is_stratified_over_latency_and_holds_the_released_variants():
     archs = benchmark.select_architectures(n_bins=4, per_bin=2, pool=3000)
     names = [n for n, _ in archs]

@@ -9,7 +9,7 @@ with itself).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from scipy.stats import kendalltau
@@ -27,6 +27,13 @@ class Agreement:
     tau_bins_ci: tuple[float, float]
     top5: float
     top10: float
+    resampled: np.ndarray = field(default_factory=lambda: np.empty(0), repr=False)  # tau on each resample
+
+    def minus(self, other: "Agreement") -> tuple[float, float, float]:
+        """tau of this scorer minus tau of ``other`` with a paired 95 % interval: both were resampled with the same
+        seed over the same architectures (the caller makes sure), so each resample compares them on one set."""
+        difference = self.resampled - other.resampled
+        return (self.tau - other.tau, *_interval(list(difference)))
 
     def row(self) -> dict:
         return {"scorer": self.scorer, "n": self.n, "tau": self.tau, "tau_lo": self.tau_ci[0], "tau_hi": self.tau_ci[1],
@@ -82,7 +89,7 @@ def agreement(scorer: str, score, reference, latency, n_boot: int = 2000, seed: 
         bin_taus.append(tau_within_bins(score[idx], reference[idx], bins[idx]))
     return Agreement(scorer, n, tau_b(score, reference), _interval(taus),
                      tau_within_bins(score, reference, bins), _interval(bin_taus),
-                     top_k_overlap(score, reference, 5), top_k_overlap(score, reference, 10))
+                     top_k_overlap(score, reference, 5), top_k_overlap(score, reference, 10), np.asarray(taus))
 
 
 def _interval(values: list[float]) -> tuple[float, float]:
