@@ -121,7 +121,7 @@ def test_the_search_rides_out_a_database_restart(postgres, priced, tmp_path):
     time.sleep(5)
     postgres.start()
     code, err = finish(process)
-    assert code == 0, err[-2000:]
+    assert code == 0, err[-6000:]
     assert "unreachable" in err and "answered again" in err
     check_exactly_once(url, log, 8)
 

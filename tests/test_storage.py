@@ -87,3 +87,20 @@ def test_a_bad_storage_url_or_a_missing_driver_is_one_line():
         storage.make_storage("mysql://user@127.0.0.1/db")
     with pytest.raises(SearchError, match="--storage nosuchdb://"):
         storage.make_storage("nosuchdb://x/y")
+
+
+def test_a_running_trial_that_never_beat_is_failed_and_queued_again(tmp_path, monkeypatch):
+    """A retried trial creation whose first attempt had committed leaves a running trial with no heartbeat, which
+    Optuna alone would keep running forever (holding one of the study's places)."""
+    import optuna
+    from optuna.trial import TrialState
+
+    monkeypatch.setattr(storage, "NEVER_BEATEN_AFTER_S", 0.5)
+    study = optuna.create_study(storage=storage.make_storage(f"sqlite:///{tmp_path / 's.db'}"), study_name="s")
+    beating, orphan = study.ask({"x": optuna.distributions.IntDistribution(0, 9)}), study.ask()
+    study._storage.record_heartbeat(beating._trial_id)
+    time.sleep(0.6)
+    optuna.storages.fail_stale_trials(study)
+    states = {t.number: t.state for t in study.get_trials()}
+    assert states[beating.number] == TrialState.RUNNING and states[orphan.number] == TrialState.FAIL
+    assert any(t.state == TrialState.WAITING for t in study.get_trials())  # queued again

@@ -24,6 +24,7 @@ from typing import Any, Callable, TypeVar
 
 import optuna
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
+from optuna.trial import TrialState
 
 from .config import SearchError
 
@@ -32,6 +33,7 @@ STALE_AFTER_S = 10
 MAX_RETRIES = 3  # a trial whose process dies this often is not queued again
 PATIENCE_S = 120.0  # how long a worker waits for an unreachable database before it stops
 MAX_BACKOFF_S = 4.0  # below STALE_AFTER_S - HEARTBEAT_S: live workers beat again soon after the database returns
+NEVER_BEATEN_AFTER_S = 60.0  # a running trial with no beat this long after its start (clocks of machines may differ)
 
 T = TypeVar("T")
 
@@ -137,6 +139,33 @@ class ResilientRDBStorage(RDBStorage):
                 time.sleep(0.5 * (attempt + 1))
 
 
+    def _get_stale_trial_ids(self, study_id: int) -> list[int]:
+        """Optuna's stale trials (their last beat is too old), and the running trials that never beat: a retried
+        ``create_new_trial`` whose first attempt committed before its connection was cut leaves one such trial,
+        as does a process killed between ``ask()`` and its first beat. Optuna never fails those by itself, and a
+        trial that stays running forever holds one of the study's places."""
+        def stale() -> list[int]:
+            beaten = RDBStorage._get_stale_trial_ids(self, study_id)
+            return beaten + [i for i in self._never_beaten(study_id) if i not in beaten]
+        return with_retries(stale, self.display, self.patience_s)
+
+    def _never_beaten(self, study_id: int) -> list[int]:
+        from datetime import datetime
+
+        from optuna.storages._rdb import models
+        from optuna.storages._rdb.storage import _create_scoped_session
+
+        with _create_scoped_session(self.scoped_session) as session:
+            now = datetime.now()  # Optuna gives the start as naive local time
+            running = (session.query(models.TrialModel)
+                       .filter(models.TrialModel.study_id == study_id,
+                               models.TrialModel.state == TrialState.RUNNING,
+                               ~models.TrialModel.heartbeats.any())
+                       .all())
+            return [t.trial_id for t in running if t.datetime_start is not None and (
+                now - t.datetime_start).total_seconds() > NEVER_BEATEN_AFTER_S]
+
+
 def _retrying(method: Callable[..., T]) -> Callable[..., T]:
     @functools.wraps(method)
     def call(self: ResilientRDBStorage, *args: Any, **kwargs: Any) -> T:
@@ -151,7 +180,7 @@ for _name in ("create_new_study", "delete_study", "set_study_user_attr", "set_st
               "_set_trial_param", "get_trial_id_from_study_id_trial_number", "get_trial_number_from_id",
               "get_trial_param", "set_trial_state_values", "set_trial_intermediate_value", "set_trial_user_attr",
               "set_trial_system_attr", "get_trial", "get_all_trials", "_get_trials", "get_n_trials",
-              "get_best_trial", "_get_best_trial_id", "record_heartbeat", "_get_stale_trial_ids"):
+              "get_best_trial", "_get_best_trial_id", "record_heartbeat"):
     if hasattr(RDBStorage, _name):
         setattr(ResilientRDBStorage, _name, _retrying(getattr(RDBStorage, _name)))
 
