@@ -104,3 +104,19 @@ def test_a_running_trial_that_never_beat_is_failed_and_queued_again(tmp_path, mo
     states = {t.number: t.state for t in study.get_trials()}
     assert states[beating.number] == TrialState.RUNNING and states[orphan.number] == TrialState.FAIL
     assert any(t.state == TrialState.WAITING for t in study.get_trials())  # queued again
+
+
+def test_a_row_that_a_cut_connection_had_already_written_is_not_an_error():
+    """The commit reached the database, its answer did not: the retry finds the row written."""
+    duplicate = sa.IntegrityError("INSERT", {}, Exception("duplicate key value violates unique constraint"))
+    attempts = iter([connection_lost(), duplicate])
+
+    def insert():
+        raise next(attempts)
+
+    assert storage.with_retries(insert, "db", patience_s=30, insert=True) is None
+    with pytest.raises(sa.IntegrityError):  # without a lost connection first, a duplicate is a real error
+        storage.with_retries(lambda: (_ for _ in ()).throw(duplicate), "db", patience_s=30, insert=True)
+    attempts = iter([connection_lost(), duplicate])
+    with pytest.raises(sa.IntegrityError):  # and for calls that are not single-row inserts
+        storage.with_retries(insert, "db", patience_s=30)

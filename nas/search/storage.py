@@ -82,14 +82,22 @@ def is_transient(exc: BaseException) -> bool:
     return False
 
 
-def with_retries(call: Callable[[], T], what: str, patience_s: float) -> T:
-    """``call()``, retried with back-off while the database is unreachable, for at most ``patience_s``."""
+def with_retries(call: Callable[[], T], what: str, patience_s: float, insert: bool = False) -> T:
+    """``call()``, retried with back-off while the database is unreachable, for at most ``patience_s``.
+
+    ``insert``: the call writes a row that may exist only once (a parameter, an attribute). A connection cut
+    while its commit was on the wire leaves the row written but the call failed; when the retry then finds the
+    row there (an integrity error), the first attempt did the work."""
+    from sqlalchemy import exc as sa
+
     started, delay, waiting = time.monotonic(), 0.25, False
     try:
         while True:
             try:
                 result = call()
             except Exception as exc:  # noqa: BLE001 (only connection errors are retried; the rest re-raised)
+                if insert and waiting and isinstance(exc, sa.IntegrityError):
+                    return None  # type: ignore[return-value]
                 if not is_transient(exc):
                     raise
                 reason = str(exc.__cause__ or exc).strip().splitlines()[0][:160]
@@ -167,10 +175,17 @@ class ResilientRDBStorage(RDBStorage):
 
 
 def _retrying(method: Callable[..., T]) -> Callable[..., T]:
+    insert = method.__name__ in INSERTS
+
     @functools.wraps(method)
     def call(self: ResilientRDBStorage, *args: Any, **kwargs: Any) -> T:
-        return with_retries(lambda: method(self, *args, **kwargs), self.display, self.patience_s)
+        return with_retries(lambda: method(self, *args, **kwargs), self.display, self.patience_s, insert)
     return call
+
+
+# Writes of a row that may exist once and that return nothing: see ``with_retries``.
+INSERTS = {"set_trial_param", "_set_trial_param", "set_trial_intermediate_value", "set_trial_user_attr",
+           "set_trial_system_attr", "set_study_user_attr", "set_study_system_attr"}
 
 
 # Every method that reaches the database, including the private ones Optuna's cache and heartbeat call.
