@@ -52,6 +52,16 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+    return value
+
+
 def _build(args: argparse.Namespace):
     ref = parse_model_ref(args.model)
     model = ref.build(num_classes=getattr(args, "num_classes", None), resolution=getattr(args, "resolution", None))
@@ -278,6 +288,7 @@ def cmd_search(args: argparse.Namespace) -> None:
                        backend=args.backend, ray_address=args.ray_address, workers=args.workers,
                        train_device=args.train_device, cpus_per_trial=args.cpus_per_trial,
                        gpus_per_trial=args.gpus_per_trial, evaluator=args.evaluator,
+                       storage_patience_s=args.storage_patience,
                        scoring=ScoringConfig(bn_images=args.supernet_bn_images, val_images=args.supernet_val_images))
     _, summary = run_search(cfg)
     _print_summary(cfg.out, summary)
@@ -491,7 +502,11 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("--seed", type=int, default=0, help="sampler and proxy-training seed")
     search.add_argument("--out", help="output folder (default runs/<study>)")
     search.add_argument("--study", help="study name (default: from space, device and budget)")
-    search.add_argument("--storage", help="an RDB URL (sqlite:///..., postgresql://...) or a journal file path")
+    search.add_argument("--storage", help="an RDB URL (sqlite:///..., postgresql://user@host/db) or a journal file "
+                                          "path; several processes or machines may share a PostgreSQL study")
+    search.add_argument("--storage-patience", type=_positive_float, default=120.0, metavar="SECONDS",
+                        help="how long workers retry an unreachable database (a restart, a failover) before they "
+                             "stop with an error; the same command then resumes (default 120)")
     search.add_argument("--backend", choices=("local", "ray"), default="local")
     search.add_argument("--ray-address", help="a Ray cluster to run on (default: a local Ray)")
     search.add_argument("--workers", type=_positive_int, default=1, help="trials trained at once")
@@ -505,7 +520,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="GPUs each Ray trial requests (e.g. 1 or 0.5; default 0)")
     search.add_argument("--evaluator", default="proxy",
                         help="proxy (default): train each candidate with the proxy; supernet:DIR: score it by its "
-                             "weights inherited from the supernet `nas supernet train` wrote in DIR (calibrated BN)")
+                             "weights inherited from the supernet `nas supernet train` wrote in DIR (calibrated BN); "
+                             "callable:MODULE:FUNCTION: FUNCTION(arch) returns its val accuracy (a tabular "
+                             "benchmark, a zero-cost score; importable on every worker)")
     search.add_argument("--supernet-bn-images", type=_positive_int, default=256,
                         help="supernet evaluator: training images that re-estimate each candidate's BN (default 256)")
     search.add_argument("--supernet-val-images", type=_positive_int, default=1000,

@@ -71,3 +71,15 @@ def tiny_space(tmp_path):
     path = tmp_path / "tiny.yaml"
     path.write_text(TINY_SPACE)
     return path
+
+
+@pytest.fixture(scope="session")
+def priced(tmp_path_factory):
+    """A folder holding the default space's latency table for the default data, priced once per session: the
+    distributed-search tests copy it into each run's --out instead of pricing the space again."""
+    from nas.search import SearchConfig
+    from nas.search.context import build_context
+
+    folder = tmp_path_factory.mktemp("priced")
+    build_context(SearchConfig(budget_ms=1.0, out=str(folder)), quiet=True)
+    return folder

@@ -32,7 +32,8 @@ class SearchConfig:
     sampler: str = "tpe"
     objective: str = "constrained"
     proxy: ProxyConfig = field(default_factory=ProxyConfig)
-    evaluator: str = "proxy"  # proxy: train each candidate; supernet:DIR: its inherited weights from DIR's supernet
+    evaluator: str = "proxy"  # proxy: train each candidate; supernet:DIR: its inherited weights from DIR's supernet;
+    # callable:MODULE:FUNCTION: FUNCTION(arch) -> val accuracy (a tabular benchmark, a zero-cost score, a load test)
     scoring: ScoringConfig = field(default_factory=ScoringConfig)  # the supernet evaluator's image counts
     seed: int = 0
     out: str = ""
@@ -44,6 +45,7 @@ class SearchConfig:
     train_device: str = "auto"  # where candidates train: auto, cpu, cuda, cuda:N, mps
     cpus_per_trial: int | None = None  # threads of each worker / CPUs each Ray trial requests (default: shared out)
     gpus_per_trial: float = 0.0  # GPUs each Ray trial requests (local workers take one GPU each)
+    storage_patience_s: float = 120.0  # how long workers retry an unreachable database before they stop
 
     def __post_init__(self) -> None:
         if self.sampler not in SAMPLERS:
@@ -58,9 +60,14 @@ class SearchConfig:
             raise SearchError(f"--cpus-per-trial {self.cpus_per_trial} must be at least 1")
         if self.gpus_per_trial < 0:
             raise SearchError(f"--gpus-per-trial {self.gpus_per_trial:g} must not be negative")
+        if self.storage_patience_s <= 0:
+            raise SearchError(f"--storage-patience {self.storage_patience_s:g} must be positive (seconds)")
         kind, _, folder = self.evaluator.partition(":")
-        if self.evaluator != "proxy" and (kind != "supernet" or not folder):
-            raise SearchError(f"--evaluator {self.evaluator!r} is not supported; accepted: proxy, supernet:DIR")
+        if self.evaluator != "proxy" and not ((kind == "supernet" and folder) or
+                                              (kind == "callable" and folder.count(":") == 1 and all(
+                                                  folder.split(":")))):
+            raise SearchError(f"--evaluator {self.evaluator!r} is not supported; accepted: proxy, supernet:DIR, "
+                              "callable:MODULE:FUNCTION")
         if kind == "supernet":  # absolute: Ray workers run in other folders
             self.evaluator = f"supernet:{Path(folder).expanduser().resolve()}"
         budget = f"{self.budget_ms:g}ms".replace(".", "p")
@@ -96,6 +103,8 @@ class SearchConfig:
                     "space": self.space, "data": self.data, "objective": self.objective, "proxy": self.proxy.to_dict()}
         if self.supernet_dir is not None:  # (absent for the proxy, so studies made before evaluators still resume)
             identity["evaluator"] = {"supernet": supernet_digest(self.supernet_dir), "scoring": self.scoring.to_dict()}
+        elif self.evaluator.startswith("callable:"):
+            identity["evaluator"] = self.evaluator
         return identity
 
     @property

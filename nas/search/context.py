@@ -1,10 +1,13 @@
 """What every worker of a search needs, built once per process: predictor, space, latency table, data, proxy,
-and the supernet scorer when ``--evaluator supernet:DIR`` replaces proxy training."""
+and the supernet scorer when ``--evaluator supernet:DIR`` replaces proxy training, or the user's function when
+``--evaluator callable:MODULE:FUNCTION`` does."""
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import sys
 from pathlib import Path
+from typing import Callable
 
 import search_spaces
 from search_spaces import SearchSpace
@@ -29,6 +32,7 @@ class SearchContext:
     table: LatencyTable
     task: ProxyTask
     scorer: SupernetScorer | None = None  # --evaluator supernet:DIR: candidates are scored, not trained
+    evaluate: Callable[[SwiftFormerArch], float] | None = None  # --evaluator callable:MODULE:FUNCTION
 
 
 def build_context(cfg: SearchConfig, quiet: bool = False, worker: int = 0) -> SearchContext:
@@ -57,7 +61,22 @@ def build_context(cfg: SearchConfig, quiet: bool = False, worker: int = 0) -> Se
         table.save(table_path)
     device = resolve_train_device(cfg.train_device, worker)
     scorer = build_scorer(cfg, space, device, quiet) if cfg.supernet_dir is not None else None
-    return SearchContext(cfg, predictor, space, table, ProxyTask(data, cfg.proxy, device), scorer)
+    evaluate = load_callable(cfg.evaluator) if cfg.evaluator.startswith("callable:") else None
+    return SearchContext(cfg, predictor, space, table, ProxyTask(data, cfg.proxy, device), scorer, evaluate)
+
+
+def load_callable(evaluator: str) -> Callable[[SwiftFormerArch], float]:
+    """``callable:MODULE:FUNCTION``: a function of the architecture that returns its val accuracy, imported in
+    every worker (on a Ray cluster, MODULE must be importable on every node)."""
+    _, module_name, function_name = evaluator.split(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise SearchError(f"--evaluator {evaluator}: cannot import {module_name} ({exc})") from None
+    function = getattr(module, function_name, None)
+    if not callable(function):
+        raise SearchError(f"--evaluator {evaluator}: {module_name} has no function {function_name!r}")
+    return function
 
 
 def build_scorer(cfg: SearchConfig, space: SearchSpace, device, quiet: bool = False) -> SupernetScorer:

@@ -1,15 +1,24 @@
 """``--backend ray``: the same worker loop, scheduled by Ray Tune on a local Ray or a cluster.
 
-Ray only schedules: each Tune trial opens the study from the shared storage and runs worker steps until it has
-trained one architecture, exactly as a local worker does, so outputs and resuming are the same. Each trial
+Ray only schedules: each Tune trial is one worker, placed by Ray on any node, that opens the study from the
+shared storage and runs worker steps until the study has what it asked for, exactly as a local worker does, so
+outputs and resuming are the same. (One Tune trial per architecture costs Tune's scheduling and bookkeeping for
+every architecture: with an evaluator that does not train, 145 trials took 604 s that way, 4 workers on 2 cores
+that a training job shared; see the soak in experiments/RESULTS.md.) Each trial
 requests ``--cpus-per-trial`` CPUs and ``--gpus-per-trial`` GPUs and trains with exactly that many threads (Ray
 exposes the GPUs it granted as ``cuda:0..``). Every Ray worker imports this module, whose first import is the
 torchvision fix (before timm).
+
+Faults: a Tune trial whose node dies is restarted elsewhere by Tune (``FailureConfig``); the study trial it was
+running stops beating, is failed as interrupted and its architecture queued again, and the next free worker
+trains it. A driver killed takes its Tune trials with it; the same
+command again reattaches to the study, recovers their trials and goes on.
 """
 from __future__ import annotations
 
 import os
 import sys
+import time
 from pathlib import Path
 from typing import Any, Callable
 
@@ -19,6 +28,7 @@ import optuna
 
 from .config import SearchConfig, SearchError
 from .context import SearchContext, build_context
+from .storage import MAX_RETRIES
 from .study import counted
 from .worker import open_study, worker_loop
 
@@ -32,9 +42,12 @@ def _tune_trial(config: dict[str, Any]) -> None:
     key = cfg.out + cfg.study
     if key not in _CONTEXTS:
         _CONTEXTS[key] = build_context(cfg, quiet=True)  # worker 0: the first of the GPUs Ray granted this trial
+    import ray
+
     worker = int(config.get("slot", 0)) + 1
     study = open_study(cfg, worker)
-    worker_loop(cfg, worker, _CONTEXTS[key], deadline=config.get("deadline"), max_trained=1, study=study)
+    node = ray.get_runtime_context().get_node_id()[:8]
+    worker_loop(cfg, worker, _CONTEXTS[key], deadline=config.get("deadline"), study=study, name=f"ray{worker}@{node}")
     tune.report({"trained": counted(study.get_trials(deepcopy=False))})
 
 
@@ -46,15 +59,17 @@ def trial_resources(cfg: SearchConfig) -> dict[str, float]:
 
 
 def run_with_ray(cfg: SearchConfig, study: optuna.Study, storage_url: str, deadline: float | None = None) -> None:
-    remaining = cfg.trials - counted(study.get_trials(deepcopy=False))
-    queued = len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.WAITING,)))
-    if remaining <= 0 and not queued:
-        return
     resources = trial_resources(cfg)
     # each trial trains with exactly the CPUs it requested
     run_cfg = SearchConfig.from_dict({**cfg.to_dict(), "cpus_per_trial": int(resources["cpu"])})
-    run_tune(_tune_trial, {"search": run_cfg.to_dict(), "deadline": deadline}, max(remaining, 0) + queued,
-             resources, cfg.workers, cfg.study, Path(cfg.out), cfg.ray_address, storage_url)
+    for _ in range(1 + MAX_RETRIES):  # again while faults left places open (each round resumes the study)
+        remaining = cfg.trials - counted(study.get_trials(deepcopy=False))
+        queued = len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.WAITING,)))
+        if (remaining <= 0 and not queued) or (deadline and time.time() > deadline):
+            return
+        run_tune(_tune_trial, {"search": run_cfg.to_dict(), "deadline": deadline},
+                 min(cfg.workers, max(remaining, 0) + queued), resources, cfg.workers, cfg.study, Path(cfg.out),
+                 cfg.ray_address, storage_url)
 
 
 def run_tune(trainable: Callable[[dict[str, Any]], None], config: dict[str, Any], slots: int,
@@ -76,8 +91,10 @@ def run_tune(trainable: Callable[[dict[str, Any]], None], config: dict[str, Any]
         tuner = tune.Tuner(
             tune.with_resources(trainable, resources),
             param_space={**config, "slot": tune.grid_search(list(range(slots)))},
-            tune_config=tune.TuneConfig(max_concurrent_trials=workers),
-            run_config=tune.RunConfig(name=name, storage_path=str(out.resolve() / "ray"), verbose=0))
+            # reused actors keep their context (data, tables): a trial then starts in milliseconds, not seconds
+            tune_config=tune.TuneConfig(max_concurrent_trials=workers, reuse_actors=True),
+            run_config=tune.RunConfig(name=name, storage_path=str(out.resolve() / "ray"), verbose=0,
+                                      failure_config=tune.FailureConfig(max_failures=MAX_RETRIES)))
         results = tuner.fit()
         if results.errors:
             raise SearchError(f"{len(results.errors)} Ray trial(s) failed (first: {results.errors[0]}); run the "

@@ -27,7 +27,7 @@ def run_search(cfg: SearchConfig) -> tuple[optuna.Study, str]:
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     url = cfg.storage_url()
-    storage = make_storage(url)
+    storage = make_storage(url, cfg.storage_patience_s)
     (out / "search.json").write_text(json.dumps({**cfg.to_dict(), "storage_url": url}, indent=2) + "\n")
     ctx = build_context(cfg)  # validates data, space, predictor and training device before any worker starts
     deadline = time.time() + cfg.timeout_s if cfg.timeout_s else None

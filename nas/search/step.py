@@ -3,13 +3,21 @@
 Ask a trial; the space suggests an architecture; the latency table prices it. Over the budget it is a
 constraint violation (``trial.set_constraint``; Optuna's samplers rank it below every feasible trial by its
 violation, whatever its placeholder value) and is never trained. An architecture whose result is known (trained,
-a reference, or pruned) reuses that result instead of training again. Otherwise it is proxy-trained, reporting
+a reference, or pruned) reuses that result instead of training again. One that another worker (or another
+``nas search`` process on the same study) is training already is left to it: of the running trials with the same
+architecture, the one with the lowest number trains and the others end as "claimed elsewhere". Likewise, when
+workers start together near the end, the lowest-numbered take the places left and the others end as "surplus",
+so the count asked is met exactly. Each trial writes its architecture before it looks, so two workers that
+propose the same one at the same moment cannot both miss each other. Otherwise it is proxy-trained, reporting
 validation accuracy after each epoch so the pruner can stop it, and the study is told. With ``--evaluator
 supernet:DIR`` it is scored instead by its inherited weights (calibrated BN; status "trained" all the same, with
-``evaluator: supernet`` among its attributes); one the supernet cannot hold is "not scorable".
+``evaluator: supernet`` among its attributes); one the supernet cannot hold is "not scorable". With
+``--evaluator callable:MODULE:FUNCTION`` the user's function gives its val accuracy.
 """
 from __future__ import annotations
 
+import os
+import socket
 import sys
 
 import optuna
@@ -22,8 +30,10 @@ from ..supernet import SupernetError
 from ..training import ProxyDiverged
 from .context import SearchContext, task_arch
 from .evolution import enqueue_child
-from .study import KNOWN, Heartbeat, status_of
+from .storage import StorageUnavailable
+from .study import KNOWN, Heartbeat, counted, status_of
 
+PROCESS = f"{socket.gethostname()}:{os.getpid()}"  # which machine and process evaluated a trial
 UNTRAINED = 0.0  # the objective placeholder of an over-budget trial: no sampler or output reads it as a score
 
 
@@ -47,15 +57,21 @@ def enqueue_references(study: optuna.Study, ctx: SearchContext) -> list[str]:
 
 def run_step(study: optuna.Study, ctx: SearchContext, worker: str = "w0") -> tuple[str, optuna.trial.FrozenTrial]:
     """Ask one trial and carry it to its end; returns its status and the finished trial."""
-    cfg = ctx.cfg
-    if cfg.sampler == "evolution":
+    if ctx.cfg.sampler == "evolution":
         enqueue_child(study, ctx)
     trial = study.ask()
+    with Heartbeat(study, trial):  # from the start: a trial whose process dies at any point is seen as stale
+        return _carry(study, ctx, trial, worker)
+
+
+def _carry(study: optuna.Study, ctx: SearchContext, trial: optuna.Trial,
+           worker: str) -> tuple[str, optuna.trial.FrozenTrial]:
+    cfg = ctx.cfg
     arch = ctx.space.suggest(trial)
     latency = ctx.table.predict(arch)
     for key, value in {"arch": arch.to_dict(), "summary": arch.summary(), "digest": arch.digest(),
                        "params": count_params(arch), "macs": count_macs(arch), "latency_ms": latency,
-                       "worker": worker}.items():
+                       "worker": worker, "process": PROCESS}.items():
         trial.set_user_attr(key, value)
     trial.set_constraint("latency", latency - cfg.budget_ms)
 
@@ -64,6 +80,8 @@ def run_step(study: optuna.Study, ctx: SearchContext, worker: str = "w0") -> tup
         try:
             trial.set_user_attr("status", status)
             return status, study.tell(trial, values, state=state)
+        except StorageUnavailable:
+            raise
         except (optuna.exceptions.UpdateFinishedTrialError, ValueError):
             # another process judged this trial stale (a heartbeat arrived late) and queued it again
             print(f"[{worker}] trial #{trial.number} was recovered by another process; its result is dropped",
@@ -76,9 +94,13 @@ def run_step(study: optuna.Study, ctx: SearchContext, worker: str = "w0") -> tup
     if latency > cfg.budget_ms:
         return tell("rejected", objective(UNTRAINED))
     reference = trial.user_attrs.get("reference")
-    twin = None if reference else next(
-        (t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
-         if t.user_attrs.get("digest") == arch.digest() and status_of(t) in KNOWN), None)
+    # the same architecture elsewhere in the study; a reference only counts other references (two processes
+    # that open a new study together both queue the released variants)
+    same = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED,
+                                                                   TrialState.RUNNING))
+            if t.number != trial.number and t.user_attrs.get("digest") == arch.digest()
+            and (not reference or t.user_attrs.get("reference"))]
+    twin = next((t for t in same if t.state != TrialState.RUNNING and status_of(t) in KNOWN), None)
     if twin is not None:
         trial.set_user_attr("duplicate_of", twin.number)
         if twin.state == TrialState.PRUNED:  # stopped at the same point again: the same curve, pruned
@@ -86,6 +108,14 @@ def run_step(study: optuna.Study, ctx: SearchContext, worker: str = "w0") -> tup
                 trial.report(value, step)
             return tell("duplicate", None, TrialState.PRUNED)
         return tell("duplicate", list(twin.values))
+    rival = next((t for t in same if t.state == TrialState.RUNNING and t.number < trial.number), None)
+    if rival is not None:
+        trial.set_user_attr("fail_reason", f"trial #{rival.number} is training the same architecture")
+        return tell("claimed elsewhere", None, TrialState.FAIL)
+    if not reference and _places_taken(study, trial.number) >= cfg.trials:
+        # workers that checked the count at the same moment: the lower-numbered trials take the places left
+        trial.set_user_attr("fail_reason", f"the study's {cfg.trials} places were taken when it started")
+        return tell("surplus", None, TrialState.FAIL)
 
     def report(epoch: int, accuracy: float) -> None:
         if cfg.objective != "constrained":
@@ -96,25 +126,28 @@ def run_step(study: optuna.Study, ctx: SearchContext, worker: str = "w0") -> tup
 
     failure: tuple[str, str] | None = None
     scored = None
-    with Heartbeat(study, trial):
-        try:
-            if ctx.scorer is not None:  # one-shot: the architecture's inherited weights, calibrated BN
-                scored = ctx.scorer.score(ctx.scorer.check(arch))
-            else:
-                result = ctx.task.train(arch, report)
-        except SupernetError as exc:
-            failure = ("not scorable", f"not representable in the supernet: {exc}")
-        except optuna.TrialPruned:
-            failure = ("pruned", "")
-        except ProxyDiverged as exc:
-            failure = ("diverged", str(exc))
-        except Exception as exc:  # (an interrupt is not caught: that trial is retried on resume)
-            message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            if not is_out_of_memory(exc):  # a crash: record why (so it is not retried), then surface it
-                trial.set_user_attr("fail_reason", f"{type(exc).__name__}: {message}")
-                tell("error", None, TrialState.FAIL)
-                raise
-            failure = ("out of memory", f"out of memory: {message}")
+    try:
+        if ctx.scorer is not None:  # one-shot: the architecture's inherited weights, calibrated BN
+            scored = ctx.scorer.score(ctx.scorer.check(arch))
+        elif ctx.evaluate is not None:
+            value = float(ctx.evaluate(arch))
+        else:
+            result = ctx.task.train(arch, report)
+    except StorageUnavailable:
+        raise  # the trial is left running: its heartbeat stops, and the next run recovers and retries it
+    except SupernetError as exc:
+        failure = ("not scorable", f"not representable in the supernet: {exc}")
+    except optuna.TrialPruned:
+        failure = ("pruned", "")
+    except ProxyDiverged as exc:
+        failure = ("diverged", str(exc))
+    except Exception as exc:  # (an interrupt is not caught: that trial is retried on resume)
+        message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        if not is_out_of_memory(exc):  # a crash: record why (so it is not retried), then surface it
+            trial.set_user_attr("fail_reason", f"{type(exc).__name__}: {message}")
+            tell("error", None, TrialState.FAIL)
+            raise
+        failure = ("out of memory", f"out of memory: {message}")
     if failure is not None:
         status, reason = failure
         if status == "pruned":
@@ -128,9 +161,19 @@ def run_step(study: optuna.Study, ctx: SearchContext, worker: str = "w0") -> tup
                            "score_seconds": scored.seconds}.items():
             trial.set_user_attr(key, value)
         return tell("reference" if reference else "trained", objective(scored.top1))
+    if ctx.evaluate is not None:
+        trial.set_user_attr("evaluator", cfg.evaluator)
+        return tell("reference" if reference else "trained", objective(value))
     trial.set_user_attr("train_seconds", result.seconds)
     trial.set_user_attr("train_cpu_seconds", result.cpu_seconds)
     return tell("reference" if reference else "trained", objective(result.accuracy))
+
+
+def _places_taken(study: optuna.Study, number: int) -> int:
+    """Searched trials that used training time, plus those evaluating now that started before trial ``number``."""
+    trials = study.get_trials(deepcopy=False)
+    return counted(trials) + sum(1 for t in trials if t.state == TrialState.RUNNING and t.number < number
+                                 and "reference" not in t.user_attrs)
 
 
 def is_out_of_memory(exc: BaseException) -> bool:

@@ -2,46 +2,36 @@
 
 Every job that trains architectures (the search, the fidelity benchmark, ablations) keeps its trials in an
 Optuna study, the single source of truth: outputs are derived from it and running the same command again
-resumes it. Storages: SQLite for one process, a journal file for several processes or Ray (SQLite does not
-survive parallel writers), or any RDB URL. On RDB storages (SQLite included) Optuna's own heartbeat marks the
-trials of a dead process stale; on journal files a beat in the trial's system attributes does the same. Either
-way a stale trial is failed and its parameters queued again by Optuna's ``RetryHeartbeatStaleTrialCallback``.
+resumes it. Where it is stored, and how workers ride out a database restart, is ``storage.py``. On RDB storages
+Optuna's own heartbeat marks the trials of a dead process stale; on journal files a beat in the trial's system
+attributes does the same. Either way a stale trial is failed and its parameters queued again by Optuna's
+``RetryHeartbeatStaleTrialCallback``.
 """
 from __future__ import annotations
 
 import sys
 import threading
 import time
-from pathlib import Path
 from typing import Iterable
 
 import warnings
 
 import optuna
 from optuna.storages import RetryHeartbeatStaleTrialCallback
-from optuna.storages._heartbeat import get_heartbeat_thread, is_heartbeat_enabled
+from optuna.storages._heartbeat import is_heartbeat_enabled
 from optuna.trial import TrialState
 
-HEARTBEAT_S = 2
-STALE_AFTER_S = 10
-MAX_RETRIES = 3  # a trial whose process dies this often is not queued again
+from .storage import HEARTBEAT_S, MAX_RETRIES, STALE_AFTER_S, make_storage, seconds_since_outage
+
+__all__ = ["make_storage", "status_of", "counted", "best_feasible", "retry_of", "Heartbeat", "recover_interrupted"]
+
 KNOWN = ("trained", "reference", "pruned")  # statuses whose result is known: a re-proposal reuses it
+FAILURES = ("diverged", "out of memory", "error", "not scorable", "claimed elsewhere", "surplus", "interrupted")
 TRAINING_STATUSES = ("trained", "pruned", "diverged", "out of memory")  # searched trials that used training time
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)  # heartbeat and retry callback
 warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used with Study.optimize")
-
-
-def make_storage(url: str) -> optuna.storages.BaseStorage:
-    """An RDB URL (``sqlite:///...``, ``postgresql://...``) or a journal file path (``journal:`` prefix optional)."""
-    retry = RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRIES)
-    if "://" in url:
-        return optuna.storages.RDBStorage(url, heartbeat_interval=HEARTBEAT_S, grace_period=STALE_AFTER_S,
-                                          heartbeat_stale_trial_callback=retry)
-    path = Path(url.removeprefix("journal:"))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(path)))
 
 
 # ---------------------------------------------------------------------------------------------- trial states
@@ -52,8 +42,10 @@ def status_of(trial: optuna.trial.FrozenTrial) -> str:
         return "running"
     if trial.state == TrialState.WAITING:
         return "queued"
-    if trial.state == TrialState.FAIL:  # a failure records its reason; a killed run's trial has none
-        return trial.user_attrs.get("status", "interrupted")
+    if trial.state == TrialState.FAIL:  # a failure records its reason; a killed run's trial has none, and
+        # a trial recovered as stale while its process was telling its result may hold that result's status
+        status = trial.user_attrs.get("status", "interrupted")
+        return status if status in FAILURES else "interrupted"
     if trial.state == TrialState.PRUNED:
         return trial.user_attrs.get("status", "pruned")
     return trial.user_attrs.get("status", "trained")
@@ -76,17 +68,21 @@ def retry_of(trial: optuna.trial.FrozenTrial) -> int | None:
 
 # -------------------------------------------------------------------------------------- heartbeat, recovery
 class Heartbeat:
-    """Keeps a running trial visibly alive while it trains (Optuna's heartbeat on RDB storages)."""
+    """Keeps a running trial visibly alive while it trains: Optuna's heartbeat record on RDB storages, a beat in
+    the trial's system attributes on journal files. A beat that cannot be written (the database is away) is
+    skipped, never fatal: the trial goes on and beats again when it can."""
 
     def __init__(self, study: optuna.Study, trial: optuna.Trial):
         self.storage, self.trial_id = study._storage, trial._trial_id
         self.native = is_heartbeat_enabled(self.storage)
         self.stop = threading.Event()
-        self.thread = get_heartbeat_thread(self.trial_id, self.storage) if self.native else \
-            threading.Thread(target=self._run, daemon=True)
+        self.thread = threading.Thread(target=self._run, daemon=True)
 
     def _beat(self) -> None:
-        self.storage.set_trial_system_attr(self.trial_id, "nas:heartbeat", time.time())
+        if self.native:
+            self.storage.record_heartbeat(self.trial_id)
+        else:
+            self.storage.set_trial_system_attr(self.trial_id, "nas:heartbeat", time.time())
 
     def _run(self) -> None:
         while not self.stop.wait(HEARTBEAT_S):
@@ -96,17 +92,13 @@ class Heartbeat:
                 pass
 
     def __enter__(self) -> "Heartbeat":
-        if not self.native:
-            self._beat()
+        self._beat()
         self.thread.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        if self.native:
-            self.thread.join()
-        else:
-            self.stop.set()
-            self.thread.join()
+        self.stop.set()
+        self.thread.join()
 
 
 def recover_interrupted(study: optuna.Study, wait: bool = True) -> list[int]:
@@ -118,6 +110,8 @@ def recover_interrupted(study: optuna.Study, wait: bool = True) -> list[int]:
     running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
     if not running:
         return []
+    if seconds_since_outage() < STALE_AFTER_S + HEARTBEAT_S:
+        return []  # the database was just away: live workers have not had the chance to beat again yet
     native = is_heartbeat_enabled(study._storage)
     if wait:
         freshest = max(_last_beat(t, native) for t in running)

@@ -23,6 +23,8 @@ from .study import best_feasible, counted, make_storage, recover_interrupted, st
 
 MAX_REJECTED_IN_A_ROW = 2000
 MAX_DUPLICATES_IN_A_ROW = 200
+POLL_S = 1.0  # how often a worker with nothing left to start looks at the trials others are training
+RECOVER_EVERY_S = 5.0  # how often a worker looks for trials whose process stopped beating (stale after 10 s)
 
 
 def open_study(cfg: SearchConfig, worker: int = 0, storage: optuna.storages.BaseStorage | None = None,
@@ -38,7 +40,7 @@ def open_study(cfg: SearchConfig, worker: int = 0, storage: optuna.storages.Base
     else:  # random, and evolution (whose children are enqueued; see evolution.py)
         sampler = optuna.samplers.RandomSampler(seed=seed)
     pruner = SearchedMedianPruner() if cfg.objective == "constrained" else optuna.pruners.NopPruner()
-    storage = storage or make_storage(storage_url or cfg.storage_url())
+    storage = storage or make_storage(storage_url or cfg.storage_url(), cfg.storage_patience_s)
     study = optuna.create_study(study_name=cfg.study, storage=storage, sampler=sampler, pruner=pruner,
                                 directions=directions, load_if_exists=True)
     identity = cfg.identity()
@@ -56,25 +58,35 @@ def open_study(cfg: SearchConfig, worker: int = 0, storage: optuna.storages.Base
 
 
 def worker_loop(cfg: SearchConfig, worker: int = 0, ctx: SearchContext | None = None, deadline: float | None = None,
-                max_trained: int | None = None, study: optuna.Study | None = None) -> None:
+                max_trained: int | None = None, study: optuna.Study | None = None, name: str | None = None) -> None:
     """Run steps until ``cfg.trials`` searched trials have used training time and nothing is queued; or until
     the deadline, ``max_trained`` steps of this worker, or a long run of proposals that were all known already
-    (a space smaller than the trial count)."""
+    (a space smaller than the trial count).
+
+    ``cfg.trials`` counts the whole study, whichever process trains: when the places left are all being trained
+    by other workers (of this run, or of another ``nas search`` on the same study), this one waits for them instead
+    of overshooting; if one of them dies, its trial is failed, its architecture queued again and trained here."""
     torch.set_num_threads(cfg.threads)
     ctx = ctx or build_context(cfg, quiet=worker > 0, worker=worker)
     study = study or open_study(cfg, worker)
-    name = f"w{worker}"
+    name = name or f"w{worker}"
     started, trained_here, rejected_in_a_row, duplicates_in_a_row = time.perf_counter(), 0, 0, 0
-    unscorable_in_a_row = 0
+    unscorable_in_a_row, recovered_at = 0, time.monotonic()  # (the runner recovered just before the workers started)
     times: list[float] = []
     while True:
         trials = study.get_trials(deepcopy=False)
         queued = any(t.state == TrialState.WAITING for t in trials)
-        if (counted(trials) >= cfg.trials and not queued) or (deadline and time.time() > deadline):
+        done = counted(trials)
+        if (done >= cfg.trials and not queued) or (deadline and time.time() > deadline):
             break
         if max_trained is not None and trained_here >= max_trained:
             break
-        recover_interrupted(study, wait=False)
+        if time.monotonic() - recovered_at >= RECOVER_EVERY_S:
+            recover_interrupted(study, wait=False)
+            recovered_at = time.monotonic()
+        if not queued and done + in_flight(trials) >= cfg.trials:
+            time.sleep(POLL_S)  # the places left are being trained elsewhere: wait for their outcome
+            continue
         t0 = time.perf_counter()
         status, trial = run_step(study, ctx, name)
         if status == "rejected":
@@ -95,7 +107,9 @@ def worker_loop(cfg: SearchConfig, worker: int = 0, ctx: SearchContext | None = 
                                   "train a supernet over this space")
             continue
         unscorable_in_a_row = 0
-        if status == "duplicate":
+        if status == "surplus":
+            continue  # the places left are being trained elsewhere; the loop waits for their outcome
+        if status in ("duplicate", "claimed elsewhere"):
             duplicates_in_a_row += 1
             if duplicates_in_a_row >= MAX_DUPLICATES_IN_A_ROW:
                 print(f"[{name}] the last {duplicates_in_a_row} proposals were all known already: the space "
@@ -108,6 +122,11 @@ def worker_loop(cfg: SearchConfig, worker: int = 0, ctx: SearchContext | None = 
         _print_progress(study, cfg, trial, times, name)
     if worker == 0:
         print(f"{name}: finished after {format_duration(time.perf_counter() - started)}", file=sys.stderr)
+
+
+def in_flight(trials: list[optuna.trial.FrozenTrial]) -> int:
+    """Searched trials being evaluated now (by any process): each may become a counted one."""
+    return sum(1 for t in trials if t.state == TrialState.RUNNING and "reference" not in t.user_attrs)
 
 
 def _print_progress(study: optuna.Study, cfg: SearchConfig, trial: optuna.trial.FrozenTrial, times: list[float],

@@ -1,0 +1,241 @@
+"""Where a study is kept, and how a worker rides out a database that goes away for a while.
+
+A URL with ``://`` is an RDB (SQLite for one process; PostgreSQL or MySQL for several processes or machines);
+anything else is a journal file, which several processes on machines that share its folder may append to.
+
+A database server restarts, fails over or drops idle connections; a cluster's workers must not die of that.
+Every call of the RDB storage is retried with exponential back-off while the error is a lost or refused
+connection, for at most ``patience_s`` seconds; then it stops with one line that names the database. Pooled
+connections are checked before use (``pool_pre_ping``), so the first call after a restart reconnects instead of
+failing. Other errors (a bad value, a finished trial) are not retried.
+
+A heartbeat cannot be written while the database is away, so right after an outage every running trial looks
+stale. ``seconds_since_outage`` lets the recovery of interrupted trials wait until the workers that are alive
+have beaten again, instead of failing (and training twice) trials that never stopped.
+"""
+from __future__ import annotations
+
+import functools
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any, Callable, TypeVar
+
+import optuna
+from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
+from optuna.trial import TrialState
+
+from .config import SearchError
+
+HEARTBEAT_S = 2
+STALE_AFTER_S = 10
+MAX_RETRIES = 3  # a trial whose process dies this often is not queued again
+PATIENCE_S = 120.0  # how long a worker waits for an unreachable database before it stops
+MAX_BACKOFF_S = 4.0  # below STALE_AFTER_S - HEARTBEAT_S: live workers beat again soon after the database returns
+NEVER_BEATEN_AFTER_S = 60.0  # a running trial with no beat this long after its start (clocks of machines may differ)
+
+T = TypeVar("T")
+
+
+class StorageUnavailable(SearchError):
+    """The study's database did not answer within the patience."""
+
+
+class _Outages:
+    """When this process last saw the database come back (shared by its threads)."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.ended_at = 0.0
+        self.ongoing = 0
+
+    def begin(self) -> None:
+        with self.lock:
+            self.ongoing += 1
+
+    def end(self) -> None:
+        with self.lock:
+            self.ongoing -= 1
+            self.ended_at = time.time()
+
+
+OUTAGES = _Outages()
+
+
+def seconds_since_outage() -> float:
+    """0 while this process is waiting for the database; else the time since it last came back (inf: never
+    went away)."""
+    if OUTAGES.ongoing:
+        return 0.0
+    return time.time() - OUTAGES.ended_at if OUTAGES.ended_at else float("inf")
+
+
+def is_transient(exc: BaseException) -> bool:
+    """A lost, refused or broken connection (directly, or as the cause of Optuna's StorageInternalError)."""
+    from sqlalchemy import exc as sa
+
+    for error in (exc, exc.__cause__, exc.__context__):
+        if isinstance(error, (sa.OperationalError, sa.InterfaceError)) or \
+                getattr(error, "connection_invalidated", False):
+            return True
+    return False
+
+
+def with_retries(call: Callable[[], T], what: str, patience_s: float, insert: bool = False) -> T:
+    """``call()``, retried with back-off while the database is unreachable, for at most ``patience_s``.
+
+    ``insert``: the call writes a row that may exist only once (a parameter, an attribute). A connection cut
+    while its commit was on the wire leaves the row written but the call failed; when the retry then finds the
+    row there (an integrity error), the first attempt did the work."""
+    from sqlalchemy import exc as sa
+
+    started, delay, waiting = time.monotonic(), 0.25, False
+    try:
+        while True:
+            try:
+                result = call()
+            except Exception as exc:  # noqa: BLE001 (only connection errors are retried; the rest re-raised)
+                if insert and waiting and isinstance(exc, sa.IntegrityError):
+                    return None  # type: ignore[return-value]
+                if not is_transient(exc):
+                    raise
+                reason = str(exc.__cause__ or exc).strip().splitlines()[0][:160]
+                waited = time.monotonic() - started
+                if waited >= patience_s:
+                    raise StorageUnavailable(
+                        f"the study's database {what} did not answer for {waited:.0f} s ({reason}); start it and run "
+                        "the same command again to resume") from None
+                if not waiting:
+                    waiting = True
+                    OUTAGES.begin()
+                    print(f"database {what} unreachable ({reason}); retrying for up to {patience_s:.0f} s",
+                          file=sys.stderr, flush=True)
+                time.sleep(min(delay, max(0.0, patience_s - waited)))
+                delay = min(2 * delay, MAX_BACKOFF_S)
+            else:
+                if waiting:
+                    print(f"database {what} answered again after {time.monotonic() - started:.0f} s",
+                          file=sys.stderr, flush=True)
+                return result
+    finally:
+        if waiting:
+            OUTAGES.end()
+
+
+class ResilientRDBStorage(RDBStorage):
+    """Optuna's RDB storage whose calls ride out a database restart (see the module's docstring).
+
+    Still an ``RDBStorage``, so Optuna puts its trial cache in front of it and its heartbeat works as usual.
+    """
+
+    def __init__(self, url: str, patience_s: float = PATIENCE_S, **kwargs: Any) -> None:
+        self.patience_s = patience_s
+        self.display = _without_password(url)
+        engine = {"pool_pre_ping": True} if not url.startswith("sqlite") else {}
+        from sqlalchemy import exc as sa
+
+        for attempt in range(5):
+            try:
+                with_retries(lambda: RDBStorage.__init__(self, url, engine_kwargs=engine, **kwargs), self.display,
+                             patience_s)
+                return
+            except (sa.IntegrityError, sa.ProgrammingError):
+                # another process is creating Optuna's tables in the same new database: use its tables
+                if attempt == 4:
+                    raise
+                time.sleep(0.5 * (attempt + 1))
+
+
+    def _get_stale_trial_ids(self, study_id: int) -> list[int]:
+        """Optuna's stale trials (their last beat is too old), and the running trials that never beat: a retried
+        ``create_new_trial`` whose first attempt committed before its connection was cut leaves one such trial,
+        as does a process killed between ``ask()`` and its first beat. Optuna never fails those by itself, and a
+        trial that stays running forever holds one of the study's places."""
+        def stale() -> list[int]:
+            beaten = RDBStorage._get_stale_trial_ids(self, study_id)
+            return beaten + [i for i in self._never_beaten(study_id) if i not in beaten]
+        return with_retries(stale, self.display, self.patience_s)
+
+    def _never_beaten(self, study_id: int) -> list[int]:
+        from datetime import datetime
+
+        from optuna.storages._rdb import models
+        from optuna.storages._rdb.storage import _create_scoped_session
+
+        with _create_scoped_session(self.scoped_session) as session:
+            now = datetime.now()  # Optuna gives the start as naive local time
+            running = (session.query(models.TrialModel)
+                       .filter(models.TrialModel.study_id == study_id,
+                               models.TrialModel.state == TrialState.RUNNING,
+                               ~models.TrialModel.heartbeats.any())
+                       .all())
+            return [t.trial_id for t in running if t.datetime_start is not None and (
+                now - t.datetime_start).total_seconds() > NEVER_BEATEN_AFTER_S]
+
+
+def _retrying(method: Callable[..., T]) -> Callable[..., T]:
+    insert = method.__name__ in INSERTS
+
+    @functools.wraps(method)
+    def call(self: ResilientRDBStorage, *args: Any, **kwargs: Any) -> T:
+        return with_retries(lambda: method(self, *args, **kwargs), self.display, self.patience_s, insert)
+    return call
+
+
+# Writes of a row that may exist once and that return nothing: see ``with_retries``.
+INSERTS = {"set_trial_param", "_set_trial_param", "set_trial_intermediate_value", "set_trial_user_attr",
+           "set_trial_system_attr", "set_study_user_attr", "set_study_system_attr"}
+
+
+# Every method that reaches the database, including the private ones Optuna's cache and heartbeat call.
+for _name in ("create_new_study", "delete_study", "set_study_user_attr", "set_study_system_attr",
+              "get_study_id_from_name", "get_study_name_from_id", "get_study_directions", "get_study_user_attrs",
+              "get_study_system_attrs", "get_all_studies", "create_new_trial", "_create_new_trial", "set_trial_param",
+              "_set_trial_param", "get_trial_id_from_study_id_trial_number", "get_trial_number_from_id",
+              "get_trial_param", "set_trial_state_values", "set_trial_intermediate_value", "set_trial_user_attr",
+              "set_trial_system_attr", "get_trial", "get_all_trials", "_get_trials", "get_n_trials",
+              "get_best_trial", "_get_best_trial_id", "record_heartbeat"):
+    if hasattr(RDBStorage, _name):
+        setattr(ResilientRDBStorage, _name, _retrying(getattr(RDBStorage, _name)))
+
+
+def _without_password(url: str) -> str:
+    head, sep, tail = url.partition("://")
+    if "@" in tail and ":" in tail.split("@", 1)[0]:
+        user = tail.split("@", 1)[0].split(":", 1)[0]
+        return f"{head}{sep}{user}:***@{tail.split('@', 1)[1]}"
+    return url
+
+
+def make_storage(url: str, patience_s: float = PATIENCE_S) -> optuna.storages.BaseStorage:
+    """An RDB URL (``sqlite:///...``, ``postgresql://...``) or a journal file path (``journal:`` prefix optional).
+
+    On RDBs Optuna's heartbeat marks the trials of a dead process stale and its retry callback queues them again.
+    """
+    if "://" in url:
+        _check_driver(url)
+        retry = RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRIES)
+        return ResilientRDBStorage(url, patience_s, heartbeat_interval=HEARTBEAT_S, grace_period=STALE_AFTER_S,
+                                   heartbeat_stale_trial_callback=retry)
+    path = Path(url.removeprefix("journal:"))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(path)))
+
+
+def _check_driver(url: str) -> None:
+    """A malformed URL or a missing database driver is a one-line error that says what to install."""
+    from sqlalchemy import exc as sa
+    from sqlalchemy.engine import make_url
+
+    try:
+        dialect = make_url(url).get_dialect()
+    except (sa.ArgumentError, sa.NoSuchModuleError) as exc:
+        raise SearchError(f"--storage {_without_password(url)}: {exc}") from None
+    try:
+        dialect.import_dbapi()
+    except ImportError as exc:
+        module = exc.name or str(exc)
+        hint = "pip install 'swiftnas[postgres]'" if module.startswith("psycopg") else f"pip install {module}"
+        raise SearchError(f"--storage {_without_password(url)} needs the {module} driver, which is not "
+                          f"installed: {hint}") from None
