@@ -8,6 +8,7 @@ import torch
 from nas.cli import main
 from swiftformer import create_model
 from swiftformer.testing import perturb_weights
+from swiftnas_testing.cli import run_nas_here
 
 
 def run_nas(*args: str) -> subprocess.CompletedProcess:
@@ -45,12 +46,18 @@ def test_model_info_table(capsys):
      "checkpoint 'nope.pth' does not exist"),
     (["export", "swiftformer:xs", "--format", "coreml", "--out", "x.onnx"], "saved as a .mlpackage directory"),
 ])
-def test_bad_input_is_one_line_without_traceback(args, message):
-    result = run_nas(*args)
+def test_bad_input_is_one_line_without_traceback(args, message, capsys):
+    result = run_nas_here(capsys, *args)
     assert result.returncode == 2
     assert message in result.stderr and "Traceback" not in result.stderr
     assert result.stderr.strip().splitlines()[-1].startswith(("nas: error:", "nas model info: error:",
                                                               "nas export: error:"))
+
+
+def test_a_bad_value_ends_the_process_with_status_2_and_one_line():
+    result = run_nas("model", "info", "swiftformer:xl")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith("nas: error: unknown SwiftFormer variant 'xl'")
 
 
 def test_export_onnx_with_an_official_checkpoint(tmp_path, capsys):

@@ -7,6 +7,7 @@ import sys
 import pytest
 
 from nas.cli import main
+from swiftnas_testing.cli import run_nas_here
 
 
 def run_nas(*args: str) -> subprocess.CompletedProcess:
@@ -70,8 +71,8 @@ def test_coreml_backend_says_it_needs_macos():
     (["space", "show", "nope.yaml"], "space file 'nope.yaml' does not exist"),
     (["space", "sample", "-n", "0"], "expected a positive integer"),
 ])
-def test_bad_input_is_one_line(args, message):
-    result = run_nas(*args)
+def test_bad_input_is_one_line(args, message, capsys):
+    result = run_nas_here(capsys, *args)
     assert result.returncode == 2 and message in result.stderr and "Traceback" not in result.stderr
 
 
