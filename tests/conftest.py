@@ -83,3 +83,16 @@ def priced(tmp_path_factory):
     folder = tmp_path_factory.mktemp("priced")
     build_context(SearchConfig(budget_ms=1.0, out=str(folder)), quiet=True)
     return folder
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    """One throwaway PostgreSQL server for every test that needs one (each test creates its own database)."""
+    from swiftnas_testing.postgres_server import ThrowawayPostgres, why_unavailable
+
+    if why_unavailable():
+        pytest.skip(why_unavailable())
+    server = ThrowawayPostgres().start()
+    yield server
+    server.remove()
+

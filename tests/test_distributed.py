@@ -17,20 +17,13 @@ import pytest
 
 from nas.search.storage import make_storage
 from nas.search.study import counted, status_of
-from swiftnas_testing.postgres_server import ThrowawayPostgres, why_unavailable
+from swiftnas_testing.postgres_server import why_unavailable
 
 pytestmark = pytest.mark.skipif(why_unavailable() is not None, reason=str(why_unavailable()))
 
 ROOT = Path(__file__).resolve().parents[1]
 EVALUATOR = "callable:swiftnas_testing.evaluators:logged"
 STUDY = "shared"
-
-
-@pytest.fixture(scope="module")
-def postgres():
-    server = ThrowawayPostgres().start()
-    yield server
-    server.remove()
 
 
 def environment(log: Path, seconds: float) -> dict[str, str]:
@@ -84,17 +77,6 @@ def check_exactly_once(url: str, log: Path, trials: int) -> list[optuna.trial.Fr
     return records
 
 
-def test_a_search_on_postgresql_with_workers(postgres, priced, tmp_path):
-    url = postgres.create_database("workers")
-    log = tmp_path / "evaluated.log"
-    code, err = finish(subprocess.Popen(search(tmp_path / "run", url, 4, priced, "--workers", "2"),
-                                        env=environment(log, 0.2), stderr=subprocess.PIPE, text=True))
-    assert code == 0, err[-2000:]
-    records = check_exactly_once(url, log, 4)
-    assert {t.user_attrs["worker"] for t in records if status_of(t) == "trained"} == {"w0", "w1"}
-    assert (tmp_path / "run" / "trials.csv").exists()
-
-
 def test_two_searches_share_one_study(postgres, priced, tmp_path):
     """Two independent `nas search` processes (as on two machines): their trials add up to the count asked,
     both contribute, and an architecture one of them is evaluating is never evaluated by the other. (The one that
@@ -112,6 +94,7 @@ def test_two_searches_share_one_study(postgres, priced, tmp_path):
 
 
 def test_the_search_rides_out_a_database_restart(postgres, priced, tmp_path):
+    """Two workers of one search on PostgreSQL; the server is stopped mid-search and started 5 s later."""
     url = postgres.create_database("restart")
     log = tmp_path / "evaluated.log"
     process = subprocess.Popen(search(tmp_path / "run", url, 8, priced, "--workers", "2"),
@@ -123,7 +106,9 @@ def test_the_search_rides_out_a_database_restart(postgres, priced, tmp_path):
     code, err = finish(process)
     assert code == 0, err[-6000:]
     assert "unreachable" in err and "answered again" in err
-    check_exactly_once(url, log, 8)
+    records = check_exactly_once(url, log, 8)
+    assert {t.user_attrs["worker"] for t in records if status_of(t) == "trained"} == {"w0", "w1"}  # both workers
+    assert (tmp_path / "run" / "trials.csv").exists()
 
 
 def test_a_database_that_does_not_come_back_stops_the_search_with_one_line(postgres, priced, tmp_path):

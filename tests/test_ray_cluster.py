@@ -14,18 +14,11 @@ import optuna
 import pytest
 
 from nas.search.study import counted, status_of
-from swiftnas_testing.postgres_server import ThrowawayPostgres, why_unavailable
+from swiftnas_testing.postgres_server import why_unavailable
 from test_distributed import check_exactly_once, environment, finish, load, search, wait_for
 
 ray = pytest.importorskip("ray")
 pytestmark = pytest.mark.skipif(why_unavailable() is not None, reason=str(why_unavailable()))
-
-
-@pytest.fixture(scope="module")
-def postgres():
-    server = ThrowawayPostgres().start()
-    yield server
-    server.remove()
 
 
 @pytest.fixture(scope="module")
