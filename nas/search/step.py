@@ -31,7 +31,7 @@ from ..training import ProxyDiverged
 from .context import SearchContext, task_arch
 from .evolution import enqueue_child
 from .storage import StorageUnavailable
-from .study import KNOWN, Heartbeat, counted, status_of
+from .study import KNOWN, Heartbeat, counted, in_flight, status_of
 
 PROCESS = f"{socket.gethostname()}:{os.getpid()}"  # which machine and process evaluated a trial
 UNTRAINED = 0.0  # the objective placeholder of an over-budget trial: no sampler or output reads it as a score
@@ -172,8 +172,7 @@ def _carry(study: optuna.Study, ctx: SearchContext, trial: optuna.Trial,
 def _places_taken(study: optuna.Study, number: int) -> int:
     """Searched trials that used training time, plus those evaluating now that started before trial ``number``."""
     trials = study.get_trials(deepcopy=False)
-    return counted(trials) + sum(1 for t in trials if t.state == TrialState.RUNNING and t.number < number
-                                 and "reference" not in t.user_attrs)
+    return counted(trials) + in_flight(trials, before=number)
 
 
 def is_out_of_memory(exc: BaseException) -> bool:

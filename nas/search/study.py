@@ -23,7 +23,7 @@ from optuna.trial import TrialState
 
 from .storage import HEARTBEAT_S, MAX_RETRIES, STALE_AFTER_S, make_storage, seconds_since_outage
 
-__all__ = ["make_storage", "status_of", "counted", "best_feasible", "retry_of", "Heartbeat", "recover_interrupted"]
+__all__ = ["make_storage", "status_of", "counted", "in_flight", "best_feasible", "retry_of", "Heartbeat", "recover_interrupted"]
 
 KNOWN = ("trained", "reference", "pruned")  # statuses whose result is known: a re-proposal reuses it
 FAILURES = ("diverged", "out of memory", "error", "not scorable", "claimed elsewhere", "surplus", "interrupted")
@@ -60,6 +60,13 @@ def best_feasible(trials: Iterable[optuna.trial.FrozenTrial]) -> optuna.trial.Fr
     """The most accurate trial trained within the budget (a reference may be it)."""
     done = [t for t in trials if status_of(t) in ("trained", "reference")]
     return max(done, key=lambda t: t.values[0], default=None)
+
+
+def in_flight(trials: list[optuna.trial.FrozenTrial], before: int | None = None) -> int:
+    """Searched trials being evaluated now, by any process (each may become a counted one); with ``before``,
+    only those numbered below it."""
+    return sum(1 for t in trials if t.state == TrialState.RUNNING and "reference" not in t.user_attrs
+               and (before is None or t.number < before))
 
 
 def retry_of(trial: optuna.trial.FrozenTrial) -> int | None:

@@ -19,7 +19,7 @@ from .context import SearchContext, build_context
 from .parallel import run_at_start_line
 from .pruning import SearchedMedianPruner
 from .step import run_step
-from .study import best_feasible, counted, make_storage, recover_interrupted, status_of
+from .study import best_feasible, counted, in_flight, make_storage, recover_interrupted, status_of
 
 MAX_REJECTED_IN_A_ROW = 2000
 MAX_DUPLICATES_IN_A_ROW = 200
@@ -122,11 +122,6 @@ def worker_loop(cfg: SearchConfig, worker: int = 0, ctx: SearchContext | None = 
         _print_progress(study, cfg, trial, times, name)
     if worker == 0:
         print(f"{name}: finished after {format_duration(time.perf_counter() - started)}", file=sys.stderr)
-
-
-def in_flight(trials: list[optuna.trial.FrozenTrial]) -> int:
-    """Searched trials being evaluated now (by any process): each may become a counted one."""
-    return sum(1 for t in trials if t.state == TrialState.RUNNING and "reference" not in t.user_attrs)
 
 
 def _print_progress(study: optuna.Study, cfg: SearchConfig, trial: optuna.trial.FrozenTrial, times: list[float],
