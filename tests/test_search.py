@@ -82,22 +82,26 @@ def test_changed_settings_do_not_mix_into_a_study(tmp_path, tiny_imagefolder, ti
 
 def test_killed_mid_trial_resumes_and_retries_the_architecture(tmp_path, tiny_imagefolder, tiny_space):
     out = tmp_path / "run"
-    args = search_args(out, tiny_imagefolder, tiny_space, trials=4, epochs=8, subset=120)
+    # a trial trains ~100 epochs (a few seconds); it is killed in its first 20, so it cannot finish in between
+    args = search_args(out, tiny_imagefolder, tiny_space, trials=4, epochs=100, subset=120)
     process = subprocess.Popen([sys.executable, "-m", "nas", *args], stdout=subprocess.DEVNULL,
                                stderr=subprocess.DEVNULL, start_new_session=True)
     storage = f"sqlite:///{out.resolve() / 'study.db'}"
-    deadline, running = time.time() + 120, None
+    deadline, running = time.time() + 180, None
     while time.time() < deadline and running is None:
-        time.sleep(0.5)
+        time.sleep(0.1)
         try:
             study = optuna.load_study(study_name="tiny-iphone14-0p418ms", storage=storage)
-            done = [t for t in study.get_trials() if status_of(t) in ("trained", "pruned")]
-            running = next((t for t in study.get_trials() if t.state.name == "RUNNING" and done), None)
-        except (KeyError, Exception):  # noqa: BLE001 (the study may not exist yet)
+            trials = study.get_trials()
+        except Exception:  # noqa: BLE001 (the study may not exist yet)
             continue
-    assert running is not None, "no trial started in time"
+        done = [t for t in trials if status_of(t) in ("trained", "pruned")]
+        running = next((t for t in trials if done and t.state.name == "RUNNING"
+                        and 1 <= len(t.intermediate_values) <= 20), None)
+    assert running is not None, "no trial was caught early in its training"
     os.killpg(process.pid, signal.SIGKILL)
     process.wait()
+    assert study._storage.get_trial(running._trial_id).state.name == "RUNNING", "the trial finished before the kill"
     finished_before = {t.number: t.values for t in study.get_trials() if status_of(t) in ("trained", "pruned")}
     result = subprocess.run([sys.executable, "-m", "nas", *args], capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr
