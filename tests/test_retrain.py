@@ -21,7 +21,7 @@ from nas.training.recipe import Recipe, RecipeError, official_recipe
 from nas.training.components import (RetrainError, build_mixup, build_student, build_task, data_pipeline, load_init,
                                      normalisation)
 from nas.training.processes import Processes
-from nas.training.retrain import RetrainSpec, evaluate, retrain
+from nas.training.retrain import RetrainSpec, ema_left_behind, evaluate, retrain
 from swiftformer import SwiftFormerArch
 
 ARCH = {"resolution": 32, "num_classes": 10, "stages": [
@@ -96,6 +96,14 @@ def test_ema_differs_from_the_model_and_is_what_is_evaluated_when_asked(tmp_path
     again = evaluate(net, val_loader, torch.device("cpu"))
     assert again["loss"] == pytest.approx(result.final["ema_val_loss"], rel=1e-5)
     assert result.final["ema_val_loss"] != pytest.approx(result.final["val_loss"], rel=1e-6)
+
+
+def test_a_run_too_short_for_its_ema_is_told_so():
+    short = Recipe().replace(model_ema_decay=0.999)
+    note = ema_left_behind(short, 1755)  # the CPU recipe's 5 epochs on CIFAR-10: 17 % of the start remains
+    assert note is not None and "17%" in note and "model_ema_warmup" in note
+    assert ema_left_behind(short.replace(model_ema_warmup=True), 1755) is None
+    assert ema_left_behind(short, 10_000) is None  # 0.999 ** 10,000 is nothing
 
 
 def test_a_resumed_run_ends_exactly_where_an_uninterrupted_one_does(tmp_path, arch_file, tiny_imagefolder):
