@@ -27,7 +27,7 @@ from .latency.measurements import MeasurementError
 from .latency.predictor import PredictorError
 from .models import ModelRefError, parse_model_ref
 from .progress import progress
-from .search.config import SearchError
+from .search.config import MARGINS, SearchError
 from .supernet import SupernetError
 from .training import TrainDeviceError
 from .training.recipe import RecipeError, RetrainError
@@ -336,7 +336,7 @@ def cmd_search(args: argparse.Namespace) -> None:
                        backend=args.backend, ray_address=args.ray_address, workers=args.workers,
                        train_device=args.train_device, cpus_per_trial=args.cpus_per_trial,
                        gpus_per_trial=args.gpus_per_trial, evaluator=args.evaluator,
-                       storage_patience_s=args.storage_patience,
+                       storage_patience_s=args.storage_patience, latency_margin=args.latency_margin,
                        scoring=ScoringConfig(bn_images=args.supernet_bn_images, val_images=args.supernet_val_images))
     _, summary = run_search(cfg)
     _print_summary(cfg.out, summary)
@@ -534,6 +534,9 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("--latency-budget", type=_budget, required=True, help="e.g. 1ms, 0.8 ms, 800us")
     add_predictor_choice(search, required=False)
     search.set_defaults(device="iphone14")
+    search.add_argument("--latency-margin", choices=MARGINS, default="none",
+                        help="none (default): a candidate fits if its predicted latency does; band: if the upper edge "
+                             "of the predictor's error band (measured on families it never saw) does")
     search.add_argument("--space", default="swiftformer", help=space_help)
     search.add_argument("--data", default="fashion-mnist",
                         help="fashion-mnist (default), cifar10:PATH (folder or .tar.gz) or imagefolder:PATH "

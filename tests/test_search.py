@@ -211,6 +211,7 @@ def test_report_command_redraws(tmp_path, tiny_imagefolder, tiny_space, capsys):
     (["search", "--latency-budget", "1ms", "--train-device", "tpu"], "unknown training device 'tpu'"),
     (["search", "--latency-budget", "1ms", "--proxy-downscale", "0.5"], "expected a number of at least 1"),
     (["search", "--latency-budget", "1ms", "--val-fraction", "1.5"], "expected a fraction between 0 and 1"),
+    (["search", "--latency-budget", "1ms", "--latency-margin", "wide"], "invalid choice: 'wide'"),
 ])
 def test_bad_search_input_is_one_line(tmp_path, args, message, capsys):
     result = run_nas_here(capsys, *args, *(["--out", str(tmp_path / "o")] if args[0] == "search" else []))

@@ -34,10 +34,17 @@ class SearchContext:
     scorer: SupernetScorer | None = None  # --evaluator supernet:DIR: candidates are scored, not trained
     evaluate: Callable[[SwiftFormerArch], float] | None = None  # --evaluator callable:MODULE:FUNCTION
 
+    def checked_ms(self, predicted_ms: float) -> float:
+        """What must fit the budget: the prediction, or with ``--latency-margin band`` its band's upper edge."""
+        return self.predictor.upper_ms(predicted_ms) if self.cfg.latency_margin == "band" else predicted_ms
+
 
 def build_context(cfg: SearchConfig, quiet: bool = False, worker: int = 0) -> SearchContext:
     """``worker`` picks the training GPU (each local worker its own)."""
     predictor = resolve_predictor(cfg.device, cfg.predictor)
+    if cfg.latency_margin == "band" and not predictor.band:
+        raise SearchError(f"predictor {predictor.device} has no error band; recalibrate it with `nas latency "
+                          "calibrate` or use --latency-margin none")
     base = search_spaces.load_space(cfg.space)
     sides = [cfg.proxy.resolution(r) for r in base.resolutions]
     data = load_data(cfg.data, image_size=max(max(sides), 32))
