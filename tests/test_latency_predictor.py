@@ -155,7 +155,8 @@ def test_rows_rated_unreliable_by_their_source_are_reported_and_skipped(tmp_path
 @pytest.mark.parametrize("model, family", [
     ("timm:resnet50", "resnet"), ("timm:deit_small_patch16_224", "deit"), ("timm:mobilenetv3_large_100", "mobilenetv3"),
     ("timm:efficientformerv2_s0", "efficientformerv2"), ("timm:efficientformer_l1", "efficientformer"),
-    ("timm:tf_efficientnet_b0", "efficientnet"), ("timm:swiftformer_xs", "swiftformer"), ("swiftformer:l3", "swiftformer"),
+    ("timm:tf_efficientnet_b0", "efficientnet"), ("timm:swiftformer_xs", "swiftformer"),
+    ("swiftformer:l3", "swiftformer"),
 ])
 def test_families_from_model_names(model, family):
     assert family_of(model) == family

@@ -82,7 +82,8 @@ class CrossValidation:
 
 
 def cross_validate(samples: Sequence[Sample], split: str, forms: Sequence[ModelForm] = FORMS,
-                   progress: Callable[[int, int], Any] | None = None, only_device: str | None = None) -> CrossValidation:
+                   progress: Callable[[int, int], Any] | None = None,
+                   only_device: str | None = None) -> CrossValidation:
     """Nested cross-validation of ``calibrate``: hold out each group of ``split`` from every device, choose the
     form on the rest (by its own leave-one-family-out), fit it there, predict the held-out rows. With
     ``only_device``, only the groups holding that device's rows are held out (other rows stay NaN)."""
@@ -130,7 +131,7 @@ def band_of(measured: np.ndarray, predicted: np.ndarray) -> dict[str, float]:
 
 
 def calibrate(samples: Sequence[Sample], device: str, forms: Sequence[ModelForm] = FORMS,
-              calibration: dict | None = None, band: bool = True,
+              calibration: dict | None = None,
               progress: Callable[[int, int], Any] | None = None) -> LatencyPredictor:
     """A predictor for ``device``, fitted on ``samples`` of every device (the others lend their structure).
 
@@ -148,13 +149,12 @@ def calibrate(samples: Sequence[Sample], device: str, forms: Sequence[ModelForm]
     costs, intercept = fit(rows, form).of_device(device)
     info: dict[str, Any] = dict(calibration or {}, rows=len(mine), rows_all_devices=len(samples),
                                 devices=sorted({s.device for s in samples}), form=form.to_dict(),
-                                form_chosen_by=f"leave-one-{split}-out MAPE among {len(forms)} forms")
-    result = {}
-    if band:
-        split = "family" if len({s.family for s in mine}) >= 2 else "row"
-        cv = cross_validate(samples, split, forms, progress, only_device=device)
-        index = [i for i, s in enumerate(cv.samples) if device_key(s.device) == device_key(device)]
-        measured = np.array([cv.samples[i].latency_ms for i in index])
-        result = dict(band_of(measured, cv.predicted_ms[index]), split=f"nested leave-one-{split}-out")
-    return LatencyPredictor(device_key(device), costs, intercept, {t: TERMS[t] for t in costs}, info, result)
+                                form_chosen_by=f"leave-one-{split}-out MAPE, one-standard-error rule, among "
+                                               f"{len(forms)} forms")
+    split = "family" if len({s.family for s in mine}) >= 2 else "row"
+    cv = cross_validate(samples, split, forms, progress, only_device=device)
+    index = [i for i, s in enumerate(cv.samples) if device_key(s.device) == device_key(device)]
+    measured = np.array([cv.samples[i].latency_ms for i in index])
+    band = dict(band_of(measured, cv.predicted_ms[index]), split=f"nested leave-one-{split}-out")
+    return LatencyPredictor(device_key(device), costs, intercept, {t: TERMS[t] for t in costs}, info, band)
 

@@ -45,7 +45,8 @@ class ModelForm:
     loss: str = "squared"  # or "huber"
 
     def describe(self) -> str:
-        sharing = "each device alone" if self.shrinkage == 0 else f"shrunk to shared costs (strength {self.shrinkage:g})"
+        sharing = ("each device alone" if self.shrinkage == 0
+                   else f"shrunk to shared costs (strength {self.shrinkage:g})")
         return f"terms {self.terms}, {sharing}, {self.loss} relative error"
 
     def to_dict(self) -> dict:

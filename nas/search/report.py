@@ -17,8 +17,8 @@ from .config import SearchConfig, SearchError
 from .study import make_storage, retry_of, status_of
 
 PLOT = "accuracy_vs_latency.png"
-COLUMNS = ["number", "status", "reference", "architecture", "digest", "params", "macs", "latency_ms", "latency_upper_ms",
-           "val_accuracy",
+COLUMNS = ["number", "status", "reference", "architecture", "digest", "params", "macs", "latency_ms",
+           "latency_upper_ms", "val_accuracy",
            "last_val_accuracy", "state", "duration_s", "train_seconds", "train_cpu_seconds", "fail_reason",
            "duplicate_of", "retry_of", "parent", "worker", "arch_json"]
 
