@@ -76,6 +76,9 @@ def phone_report(data, phone: str) -> None:
     for split in SPLITS:
         print(f"\nSwiftFormer |error| in ms, leave-one-{split}-out: " + ", ".join(
             f"{chosen.samples[i].model.split('_')[-1].upper()} {abs(chosen.predicted[split][i] - y[i]):.2f}" for i in sf))
+    print("\nSwiftFormer |error| in ms, leave-one-family-out, form shipped before: " + ", ".join(
+        f"{chosen.samples[i].model.split('_')[-1].upper()} {abs(others['previous']['family'][i] - y[i]):.2f}"
+        for i in sf))
     forms = Counter(chosen.forms["family"])
     print("\nHeld-out rows per form chosen (leave-one-family-out): " + "; ".join(
         f"{n} by {form}" for form, n in forms.most_common()))
@@ -110,12 +113,14 @@ def lut_speed() -> None:
 
 
 def shipped() -> None:
-    print("\n| shipped predictor | form (chosen by leave-one-family-out on all rows) | intercept ms | band (q0.1 / q0.9) |"
-          "\n|---|---|---|---|")
+    print("\n| shipped predictor | procedure (nested leave-one-family-out MAPE of each) | form | intercept ms | "
+          "band (q0.1 / q0.9) |\n|---|---|---|---|---|")
     for device in ("iphone14", "iphone12"):
         p = load_device(device)
         form = ModelForm(**p.calibration["form"])
-        print(f"| {device} | {form.describe()} | {p.intercept_ms:.3f} | {p.band['lower']:+.0%} / {p.band['upper']:+.0%} |")
+        judged = ", ".join(f"{name} {mape:.1%}" for name, mape in p.calibration["procedures"].items())
+        print(f"| {device} | {p.calibration['procedure']} ({judged}) | {form.describe()} | {p.intercept_ms:.3f} | "
+              f"{p.band['lower']:+.0%} / {p.band['upper']:+.0%} |")
 
 
 if __name__ == "__main__":

@@ -49,6 +49,22 @@ def test_calibration_lends_structure_from_other_devices():
     assert predictor.upper_ms(1.0) == pytest.approx(1.0 + predictor.band["upper"])
 
 
+def test_calibration_takes_the_procedure_of_lower_nested_family_held_out_error():
+    """Latency here depends on depthwise work that MACs alone cannot see: a fixed MACs-only form loses to the
+    choice among forms on unseen families, whichever order the procedures come in, and both figures are kept."""
+    samples = synthetic_samples("A")
+    for procedures in ({"macs only": (ModelForm("macs", 0.0, "squared"),), "compute": (ModelForm("compute", 0.0,
+                                                                                               "squared"),)},
+                       {"compute": (ModelForm("compute", 0.0, "squared"),),
+                        "macs only": (ModelForm("macs", 0.0, "squared"),)}):
+        predictor = calibrate(samples, "A", procedures)
+        info = predictor.calibration
+        assert info["procedure"] == "compute" and info["form"]["terms"] == "compute"
+        assert set(info["procedures"]) == {"macs only", "compute"}
+        assert info["procedures"]["compute"] < info["procedures"]["macs only"]
+        assert "fixed" in info["form_chosen_by"]
+
+
 def test_a_held_out_group_never_influences_its_own_prediction():
     """Nested cross-validation: a family's latencies (and a model's, on every device) reach no fit, and no
     choice of form, that predicts them."""

@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from nas.cli import main
+from nas.latency import load_device
 from swiftnas_testing.cli import run_nas_here
 from nas.training import ProxyConfig, ProxyDiverged
 from nas.search import load_run
@@ -78,6 +79,20 @@ def test_changed_settings_do_not_mix_into_a_study(tmp_path, tiny_imagefolder, ti
     args[args.index("--proxy-epochs") + 1] = "2"
     result = subprocess.run([sys.executable, "-m", "nas", *args], capture_output=True, text=True, timeout=300)
     assert result.returncode == 2 and "was run with other settings (proxy)" in result.stderr
+
+
+def test_a_recalibrated_predictor_does_not_mix_into_a_study(tmp_path, tiny_imagefolder, tiny_space, capsys):
+    predictor = tmp_path / "phone.json"
+    shipped = load_device("iphone14").to_dict()
+    predictor.write_text(json.dumps(shipped))
+    out = tmp_path / "run"
+    args = search_args(out, tiny_imagefolder, tiny_space, "--predictor", str(predictor), trials=1)
+    assert run_nas_here(capsys, *args).returncode == 0
+    shipped["costs"] = {k: 2 * v for k, v in shipped["costs"].items()}  # the same phone, recalibrated
+    predictor.write_text(json.dumps(shipped))
+    result = run_nas_here(capsys, *args)
+    assert result.returncode == 2 and "was priced by another iphone14 predictor" in result.stderr
+    assert "Traceback" not in result.stderr
 
 
 def test_killed_mid_trial_resumes_and_retries_the_architecture(tmp_path, tiny_imagefolder, tiny_space):
