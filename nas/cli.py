@@ -27,7 +27,7 @@ from .latency.measurements import MeasurementError
 from .latency.predictor import PredictorError
 from .models import ModelRefError, parse_model_ref
 from .progress import progress
-from .search.config import SearchError
+from .search.config import MARGINS, SearchError
 from .supernet import SupernetError
 from .training import TrainDeviceError
 from .training.recipe import RecipeError, RetrainError
@@ -134,7 +134,7 @@ def _profiled(measurements, label: str):
 
 
 def _predictor(args: argparse.Namespace):
-    """The predictor the command names, or None when it names none (evaluate then runs leave-one-out)."""
+    """The predictor the command names, or None when it names none (evaluate then cross-validates calibration)."""
     from .latency.predictor import resolve_predictor
 
     if not (getattr(args, "predictor", None) or getattr(args, "device", None)):
@@ -142,24 +142,41 @@ def _predictor(args: argparse.Namespace):
     return resolve_predictor(args.device, args.predictor)
 
 
+def _band_text(predictor) -> str:
+    band = predictor.band
+    if not band:
+        return "no error band (calibrated by an older version)"
+    return (f"error band {band['lower']:+.0%} / {band['upper']:+.0%} (quantiles {band['quantile_low']:g} and "
+            f"{band['quantile_high']:g} of measured / predicted - 1, {band['split']}, {band['rows']} rows)")
+
+
 def cmd_latency_calibrate(args: argparse.Namespace) -> None:
     from .latency import calibrate, read_measurements
     from .latency.evaluate import evaluate_predictor
 
     data = read_measurements(args.measurements, args.device_name)
+    device = data.device_name(args.device_name)
     samples = _profiled(data, "profiling models")
-    name = args.device_name or (data.devices[0] if data.devices else Path(args.measurements).stem)
-    predictor = calibrate([s.profile for s in samples], [s.latency_ms for s in samples], name.lower().replace(" ", ""),
-                          {"measurements": str(args.measurements), "device_rows": name,
-                           "skipped": len(data.skipped)})
-    fit = evaluate_predictor(predictor, samples).summary()
+    predictor = calibrate(samples, device, calibration={"measurements": [str(p) for p in args.measurements],
+                                                        "device_rows": device, "skipped": len(data.skipped)},
+                          progress=progress("measuring the error band (nested leave-one-family-out)"))
+    fit = evaluate_predictor(predictor, data.of(device)).summary()
     predictor.calibration["in_sample"] = {k: fit[k] for k in ("mape", "within_10pct", "kendall_tau")}
     predictor.save(args.out)
     costs = ", ".join(f"{k} {v:.3g}" for k, v in predictor.costs.items() if v > 1e-9)
-    print(f"wrote {args.out}: {predictor.device} from {len(samples)} rows; intercept {predictor.intercept_ms:.3f} ms; "
-          f"ms per unit: {costs}")
-    print(f"in-sample MAPE {fit['mape']:.1%}, within 10% {fit['within_10pct']:.0%}, Kendall tau "
-          f"{fit['kendall_tau']:.2f} (run `nas latency evaluate` for leave-one-out figures)")
+    others = len(samples) - len(data.of(device))
+    print(f"wrote {args.out}: {predictor.device} from {len(data.of(device))} rows (and {others} of "
+          f"{len(data.devices) - 1} other device(s)); form: {predictor.calibration['form_chosen_by']}: "
+          f"{_form_text(predictor)}")
+    print(f"intercept {predictor.intercept_ms:.3f} ms; ms per unit: {costs}")
+    print(f"{_band_text(predictor)}; in-sample MAPE {fit['mape']:.1%} (run `nas latency evaluate --group family` "
+          "for cross-validated figures)")
+
+
+def _form_text(predictor) -> str:
+    from .latency.fitting import ModelForm
+
+    return ModelForm(**predictor.calibration["form"]).describe() if "form" in predictor.calibration else "unknown"
 
 
 def cmd_latency_predict(args: argparse.Namespace) -> None:
@@ -169,35 +186,66 @@ def cmd_latency_predict(args: argparse.Namespace) -> None:
     ref = parse_model_ref(args.model)
     resolution = args.resolution or ref.default_resolution()
     ms = predict_latency(args.model, predictor, resolution)
+    low, high = predictor.lower_ms(ms), predictor.upper_ms(ms)
     if args.json:
-        print(json.dumps({"model": args.model, "latency_ms": round(ms, 4), "device": predictor.device,
-                          "resolution": resolution}))
+        print(json.dumps({"model": args.model, "latency_ms": round(ms, 4), "lower_ms": round(low, 4),
+                          "upper_ms": round(high, 4), "device": predictor.device, "resolution": resolution}))
     else:
-        print(f"{ms:.3f} ms  ({args.model} at {resolution}x{resolution} on {predictor.device}, predicted)")
+        band = f"; band {low:.3f}-{high:.3f} ms for an unseen family" if predictor.band else ""
+        print(f"{ms:.3f} ms  ({args.model} at {resolution}x{resolution} on {predictor.device}, predicted{band})")
 
 
 def cmd_latency_evaluate(args: argparse.Namespace) -> None:
     from .latency import read_measurements
-    from .latency.evaluate import evaluate_predictor, leave_one_out
+    from .latency.evaluate import evaluate_calibration, evaluate_predictor
 
     predictor = _predictor(args)
-    device = args.device_name or (predictor.device if predictor else None)
-    data = read_measurements(args.measurements, device)
+    if predictor and args.group:
+        raise UsageError("--group cross-validates calibration; it does not apply to a given --device or --predictor")
+    data = read_measurements(args.measurements, args.device_name)
+    requested = args.device_name or (predictor.device if predictor and len(data.devices) > 1 else None)
+    device = data.device_name(requested)
     samples = _profiled(data, "profiling models")
-    result = evaluate_predictor(predictor, samples) if predictor else leave_one_out(samples)
+    if predictor:
+        result = evaluate_predictor(predictor, data.of(device))
+    else:
+        splits = ("row", "family") if args.group == "family" else ("row",)
+        result = evaluate_calibration(samples, device, splits, progress=progress)
     if args.json:
         print(json.dumps(result.summary()))
         return
-    print(f"{result.mode}, {len(samples)} rows")
-    print(f"{'model':<36}{'res':>5}{'measured':>10}{'predicted':>11}{'error':>8}{'MACs-only':>11}")
-    for row in result.rows:
-        error = (row["predicted_ms"] - row["measured_ms"]) / row["measured_ms"]
-        print(f"{row['model']:<36}{row['resolution']:>5}{row['measured_ms']:>10.2f}{row['predicted_ms']:>11.2f}"
-              f"{error:>+8.0%}{row['baseline_ms']:>11.2f}")
-    print(f"predictor: MAPE {result.mape:.1%}, within 10% {result.within_10pct:.0%}, Kendall tau "
-          f"{result.kendall_tau:.2f}")
-    print(f"MACs-only baseline: MAPE {result.baseline_mape:.1%}, within 10% {result.baseline_within_10pct:.0%}, "
-          f"Kendall tau {result.baseline_kendall_tau:.2f}")
+    _print_evaluation(result, len(samples), len(data.devices))
+
+
+_SPLIT_NAMES = {"fixed": "predictor", "row": "leave-one-row-out", "family": "leave-one-family-out"}
+
+
+def _print_evaluation(result, rows_all: int, devices: int) -> None:
+    splits = list(result.predicted)
+    print(f"{result.mode}: {result.device}, {len(result.samples)} rows"
+          + (f" ({rows_all} rows of {devices} devices used)" if "fixed" not in splits else ""))
+    header = "".join(f"{_SPLIT_NAMES[s][:16]:>17}{'error':>7}{'MACs-only':>10}" for s in splits)
+    print(f"{'model':<34}{'family':<18}{'res':>4}{'measured':>9}{header}")
+    for i, sample in enumerate(result.samples):
+        cells = ""
+        for split in splits:
+            predicted, baseline = result.predicted[split][i], result.baseline[split][i]
+            cells += f"{predicted:>17.2f}{(predicted - sample.latency_ms) / sample.latency_ms:>+7.0%}{baseline:>10.2f}"
+        print(f"{sample.model:<34}{sample.family:<18}{sample.resolution:>4}{sample.latency_ms:>9.2f}{cells}")
+    for split in splits:
+        scores = result.split_scores(split)
+        print(f"{_SPLIT_NAMES[split]}: MAPE {scores['mape']:.1%}, within 10% {scores['within_10pct']:.0%}, Kendall "
+              f"tau {scores['kendall_tau']:.2f} | MACs-only baseline: MAPE {scores['baseline_mape']:.1%}, within 10% "
+              f"{scores['baseline_within_10pct']:.0%}, Kendall tau {scores['baseline_kendall_tau']:.2f}")
+    if len(splits) > 1 or splits[0] == "family":
+        print("per family (MAPE; bias = mean signed error; max |error| in ms):")
+        print(f"{'family':<20}{'rows':>5}" + "".join(f"{_SPLIT_NAMES[s]:>22}{'bias':>7}{'max ms':>8}{'MACs-only':>10}"
+                                                  for s in splits))
+        for entry in result.families():
+            cells = "".join(f"{entry['splits'][s]['mape']:>22.1%}{entry['splits'][s]['bias']:>+7.0%}"
+                            f"{entry['splits'][s]['max_abs_ms']:>8.2f}{entry['splits'][s]['baseline_mape']:>10.1%}"
+                            for s in splits)
+            print(f"{entry['family']:<20}{entry['rows']:>5}{cells}")
 
 
 def cmd_latency_measure(args: argparse.Namespace) -> None:
@@ -288,7 +336,7 @@ def cmd_search(args: argparse.Namespace) -> None:
                        backend=args.backend, ray_address=args.ray_address, workers=args.workers,
                        train_device=args.train_device, cpus_per_trial=args.cpus_per_trial,
                        gpus_per_trial=args.gpus_per_trial, evaluator=args.evaluator,
-                       storage_patience_s=args.storage_patience,
+                       storage_patience_s=args.storage_patience, latency_margin=args.latency_margin,
                        scoring=ScoringConfig(bn_images=args.supernet_bn_images, val_images=args.supernet_val_images))
     _, summary = run_search(cfg)
     _print_summary(cfg.out, summary)
@@ -438,10 +486,14 @@ def build_parser() -> argparse.ArgumentParser:
         group.add_argument("--device", help="a shipped predictor: iphone14 or iphone12")
         group.add_argument("--predictor", help="a predictor JSON made by `nas latency calibrate`")
 
-    calibrate = latency.add_parser("calibrate", help="fit a predictor to measured latencies")
-    calibrate.add_argument("--measurements", required=True, help="CSV with timm_name or model, resolution, latency_ms")
+    measurements_help = ("CSV file(s) with timm_name or model, resolution, latency_ms (optional: device, family, "
+                         "graph, trust); rows of other devices help the fit")
+    calibrate = latency.add_parser("calibrate", help="fit a predictor to measured latencies (its form chosen by "
+                                                      "leave-one-family-out; other devices' rows help)")
+    calibrate.add_argument("--measurements", required=True, nargs="+", help=measurements_help)
     calibrate.add_argument("--out", required=True, help="predictor JSON to write")
-    calibrate.add_argument("--device-name", help="name of the device (and, for files of several, whose rows to use)")
+    calibrate.add_argument("--device-name", help="the device to calibrate for (needed when the files hold several; "
+                                                 "names the rows of files without a device column)")
     calibrate.set_defaults(func=cmd_latency_calibrate)
 
     predict = latency.add_parser("predict", help="predicted latency of a model")
@@ -451,11 +503,14 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--json", action="store_true", help="one JSON object")
     predict.set_defaults(func=cmd_latency_predict)
 
-    evaluate = latency.add_parser("evaluate", help="predicted against measured: a predictor, or leave-one-out "
+    evaluate = latency.add_parser("evaluate", help="predicted against measured: a predictor, or cross-validated "
                                                     "calibration when none is given")
-    evaluate.add_argument("--measurements", required=True, help="CSV with timm_name or model, resolution, latency_ms")
+    evaluate.add_argument("--measurements", required=True, nargs="+", help=measurements_help)
     add_predictor_choice(evaluate, required=False)
-    evaluate.add_argument("--device-name", help="whose rows to use when the file holds several devices")
+    evaluate.add_argument("--device-name", help="whose rows to evaluate when the files hold several devices")
+    evaluate.add_argument("--group", choices=("row", "family"),
+                          help="what cross-validation holds out: row (default; one model at a time) or family "
+                               "(reports leave-one-family-out next to leave-one-row-out, with per-family errors)")
     evaluate.add_argument("--json", action="store_true", help="the summary as one JSON object")
     evaluate.set_defaults(func=cmd_latency_evaluate)
 
@@ -479,6 +534,9 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("--latency-budget", type=_budget, required=True, help="e.g. 1ms, 0.8 ms, 800us")
     add_predictor_choice(search, required=False)
     search.set_defaults(device="iphone14")
+    search.add_argument("--latency-margin", choices=MARGINS, default="none",
+                        help="none (default): a candidate fits if its predicted latency does; band: if the upper edge "
+                             "of the predictor's error band (measured on families it never saw) does")
     search.add_argument("--space", default="swiftformer", help=space_help)
     search.add_argument("--data", default="fashion-mnist",
                         help="fashion-mnist (default), cifar10:PATH (folder or .tar.gz) or imagefolder:PATH "

@@ -18,6 +18,7 @@ def test_predict_json(capsys):
     main(["latency", "predict", "--device", "iphone14", "--model", "swiftformer:xs", "--json"])
     out = json.loads(capsys.readouterr().out)
     assert out["model"] == "swiftformer:xs" and 0.5 < out["latency_ms"] < 1.2 and out["resolution"] == 224
+    assert out["lower_ms"] < out["latency_ms"] < out["upper_ms"]  # the band of an unseen family
     main(["latency", "predict", "--device", "iphone14", "--model", "swiftformer:xs", "--resolution", "160"])
     assert float(capsys.readouterr().out.split()[0]) < out["latency_ms"]
 
@@ -56,6 +57,31 @@ def test_evaluate_the_shipped_predictor_on_published_rows(tmp_path, capsys):
     assert "predictor iphone12" in out and "MACs-only baseline" in out and "Kendall tau" in out
 
 
+def test_evaluate_by_family_reports_both_splits_and_each_family(tmp_path, capsys):
+    models = ["swiftformer:xs", "swiftformer:s", "timm:mobilenetv2_050", "timm:resnet18", "timm:efficientnet_b0",
+              "timm:deit_tiny_patch16_224", "timm:mobilevitv2_050", "timm:repvit_m0_9"]
+    path = tmp_path / "two_phones.csv"
+    lines = ["model,device,resolution,latency_ms"]
+    for i, model in enumerate(models):  # any latencies will do: this checks what is reported, not how well
+        lines.append(f"{model},A,160,{0.5 + 0.1 * i + 0.05 * (i % 3)}")
+        if i % 2:
+            lines.append(f"{model},B,160,{1.0 + 0.2 * i}")
+    path.write_text("\n".join(lines) + "\n")
+    main(["latency", "evaluate", "--measurements", str(path), "--device-name", "A", "--group", "family"])
+    out = capsys.readouterr().out
+    assert "A, 8 rows (12 rows of 2 devices used)" in out and "per family" in out
+    assert "leave-one-row-out: MAPE" in out and "leave-one-family-out: MAPE" in out and "MACs-only baseline" in out
+    assert all(any(line.startswith(family) for line in out.splitlines())
+               for family in ("swiftformer", "mobilenetv2", "resnet", "efficientnet", "deit", "mobilevitv2", "repvit"))
+    main(["latency", "evaluate", "--measurements", str(path), "--device-name", "A", "--group", "family", "--json"])
+    summary = json.loads(capsys.readouterr().out.splitlines()[-1])
+    assert summary["family"]["mape"] > 0 and summary["row"]["mape"] == summary["mape"]
+    assert [f["family"] for f in summary["families"]][0] == "swiftformer" and summary["families"][0]["rows"] == 2
+    with pytest.raises(SystemExit) as info:
+        main(["latency", "evaluate", "--measurements", str(path), "--group", "family"])
+    assert info.value.code == 2 and "several devices (A, B); choose one with --device-name" in capsys.readouterr().err
+
+
 @pytest.mark.skipif(platform.system() == "Darwin", reason="on macOS the coreml backend works")
 def test_coreml_backend_says_it_needs_macos():
     result = run_nas("latency", "measure", "--backend", "coreml", "--model", "swiftformer:xs")
@@ -67,6 +93,8 @@ def test_coreml_backend_says_it_needs_macos():
     (["latency", "predict", "--device", "iphone14", "--model", "timm:nope"], "unknown timm model 'nope'"),
     (["latency", "predict", "--predictor", "missing.json", "--model", "swiftformer:xs"], "cannot read predictor"),
     (["latency", "evaluate", "--measurements", "missing.csv"], "cannot read measurements 'missing.csv'"),
+    (["latency", "evaluate", "--measurements", "x.csv", "--device", "iphone14", "--group", "family"],
+     "--group cross-validates calibration; it does not apply to a given --device or --predictor"),
     (["latency", "lut", "--space", "nope", "--device", "iphone14", "--out", "x.json"], "unknown space 'nope'"),
     (["space", "show", "nope.yaml"], "space file 'nope.yaml' does not exist"),
     (["space", "sample", "-n", "0"], "expected a positive integer"),

@@ -1,7 +1,9 @@
+import pytest
 import timm
 import torch
 
 from nas.latency.graph import profile_model
+from nas.latency.measurements import MeasurementError, profile_ref
 from swiftformer import VARIANTS, SwiftFormer, count_macs
 from swiftformer.counting import measure_macs
 
@@ -35,3 +37,16 @@ def test_profiling_does_not_change_the_model():
     before = {k: v.clone() for k, v in model.state_dict().items()}
     profile_model(model, (1, 3, 64, 64))
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+def test_the_swiftformer_coreml_graph_drops_only_the_query_key_normalisation():
+    """The SwiftFormer paper's CoreML latencies were measured without the query/key L2 normalisation; the
+    graph named ``no-qk-l2norm`` profiles that, for timm's port and for our fused model."""
+    for model in ("timm:swiftformer_xs", "swiftformer:xs"):
+        full, measured = profile_ref(model, 224), profile_ref(model, 224, "no-qk-l2norm")
+        assert measured.macs == full.macs and measured.features["reduction"] < full.features["reduction"]
+    timm_full, timm_measured = profile_ref("timm:swiftformer_xs", 224), profile_ref("timm:swiftformer_xs", 224,
+                                                                                   "no-qk-l2norm")
+    assert (timm_full.op_counts["linalg_vector_norm"], timm_measured.op_counts["linalg_vector_norm"]) == (12, 4)
+    with pytest.raises(MeasurementError, match="applies to SwiftFormer attention, which .* does not have"):
+        profile_ref("timm:resnet18", 64, "no-qk-l2norm")

@@ -11,16 +11,18 @@ def iphone14():
     return load_device("iphone14")
 
 
-def test_table_agrees_with_the_whole_model_predictor_on_random_architectures(iphone14, tmp_path):
+@pytest.mark.parametrize("device", ["iphone14", "iphone12"])  # MACs alone; every term
+def test_table_agrees_with_the_whole_model_predictor_on_random_architectures(device, tmp_path):
+    predictor = load_device(device)
     space = space_from_dict({"name": "small", "resolution": [160, 224], "stages": [
         {"depth": [1, 2], "width": [24, 32], "mlp_ratio": [2, 4], "attention": "mask"},
         {"depth": [1, 3], "width": [48, 64], "attention": "last", "attn_blocks": [0, 1, 2]},
         {"depth": [2], "width": [96, 100], "mlp_ratio": [3]}]})
-    table = build_table(space, iphone14)
+    table = build_table(space, predictor)
     table.save(tmp_path / "t.json")
     table = LatencyTable.load(tmp_path / "t.json")
     for arch in space.samples(12, seed=3):
-        whole = iphone14.predict(profile_model(SwiftFormer(arch), (1, 3, arch.resolution, arch.resolution)))
+        whole = predictor.predict(profile_model(SwiftFormer(arch), (1, 3, arch.resolution, arch.resolution)))
         assert abs(table.predict(arch) - whole) <= 0.05 * whole, arch.summary()
 
 

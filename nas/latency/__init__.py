@@ -2,11 +2,13 @@
 from __future__ import annotations
 
 from .graph import FEATURES, OpProfile, profile_model
-from .measurements import MeasurementError, profile_ref, read_measurements
-from .predictor import LatencyPredictor, PredictorError, builtin_devices, calibrate, load_device
+from .calibration import calibrate
+from .measurements import MeasurementError, Sample, profile_ref, read_measurements
+from .predictor import LatencyPredictor, PredictorError, builtin_devices, load_device
 
-__all__ = ["FEATURES", "LatencyPredictor", "MeasurementError", "OpProfile", "PredictorError", "builtin_devices",
-           "calibrate", "load_device", "predict_latency", "profile_model", "profile_ref", "read_measurements"]
+__all__ = ["FEATURES", "LatencyPredictor", "MeasurementError", "OpProfile", "PredictorError", "Sample",
+           "builtin_devices", "calibrate", "load_device", "predict_latency", "profile_model", "profile_ref",
+           "read_measurements"]
 
 
 def predict_latency(model: str, predictor: LatencyPredictor, resolution: int | None = None) -> float:

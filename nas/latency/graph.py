@@ -20,6 +20,8 @@ from torch.utils._pytree import tree_flatten
 
 from swiftformer import fuse
 
+from .measured_graphs import DEFAULT_GRAPH, as_measured
+
 # Work units the predictors fit a cost to: MACs for convs and matmuls, elements touched for the rest.
 FEATURES = (
     "conv_macs",       # dense convolutions (k x k and 1x1)
@@ -157,7 +159,8 @@ def profile_module(module: nn.Module, inputs: torch.Tensor) -> OpProfile:
     return recorder.profile
 
 
-def profile_model(model: nn.Module, input_shape: tuple[int, int, int, int]) -> OpProfile:
-    """The deployed graph's work for one image of ``input_shape`` (batch forced to 1)."""
-    deployed = fuse(model).to(memory_format=torch.contiguous_format)
+def profile_model(model: nn.Module, input_shape: tuple[int, int, int, int], graph: str = DEFAULT_GRAPH) -> OpProfile:
+    """The deployed graph's work for one image of ``input_shape`` (batch forced to 1); ``graph`` names another
+    graph a published latency was measured on (``measured_graphs.GRAPHS``)."""
+    deployed = as_measured(fuse(model).to(memory_format=torch.contiguous_format), graph, type(model).__name__)
     return profile_module(deployed, torch.randn(1, *input_shape[1:]))

@@ -2,9 +2,9 @@
 
 A prediction is ``intercept + sum(cost[k] * work[k])`` over the deployed graph's work (``graph.FEATURES``), so
 it is additive over the parts of a network: a per-block table built with the same predictor sums to the
-whole-model prediction. Costs are fitted by non-negative least squares on relative error, with a small ridge
-penalty, because calibration sets have 20-50 rows: a handful of physically meaningful, non-negative costs
-generalises where a flexible model would memorise.
+whole-model prediction. Which terms a predictor uses, and how its costs are fitted, is chosen by
+leave-one-family-out error (``calibration.py``); every predictor carries the error band of that choice, measured
+on model families it never saw, so a search can keep a margin.
 """
 from __future__ import annotations
 
@@ -12,20 +12,18 @@ import json
 from dataclasses import asdict, dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
-from scipy.optimize import lsq_linear
 
 from .graph import OpProfile
 
-# The costs a predictor fits, with the unit each is expressed in (ms per unit). ``macs`` is one rate shared by
-# every multiply-accumulate; the others are extra costs of particular kinds of work (depthwise convs, linears on
-# token sequences and activation-activation products, which the Neural Engine runs slowly; weight traffic;
-# normalisation layers, softmax, reductions). The extras are ridge-penalised and non-negative: with little
-# evidence a predictor falls back to latency ~ MACs + constant, and a kind of work costs extra only where the
-# measurements show it. Chosen on physical grounds, not by searching subsets on the data.
-COSTS: dict[str, float] = {
+# Every cost term a predictor may use, with the unit its cost is expressed in (ms per unit). ``macs`` is one
+# rate shared by every multiply-accumulate; the others are extra costs of particular kinds of work: depthwise
+# convs, linears on token sequences and activation-activation products (which the Neural Engine runs slowly),
+# weight traffic, normalisation layers, softmax, reductions, element-wise ops, activation memory traffic and
+# layout changes. The extras are non-negative and ridge-penalised, so with little evidence a kind of work
+# costs nothing extra.
+TERMS: dict[str, float] = {
     "macs": 1e9,
     "weight_io": 1e7,
     "dwconv_macs": 1e8,
@@ -34,28 +32,30 @@ COSTS: dict[str, float] = {
     "norm": 1e6,
     "softmax": 1e6,
     "reduction": 1e6,
+    "elementwise": 1e6,
+    "activation_io": 1e7,
+    "layout": 1e6,
 }
-UNPENALISED = ("macs",)
-RIDGE = 0.01
 
 
 class PredictorError(ValueError):
     """A predictor file or device name that cannot be used."""
 
 
-def work_vector(profile: OpProfile) -> np.ndarray:
-    """The profile's work in the predictor's units, in ``COSTS`` order."""
+def work_vector(profile: OpProfile, terms: tuple[str, ...] | list[str] = tuple(TERMS)) -> np.ndarray:
+    """The profile's work in the predictor's units, one entry per term."""
     values = {**profile.features, "macs": profile.macs}
-    return np.array([values[name] / unit for name, unit in COSTS.items()])
+    return np.array([values[name] / TERMS[name] for name in terms])
 
 
 @dataclass
 class LatencyPredictor:
     device: str
-    costs: dict[str, float]  # ms per unit of COSTS[name]
+    costs: dict[str, float]  # ms per unit of TERMS[name], for the terms this predictor uses
     intercept_ms: float
-    units: dict[str, float] = field(default_factory=lambda: dict(COSTS))
-    calibration: dict = field(default_factory=dict)  # rows used, their source, fit date, notes
+    units: dict[str, float] = field(default_factory=lambda: dict(TERMS))
+    calibration: dict = field(default_factory=dict)  # rows used, their source, the model form chosen, fit figures
+    band: dict = field(default_factory=dict)  # relative error band on unseen families: quantile, lower, upper
 
     def predict(self, profile: OpProfile) -> float:
         """Milliseconds for one inference of the profiled, deployed graph."""
@@ -63,7 +63,14 @@ class LatencyPredictor:
 
     def predict_parts(self, profile: OpProfile) -> float:
         """The work-dependent part only: what a piece of a network adds (used for per-block tables)."""
-        return float(work_vector(profile) @ np.array([self.costs[name] for name in COSTS]))
+        return float(work_vector(profile, list(self.costs)) @ np.array(list(self.costs.values())))
+
+    def upper_ms(self, predicted_ms: float) -> float:
+        """The band's upper edge for a prediction: what a model of an unseen family may take."""
+        return predicted_ms * (1.0 + self.band["upper"]) if self.band else predicted_ms
+
+    def lower_ms(self, predicted_ms: float) -> float:
+        return predicted_ms * (1.0 + self.band["lower"]) if self.band else predicted_ms
 
     # ------------------------------------------------------------------------------------------- storage
     def to_dict(self) -> dict:
@@ -85,34 +92,14 @@ class LatencyPredictor:
             predictor = cls(**data)
         except TypeError as exc:
             raise PredictorError(f"predictor {str(path)!r} is malformed: {exc}") from None
-        if set(predictor.costs) != set(COSTS) or predictor.units != COSTS:
+        foreign = [t for t in predictor.costs if TERMS.get(t) != predictor.units.get(t)]
+        if foreign or set(predictor.units) != set(predictor.costs):
             raise PredictorError(f"predictor {str(path)!r} was made for other cost terms "
-                                 f"({', '.join(predictor.costs)}); recalibrate it with this version")
+                                 f"({', '.join(foreign or predictor.costs)}); recalibrate it with this version")
+        if predictor.band and not all(isinstance(predictor.band.get(k), (int, float)) for k in ("lower", "upper")):
+            raise PredictorError(f"predictor {str(path)!r} has a malformed band {predictor.band!r}; expected "
+                                 "numbers 'lower' and 'upper' (relative errors)")
         return predictor
-
-
-def fit_costs(work: np.ndarray, latency_ms: np.ndarray, ridge: float = RIDGE,
-              penalised: Sequence[bool] | None = None) -> tuple[np.ndarray, float]:
-    """Non-negative costs and intercept minimising relative squared error (+ ridge on the penalised costs)."""
-    n, k = work.shape
-    design = np.hstack([work, np.ones((n, 1))]) / latency_ms[:, None]
-    weights = np.asarray(penalised if penalised is not None else [True] * k, dtype=float)
-    penalty = np.sqrt(ridge) * np.hstack([np.diag(weights), np.zeros((k, 1))])
-    solution = lsq_linear(np.vstack([design, penalty]), np.concatenate([np.ones(n), np.zeros(k)]),
-                          bounds=(0, np.inf)).x
-    return solution[:k], float(solution[k])
-
-
-def calibrate(profiles: Sequence[OpProfile], latency_ms: Sequence[float], device: str,
-              calibration: dict | None = None) -> LatencyPredictor:
-    """A predictor for ``device`` from measured latencies of profiled models."""
-    if len(profiles) < 3:
-        raise PredictorError(f"calibration needs at least 3 measured models, got {len(profiles)}")
-    work = np.stack([work_vector(p) for p in profiles])
-    costs, intercept = fit_costs(work, np.asarray(latency_ms, dtype=float),
-                                 penalised=[name not in UNPENALISED for name in COSTS])
-    return LatencyPredictor(device, dict(zip(COSTS, map(float, costs))), intercept, dict(COSTS),
-                            dict(calibration or {}, rows=len(profiles)))
 
 
 # ----------------------------------------------------------------------------------------- shipped devices

@@ -14,6 +14,7 @@ from ..training import ProxyConfig
 
 SAMPLERS = ("tpe", "nsga2", "random", "evolution")
 OBJECTIVES = ("constrained", "pareto")
+MARGINS = ("none", "band")  # what must fit the budget: the predicted latency, or its error band's upper edge
 
 
 class SearchError(ValueError):
@@ -46,6 +47,7 @@ class SearchConfig:
     cpus_per_trial: int | None = None  # threads of each worker / CPUs each Ray trial requests (default: shared out)
     gpus_per_trial: float = 0.0  # GPUs each Ray trial requests (local workers take one GPU each)
     storage_patience_s: float = 120.0  # how long workers retry an unreachable database before they stop
+    latency_margin: str = "none"  # "band": the upper edge of the predictor's error band must fit the budget
 
     def __post_init__(self) -> None:
         if self.sampler not in SAMPLERS:
@@ -58,6 +60,8 @@ class SearchConfig:
             raise SearchError("--workers and --trials must be at least 1")
         if self.cpus_per_trial is not None and self.cpus_per_trial < 1:
             raise SearchError(f"--cpus-per-trial {self.cpus_per_trial} must be at least 1")
+        if self.latency_margin not in MARGINS:
+            raise SearchError(f"unknown latency margin {self.latency_margin!r}; accepted: {', '.join(MARGINS)}")
         if self.gpus_per_trial < 0:
             raise SearchError(f"--gpus-per-trial {self.gpus_per_trial:g} must not be negative")
         if self.storage_patience_s <= 0:
@@ -71,6 +75,7 @@ class SearchConfig:
         if kind == "supernet":  # absolute: Ray workers run in other folders
             self.evaluator = f"supernet:{Path(folder).expanduser().resolve()}"
         budget = f"{self.budget_ms:g}ms".replace(".", "p")
+        budget += "" if self.latency_margin == "none" else f"-{self.latency_margin}"
         self.study = self.study or f"{Path(self.space).stem}-{self.device or Path(self.predictor or 'custom').stem}-{budget}"
         self.out = self.out or str(Path("runs") / self.study)
 
@@ -98,13 +103,16 @@ class SearchConfig:
 
     def identity(self) -> dict[str, Any]:
         """What must stay the same for results to be comparable, and so for a run to resume a study. The proxy
-        includes the val hold-out's fraction and seed, so a study records the split it selected on."""
+        includes the val hold-out's fraction and seed, so a study records the split it selected on. The latency
+        margin is part of it when one is kept (absent for none, so studies from before the option resume)."""
         identity = {"budget_ms": self.budget_ms, "device": self.device, "predictor": self.predictor,
                     "space": self.space, "data": self.data, "objective": self.objective, "proxy": self.proxy.to_dict()}
         if self.supernet_dir is not None:  # (absent for the proxy, so studies made before evaluators still resume)
             identity["evaluator"] = {"supernet": supernet_digest(self.supernet_dir), "scoring": self.scoring.to_dict()}
         elif self.evaluator.startswith("callable:"):
             identity["evaluator"] = self.evaluator
+        if self.latency_margin != "none":
+            identity["latency_margin"] = self.latency_margin
         return identity
 
     @property

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import math
 import sys
 from pathlib import Path
 from typing import Callable
 
+import optuna
 import search_spaces
 from search_spaces import SearchSpace
 from swiftformer import SwiftFormerArch
@@ -34,10 +36,17 @@ class SearchContext:
     scorer: SupernetScorer | None = None  # --evaluator supernet:DIR: candidates are scored, not trained
     evaluate: Callable[[SwiftFormerArch], float] | None = None  # --evaluator callable:MODULE:FUNCTION
 
+    def checked_ms(self, predicted_ms: float) -> float:
+        """What must fit the budget: the prediction, or with ``--latency-margin band`` its band's upper edge."""
+        return self.predictor.upper_ms(predicted_ms) if self.cfg.latency_margin == "band" else predicted_ms
+
 
 def build_context(cfg: SearchConfig, quiet: bool = False, worker: int = 0) -> SearchContext:
     """``worker`` picks the training GPU (each local worker its own)."""
     predictor = resolve_predictor(cfg.device, cfg.predictor)
+    if cfg.latency_margin == "band" and not predictor.band:
+        raise SearchError(f"predictor {predictor.device} has no error band; recalibrate it with `nas latency "
+                          "calibrate` or use --latency-margin none")
     base = search_spaces.load_space(cfg.space)
     sides = [cfg.proxy.resolution(r) for r in base.resolutions]
     data = load_data(cfg.data, image_size=max(max(sides), 32))
@@ -63,6 +72,25 @@ def build_context(cfg: SearchConfig, quiet: bool = False, worker: int = 0) -> Se
     scorer = build_scorer(cfg, space, device, quiet) if cfg.supernet_dir is not None else None
     evaluate = load_callable(cfg.evaluator) if cfg.evaluator.startswith("callable:") else None
     return SearchContext(cfg, predictor, space, table, ProxyTask(data, cfg.proxy, device), scorer, evaluate)
+
+
+def check_priced_alike(study: optuna.Study, ctx: SearchContext, sample: int = 3) -> None:
+    """Refuse to resume a study whose trials were priced by another predictor (one recalibrated since): its
+    budget verdicts and constraint values would mix two price lists. A few recorded prices are enough, as every
+    price comes from the same costs."""
+    checked = 0
+    for trial in study.get_trials(deepcopy=False):
+        if checked == sample:
+            return
+        if "arch" not in trial.user_attrs or "latency_ms" not in trial.user_attrs:
+            continue
+        then = float(trial.user_attrs["latency_ms"])
+        now = ctx.table.predict(SwiftFormerArch.from_dict(trial.user_attrs["arch"]))
+        if not math.isclose(now, then, rel_tol=1e-6, abs_tol=1e-9):
+            raise SearchError(f"study {study.study_name!r} was priced by another {ctx.predictor.device} predictor "
+                              f"(trial #{trial.number}: {then:.3f} ms then, {now:.3f} ms now); resume it with that "
+                              "predictor (--predictor FILE), or choose another --study or --out")
+        checked += 1
 
 
 def load_callable(evaluator: str) -> Callable[[SwiftFormerArch], float]:

@@ -17,13 +17,15 @@ from .config import SearchConfig, SearchError
 from .study import make_storage, retry_of, status_of
 
 PLOT = "accuracy_vs_latency.png"
-COLUMNS = ["number", "status", "reference", "architecture", "digest", "params", "macs", "latency_ms", "val_accuracy",
+COLUMNS = ["number", "status", "reference", "architecture", "digest", "params", "macs", "latency_ms",
+           "latency_upper_ms", "val_accuracy",
            "last_val_accuracy", "state", "duration_s", "train_seconds", "train_cpu_seconds", "fail_reason",
            "duplicate_of", "retry_of", "parent", "worker", "arch_json"]
 
 
 def trials_frame(study: optuna.Study) -> pd.DataFrame:
-    """One row per trial: architecture, size, predicted latency, proxy accuracy on val, state, duration."""
+    """One row per trial: architecture, size, predicted latency and its error band's upper edge, proxy accuracy
+    on val, state, duration."""
     rows = []  # (an empty study still gives the columns, so every output can be written)
     for t in study.get_trials(deepcopy=False):
         attrs = t.user_attrs
@@ -33,6 +35,7 @@ def trials_frame(study: optuna.Study) -> pd.DataFrame:
             "number": t.number, "status": status_of(t), "reference": attrs.get("reference", ""),
             "architecture": attrs.get("summary", ""), "digest": attrs.get("digest", ""),
             "params": attrs.get("params"), "macs": attrs.get("macs"), "latency_ms": attrs.get("latency_ms"),
+            "latency_upper_ms": attrs.get("latency_upper_ms"),
             "val_accuracy": t.values[0] if t.values and status_of(t) in ("trained", "reference", "duplicate") else None,
             "last_val_accuracy": max(t.intermediate_values.items())[1] if t.intermediate_values else None,
             "state": t.state.name, "duration_s": duration, "train_seconds": attrs.get("train_seconds"),
@@ -113,25 +116,30 @@ def write_outputs(out: str | Path, study: optuna.Study, cfg: SearchConfig) -> st
 
 def _record(row: pd.Series) -> dict[str, Any]:
     return {"number": int(row["number"]), "reference": row["reference"] or None, "architecture": row["architecture"],
-            "val_accuracy": float(row["val_accuracy"]), "latency_ms": float(row["latency_ms"]), "params": int(row["params"]),
+            "val_accuracy": float(row["val_accuracy"]), "latency_ms": float(row["latency_ms"]),
+            "latency_upper_ms": None if pd.isna(row["latency_upper_ms"]) else float(row["latency_upper_ms"]),
+            "params": int(row["params"]),
             "macs": int(row["macs"]), "arch": json.loads(row["arch_json"])}
 
 
 def summary_text(df: pd.DataFrame, cfg: SearchConfig) -> str:
     counts = df["status"].value_counts().to_dict()
     done = evaluated(df)
-    lines = [f"study {cfg.study}: budget {cfg.budget_ms:g} ms on {cfg.device or cfg.predictor}, space {cfg.space}, "
-             f"data {cfg.data}, sampler {cfg.sampler}, objective {cfg.objective}",
+    lines = [f"study {cfg.study}: budget {cfg.budget_ms:g} ms on {cfg.device or cfg.predictor} "
+             f"({_margin_text(cfg)}), space {cfg.space}, data {cfg.data}, sampler {cfg.sampler}, objective "
+             f"{cfg.objective}",
              "trials: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items(), key=lambda kv: -kv[1])),
              f"over budget, rejected before training: {counts.get('rejected', 0)}"]
     searched = done[done["status"] == "trained"]
     if len(searched):
         b = searched.loc[searched["val_accuracy"].idxmax()]
-        lines.append(f"best found: #{b['number']} val accuracy {b['val_accuracy']:.4f}, {b['latency_ms']:.3f} ms, "
-                     f"{b['params'] / 1e6:.2f} M params, {b['macs'] / 1e6:.0f} MMACs: {b['architecture']}")
+        lines.append(f"best found: #{b['number']} val accuracy {b['val_accuracy']:.4f}, {b['latency_ms']:.3f} ms"
+                     f"{_upper_text(b)}, {b['params'] / 1e6:.2f} M params, {b['macs'] / 1e6:.0f} MMACs: "
+                     f"{b['architecture']}")
     refs = done[done["status"] == "reference"].sort_values("val_accuracy", ascending=False)
     for _, r in refs.iterrows():
-        lines.append(f"reference {r['reference']}: val accuracy {r['val_accuracy']:.4f}, {r['latency_ms']:.3f} ms")
+        lines.append(f"reference {r['reference']}: val accuracy {r['val_accuracy']:.4f}, {r['latency_ms']:.3f} ms"
+                     f"{_upper_text(r)}")
     if len(searched) and len(refs):
         gap = searched["val_accuracy"].max() - refs["val_accuracy"].max()
         lines.append(f"best found - best reference: {gap:+.4f} val accuracy, one proxy run each; the best of "
@@ -141,13 +149,24 @@ def summary_text(df: pd.DataFrame, cfg: SearchConfig) -> str:
     return "\n".join(lines)
 
 
+def _upper_text(row: pd.Series) -> str:
+    return "" if pd.isna(row["latency_upper_ms"]) else f" (band upper edge {row['latency_upper_ms']:.3f} ms)"
+
+
+def _margin_text(cfg: SearchConfig) -> str:
+    if cfg.latency_margin == "band":
+        return "the upper edge of the predictor's error band must fit"
+    return "the predicted latency must fit; no margin"
+
+
 def report_markdown(df: pd.DataFrame, cfg: SearchConfig, summary: str) -> str:
     done = evaluated(df).sort_values("val_accuracy", ascending=False)
-    columns = ["number", "status", "reference", "val_accuracy", "latency_ms", "params", "macs", "architecture"]
+    columns = ["number", "status", "reference", "val_accuracy", "latency_ms", "latency_upper_ms", "params", "macs",
+               "architecture"]
     table = done[columns].head(15).copy()
     table["params"] = (table["params"] / 1e6).round(3)
     table["macs"] = (table["macs"] / 1e6).round(1)
-    front = pareto_front(df)[["number", "reference", "val_accuracy", "latency_ms", "architecture"]]
+    front = pareto_front(df)[["number", "reference", "val_accuracy", "latency_ms", "latency_upper_ms", "architecture"]]
     proxy = cfg.proxy.describe()
     return "\n".join([
         f"# Search report: {cfg.study}", "", "```", summary, "```", "",
@@ -157,7 +176,9 @@ def report_markdown(df: pd.DataFrame, cfg: SearchConfig, summary: str) -> str:
         "## Pareto front (accuracy against predicted latency)", "", _markdown(front), "",
         "## Protocol", "",
         f"- Latency: predicted for the deployed model (batch 1, {cfg.device or cfg.predictor}) by the per-block "
-        f"table; architectures over {cfg.budget_ms:g} ms are recorded as infeasible and never trained.",
+        f"table; `latency_upper_ms` is the upper edge of the predictor's error band, measured on model families its "
+        f"calibration never saw. Margin: {_margin_text(cfg)}; architectures over {cfg.budget_ms:g} ms by that "
+        "measure are recorded as infeasible and never trained.",
         f"- Proxy training: {proxy}; every trial, references included, uses the same protocol.",
         f"- Splits: selection and pruning read only the val hold-out ({cfg.proxy.val_fraction:g} of each class of "
         f"the source's training split, seed {cfg.proxy.val_seed}), never the test split; every accuracy here is "

@@ -14,7 +14,7 @@ from pathlib import Path
 import optuna
 
 from .config import SearchConfig
-from .context import build_context
+from .context import build_context, check_priced_alike
 from .parallel import run_processes
 from .report import write_outputs
 from .step import enqueue_references
@@ -32,6 +32,7 @@ def run_search(cfg: SearchConfig) -> tuple[optuna.Study, str]:
     ctx = build_context(cfg)  # validates data, space, predictor and training device before any worker starts
     deadline = time.time() + cfg.timeout_s if cfg.timeout_s else None
     study = open_study(cfg, storage=storage)
+    check_priced_alike(study, ctx)
     holdout = ctx.task.holdout.describe()
     print(f"study {cfg.study!r} in {url}: {counted(study.get_trials(deepcopy=False))}/{cfg.trials} "
           f"trained so far; budget {cfg.budget_ms:g} ms on {ctx.predictor.device}; space {ctx.space.name} "

@@ -1,6 +1,7 @@
 """One trial of a search, from proposal to verdict.
 
-Ask a trial; the space suggests an architecture; the latency table prices it. Over the budget it is a
+Ask a trial; the space suggests an architecture; the latency table prices it (with ``--latency-margin band``,
+the upper edge of the predictor's error band is what must fit). Over the budget it is a
 constraint violation (``trial.set_constraint``; Optuna's samplers rank it below every feasible trial by its
 violation, whatever its placeholder value) and is never trained. An architecture whose result is known (trained,
 a reference, or pruned) reuses that result instead of training again. One that another worker (or another
@@ -47,7 +48,7 @@ def enqueue_references(study: optuna.Study, ctx: SearchContext) -> list[str]:
         if arch not in ctx.space:
             print(f"reference {name.upper()} is outside space {ctx.space.name!r}; not evaluated", file=sys.stderr)
             continue
-        if ctx.table.predict(arch) <= ctx.cfg.budget_ms:
+        if ctx.checked_ms(ctx.table.predict(arch)) <= ctx.cfg.budget_ms:
             study.enqueue_trial(ctx.space.trial_params(arch), user_attrs={"reference": name.upper()})
             names.append(name.upper())
     study.set_user_attr("nas_references", names)
@@ -69,11 +70,12 @@ def _carry(study: optuna.Study, ctx: SearchContext, trial: optuna.Trial,
     cfg = ctx.cfg
     arch = ctx.space.suggest(trial)
     latency = ctx.table.predict(arch)
+    checked = ctx.checked_ms(latency)
     for key, value in {"arch": arch.to_dict(), "summary": arch.summary(), "digest": arch.digest(),
                        "params": count_params(arch), "macs": count_macs(arch), "latency_ms": latency,
-                       "worker": worker, "process": PROCESS}.items():
+                       "latency_upper_ms": ctx.predictor.upper_ms(latency), "worker": worker, "process": PROCESS}.items():
         trial.set_user_attr(key, value)
-    trial.set_constraint("latency", latency - cfg.budget_ms)
+    trial.set_constraint("latency", checked - cfg.budget_ms)
 
     def tell(status: str, values: list[float] | None,
              state: TrialState = TrialState.COMPLETE) -> tuple[str, optuna.trial.FrozenTrial]:
@@ -91,7 +93,7 @@ def _carry(study: optuna.Study, ctx: SearchContext, trial: optuna.Trial,
     def objective(accuracy: float) -> list[float]:
         return [accuracy] if cfg.objective == "constrained" else [accuracy, latency]
 
-    if latency > cfg.budget_ms:
+    if checked > cfg.budget_ms:
         return tell("rejected", objective(UNTRAINED))
     reference = trial.user_attrs.get("reference")
     # the same architecture elsewhere in the study; a reference only counts other references (two processes

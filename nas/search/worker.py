@@ -92,10 +92,11 @@ def worker_loop(cfg: SearchConfig, worker: int = 0, ctx: SearchContext | None = 
         if status == "rejected":
             rejected_in_a_row += 1
             if rejected_in_a_row >= MAX_REJECTED_IN_A_ROW:
-                smallest = min(t.user_attrs["latency_ms"] for t in study.get_trials(deepcopy=False)
+                smallest = min(ctx.checked_ms(t.user_attrs["latency_ms"]) for t in study.get_trials(deepcopy=False)
                                if "latency_ms" in t.user_attrs)
+                what = "upper band edge" if cfg.latency_margin == "band" else "predicted"
                 raise SearchError(f"{rejected_in_a_row} architectures in a row exceed the {cfg.budget_ms:g} ms "
-                                  f"budget (smallest predicted: {smallest:.3f} ms); raise the budget or use a space "
+                                  f"budget (smallest {what}: {smallest:.3f} ms); raise the budget or use a space "
                                   "with smaller architectures")
             continue
         rejected_in_a_row = 0
