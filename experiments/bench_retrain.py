@@ -10,7 +10,8 @@ PyTorch loop (the same model, batch, AdamW and loss on tensors already at the in
 second epoch of each (the first warms up).
 
 endtoend: on CIFAR-10, a default search for the 1 ms iPhone 14 budget (``nas search``, the proxy's val split),
-then its winner and the released variants within the budget (XS 0.76 ms, S 0.89 ms) retrained with
+then its winner and the released variants within the budget (XS 0.76 ms, S 0.89 ms by the iPhone 14
+predictor of the search's day, 2026-11-24, before its recalibration by leave-one-family-out) retrained with
 ``cpu_recipe.yaml`` for 3 seeds each; test top-1 with paired differences (same seed) and t intervals. Every run
 is a ``nas retrain`` directory under ``experiments/retrain/``, so a killed benchmark resumes where it stopped.
 """
