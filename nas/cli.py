@@ -211,10 +211,21 @@ def cmd_latency_evaluate(args: argparse.Namespace) -> None:
     else:
         splits = ("row", "family") if args.group == "family" else ("row",)
         result = evaluate_calibration(samples, device, splits, progress=progress)
+    procedures = None
+    if not predictor and args.group == "family":  # what `calibrate` would ship, judged on the same split
+        from .latency.calibration import CHOICE, judge_procedures
+
+        judged = judge_procedures(samples, device, "family", known={CHOICE: result.predicted["family"]})
+        procedures = {name: round(mape, 4) for name, (mape, _, _) in judged.items()}
     if args.json:
-        print(json.dumps(result.summary()))
+        print(json.dumps({**result.summary(), **({"procedures": procedures} if procedures else {})}))
         return
     _print_evaluation(result, len(samples), len(data.devices))
+    if procedures:
+        best = min(procedures, key=procedures.get)
+        print("procedures, nested leave-one-family-out MAPE: " + ", ".join(f"{k} {v:.1%}" for k, v in
+                                                                         procedures.items())
+              + f"; `nas latency calibrate` ships the {best}")
 
 
 _SPLIT_NAMES = {"fixed": "predictor", "row": "leave-one-row-out", "family": "leave-one-family-out"}

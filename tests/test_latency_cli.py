@@ -71,11 +71,14 @@ def test_evaluate_by_family_reports_both_splits_and_each_family(tmp_path, capsys
     out = capsys.readouterr().out
     assert "A, 8 rows (12 rows of 2 devices used)" in out and "per family" in out
     assert "leave-one-row-out: MAPE" in out and "leave-one-family-out: MAPE" in out and "MACs-only baseline" in out
+    assert "procedures, nested leave-one-family-out MAPE: chosen among forms" in out and "calibrate` ships the" in out
     assert all(any(line.startswith(family) for line in out.splitlines())
                for family in ("swiftformer", "mobilenetv2", "resnet", "efficientnet", "deit", "mobilevitv2", "repvit"))
     main(["latency", "evaluate", "--measurements", str(path), "--device-name", "A", "--group", "family", "--json"])
     summary = json.loads(capsys.readouterr().out.splitlines()[-1])
     assert summary["family"]["mape"] > 0 and summary["row"]["mape"] == summary["mape"]
+    assert summary["procedures"]["chosen among forms"] == pytest.approx(summary["family"]["mape"], abs=1e-4)
+    assert set(summary["procedures"]) == {"chosen among forms", "form shipped before"}
     assert [f["family"] for f in summary["families"]][0] == "swiftformer" and summary["families"][0]["rows"] == 2
     with pytest.raises(SystemExit) as info:
         main(["latency", "evaluate", "--measurements", str(path), "--group", "family"])
