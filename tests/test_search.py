@@ -72,6 +72,22 @@ def test_rerun_resumes_and_more_trials_continue(tmp_path, tiny_imagefolder, tiny
                                   first[["number", "architecture", "val_accuracy"]])
 
 
+def test_a_resumed_search_proposes_new_architectures_not_its_old_sequence(tmp_path, tiny_imagefolder):
+    """With a fresh study's seed, a resumed run would replay every proposal it already has (a duplicate row each) and
+    past 200 of them stop as if the space were exhausted."""
+    space = tmp_path / "wide.yaml"  # ~10^4 architectures: 8 random draws repeat one only by replaying
+    space.write_text("name: wide\nresolution: [64]\nstages:\n"
+                     "  - {depth: [1, 2, 3], width: [8, 16, 24], mlp_ratio: [2, 3, 4], attention: mask}\n"
+                     "  - {depth: [1, 2, 3], width: [16, 24, 32], mlp_ratio: [2, 3, 4], attention: mask}\n")
+    out = tmp_path / "run"
+    for trials in (4, 8):
+        main(["search", "--latency-budget", "10ms", "--space", str(space), "--data", f"imagefolder:{tiny_imagefolder}",
+              "--trials", str(trials), "--proxy-epochs", "1", "--proxy-downscale", "4", "--proxy-subset", "30",
+              "--sampler", "random", "--out", str(out)])
+    df = trials_of(out)
+    assert (df["status"] == "trained").sum() == 8 and (df["status"] == "duplicate").sum() == 0
+
+
 def test_changed_settings_do_not_mix_into_a_study(tmp_path, tiny_imagefolder, tiny_space):
     out = tmp_path / "run"
     main(search_args(out, tiny_imagefolder, tiny_space, "--study", "s", trials=1))

@@ -29,20 +29,18 @@ RECOVER_EVERY_S = 5.0  # how often a worker looks for trials whose process stopp
 
 def open_study(cfg: SearchConfig, worker: int = 0, storage: optuna.storages.BaseStorage | None = None,
                storage_url: str | None = None) -> optuna.Study:
-    """The search's study with this worker's sampler (workers must not propose the same sequence)."""
+    """The search's study with this worker's sampler.
+
+    Workers must not propose the same sequence, and neither may a resumed run repeat the one it resumes: with the
+    seed of a fresh study it would propose every architecture it already has (each a duplicate row), and past a few
+    hundred it would stop as if the space were exhausted. So the seed also counts the trials the study holds."""
     directions = ["maximize"] if cfg.objective == "constrained" else ["maximize", "minimize"]
-    seed = cfg.seed * 1000 + worker
-    if cfg.sampler == "tpe":
-        sampler = optuna.samplers.TPESampler(seed=seed, multivariate=True, constant_liar=cfg.workers > 1,
-                                             n_startup_trials=10)
-    elif cfg.sampler == "nsga2":
-        sampler = optuna.samplers.NSGAIISampler(seed=seed, population_size=max(4, min(20, cfg.trials // 3)))
-    else:  # random, and evolution (whose children are enqueued; see evolution.py)
-        sampler = optuna.samplers.RandomSampler(seed=seed)
     pruner = SearchedMedianPruner() if cfg.objective == "constrained" else optuna.pruners.NopPruner()
     storage = storage or make_storage(storage_url or cfg.storage_url(), cfg.storage_patience_s)
-    study = optuna.create_study(study_name=cfg.study, storage=storage, sampler=sampler, pruner=pruner,
-                                directions=directions, load_if_exists=True)
+    study = optuna.create_study(study_name=cfg.study, storage=storage, pruner=pruner, directions=directions,
+                                load_if_exists=True)
+    held = len(study.get_trials(deepcopy=False))
+    study.sampler = _sampler(cfg, seed=(cfg.seed * 1000 + worker + 7919 * held) % 2**32)  # a fresh study: seed*1000+w
     identity = cfg.identity()
     stored = study.user_attrs.get("nas_identity")
     if stored is None:
@@ -55,6 +53,15 @@ def open_study(cfg: SearchConfig, worker: int = 0, storage: optuna.storages.Base
     if study.directions != [optuna.study.StudyDirection[d.upper()] for d in directions]:
         raise SearchError(f"study {cfg.study!r} has another objective; choose another --study")
     return study
+
+
+def _sampler(cfg: SearchConfig, seed: int) -> optuna.samplers.BaseSampler:
+    if cfg.sampler == "tpe":
+        return optuna.samplers.TPESampler(seed=seed, multivariate=True, constant_liar=cfg.workers > 1,
+                                          n_startup_trials=10)
+    if cfg.sampler == "nsga2":
+        return optuna.samplers.NSGAIISampler(seed=seed, population_size=max(4, min(20, cfg.trials // 3)))
+    return optuna.samplers.RandomSampler(seed=seed)  # random, and evolution (whose children are enqueued)
 
 
 def worker_loop(cfg: SearchConfig, worker: int = 0, ctx: SearchContext | None = None, deadline: float | None = None,
