@@ -167,10 +167,13 @@ def test_sqlite_refuses_parallel_writers(tmp_path, tiny_imagefolder, tiny_space)
 
 @pytest.mark.slow
 def test_ray_backend_trains_on_a_local_ray(tmp_path, tiny_imagefolder, tiny_space):
+    """With paths relative to where the command runs, as a user types them (Tune runs each trial elsewhere)."""
     out = tmp_path / "run"
-    args = search_args(out, tiny_imagefolder, tiny_space, "--backend", "ray", trials=2)
+    args = search_args("run", os.path.relpath(tiny_imagefolder, tmp_path), tiny_space.name, "--backend", "ray",
+                       trials=2)
     result = subprocess.run([sys.executable, "-m", "nas", *args], capture_output=True, text=True, timeout=600,
-                            env={**os.environ, "RAY_USAGE_STATS_ENABLED": "0"})
+                            cwd=tmp_path, env={**os.environ, "RAY_USAGE_STATS_ENABLED": "0",
+                                               "PYTHONPATH": os.pathsep.join(sys.path)})
     assert result.returncode == 0, result.stderr[-3000:]
     df = trials_of(out)
     assert df["status"].isin(["trained", "pruned"]).sum() == 2 and (out / "best_arch.json").exists()

@@ -60,6 +60,11 @@ def trial_resources(cfg: SearchConfig) -> dict[str, float]:
 
 def run_with_ray(cfg: SearchConfig, study: optuna.Study, storage_url: str, deadline: float | None = None) -> None:
     resources = trial_resources(cfg)
+    relative = [p for p in (cfg.out, cfg.space, cfg.data.partition(":")[2]) if p and Path(p).exists()
+                and not Path(p).expanduser().is_absolute()]
+    if cfg.ray_address and relative:
+        print(f"note: {', '.join(relative)} relative to this directory: on a cluster every node must find them "
+              "there; prefer absolute paths on a shared file system", file=sys.stderr)
     # each trial trains with exactly the CPUs it requested
     run_cfg = SearchConfig.from_dict({**cfg.to_dict(), "cpus_per_trial": int(resources["cpu"])})
     for _ in range(1 + MAX_RETRIES):  # again while faults left places open (each round resumes the study)
@@ -86,7 +91,9 @@ def run_tune(trainable: Callable[[dict[str, Any]], None], config: dict[str, Any]
         print("note: on a cluster every node must see the journal file; prefer an RDB --storage URL", file=sys.stderr)
     init = {"address": ray_address} if ray_address else {
         "num_cpus": os.cpu_count(), "_node_ip_address": "127.0.0.1", "include_dashboard": False}
-    ray.init(ignore_reinit_error=True, log_to_driver=True, logging_level="ERROR", **init)
+    # Tune would run each trial in a directory of its own: paths on the command line are relative to this one
+    keep_cwd = {"env_vars": {"RAY_CHDIR_TO_TRIAL_DIR": "0"}}
+    ray.init(ignore_reinit_error=True, log_to_driver=True, logging_level="ERROR", runtime_env=keep_cwd, **init)
     try:
         tuner = tune.Tuner(
             tune.with_resources(trainable, resources),
@@ -97,7 +104,8 @@ def run_tune(trainable: Callable[[dict[str, Any]], None], config: dict[str, Any]
                                       failure_config=tune.FailureConfig(max_failures=MAX_RETRIES)))
         results = tuner.fit()
         if results.errors:
-            raise SearchError(f"{len(results.errors)} Ray trial(s) failed (first: {results.errors[0]}); run the "
-                              "same command again to resume")
+            last_line = str(results.errors[0]).strip().splitlines()[-1]  # the cause, under Ray's traceback
+            raise SearchError(f"{len(results.errors)} Ray trial(s) failed (first: {last_line}); run the same "
+                              "command again to resume")
     finally:
         ray.shutdown()
