@@ -80,8 +80,14 @@ def test_trials_spread_over_nodes_and_a_killed_node_loses_nothing(cluster, postg
     killed = next(t for t in records if t.number == victim.number)
     assert status_of(killed) == "interrupted"
     retries = [t for t in records if t.system_attrs.get("failed_trial") == victim.number]
-    assert len(retries) == 1 and status_of(retries[0]) in ("trained", "duplicate")
-    assert node_of(retries[0]) != node_of(victim)
+    assert len(retries) == 1 and node_of(retries[0]) != node_of(victim)
+    retry = retries[0]
+    assert status_of(retry) in ("trained", "duplicate", "surplus")
+    if status_of(retry) == "surplus":
+        # the retry is queued just after its trial is failed: a worker that proposed a new architecture in that
+        # gap took the place first (seen once, with the machine 3x oversubscribed). Legitimate only if trials
+        # before it filled every place.
+        assert counted([t for t in records if t.number < retry.number]) == 4
     assert len({node_of(t) for t in records if node_of(t)}) >= 2  # trials ran on both worker nodes
 
 
