@@ -190,6 +190,53 @@ def test_a_pruned_architecture_is_a_known_result(tmp_path, tiny_imagefolder, tin
     assert again.user_attrs["duplicate_of"] == first.number and again.intermediate_values == {1: 0.1}
 
 
+def test_two_trials_proposing_one_architecture_at_once_train_it_once(tmp_path, tiny_imagefolder, tiny_space,
+                                                                      monkeypatch):
+    """The lower-numbered trial pauses between asking and writing its architecture while the higher one looks (the
+    order that trained one architecture twice in two workers on a loaded machine): the higher must wait for it and
+    yield, not train beside it."""
+    import threading
+
+    cfg = config(tmp_path, tiny_imagefolder, tiny_space, trials=4)
+    ctx = build_context(cfg, quiet=True)
+    arch = next(a for a in ctx.space.samples(50) if ctx.table.predict(a) <= BUDGET)
+    lower, higher = open_study(cfg), open_study(cfg)
+    for _ in range(2):
+        lower.enqueue_trial(ctx.space.trial_params(arch))
+    lower_asked, higher_training, lower_decided = threading.Event(), threading.Event(), threading.Event()
+    calls, suggest = [], type(ctx.space).suggest
+
+    def paused_suggest(space, trial):
+        if trial.number == 0:
+            lower_asked.set()
+            higher_training.wait(3.0)  # without the wait for proposals, the higher trial trains meanwhile
+        return suggest(space, trial)
+
+    def train(arch, report=None, keep_model=False):
+        calls.append(threading.current_thread().name)
+        if threading.current_thread().name == "higher":
+            higher_training.set()
+            lower_decided.wait(3.0)  # still running when the lower trial looks
+        return ProxyResult(0.5, 1, 0.0, 0.0, 0.0, 16)
+
+    def step(study, name):
+        statuses[name] = run_step(study, ctx, name)[0]
+        lower_decided.set()
+
+    monkeypatch.setattr(type(ctx.space), "suggest", paused_suggest)  # (a frozen dataclass)
+    monkeypatch.setattr(ctx.task, "train", train)
+    statuses = {}
+    threads = [threading.Thread(target=step, args=(lower, "lower"), name="lower")]
+    threads[0].start()
+    assert lower_asked.wait(10.0)
+    threads.append(threading.Thread(target=step, args=(higher, "higher"), name="higher"))
+    threads[1].start()
+    for thread in threads:
+        thread.join(30.0)
+    assert calls == ["lower"] and statuses["lower"] == "trained"
+    assert statuses["higher"] in ("claimed elsewhere", "duplicate")  # (duplicate: the lower finished first)
+
+
 def test_evolution_proposes_many_distinct_children(tmp_path, tiny_imagefolder, monkeypatch):
     space = tmp_path / "evo.yaml"
     space.write_text("name: evo\nresolution: [64]\nstages:\n"

@@ -31,6 +31,32 @@ def test_a_lost_connection_is_retried_until_it_answers(capsys):
     assert storage.seconds_since_outage() < storage.STALE_AFTER_S  # recovery of stale trials waits a little
 
 
+def test_a_lost_connection_that_optuna_handled_first_is_still_retried():
+    """Optuna's ``_get_trials`` takes a lost connection for SQLite's variable limit and queries again in the same
+    session: the error that reaches us is StorageInternalError <- PendingRollbackError <- OperationalError (seen on
+    CI when PostgreSQL restarted under a running search)."""
+    import optuna
+
+    def as_optuna_raises_it():
+        try:
+            try:
+                raise connection_lost()
+            except sa.OperationalError:
+                raise sa.PendingRollbackError("Can't reconnect until invalid transaction is rolled back.")
+        except sa.SQLAlchemyError as e:
+            raise optuna.exceptions.StorageInternalError("An exception is raised during the commit.") from e
+
+    calls = []
+
+    def flaky():
+        calls.append(1)
+        if len(calls) < 2:
+            as_optuna_raises_it()
+        return "answer"
+
+    assert storage.with_retries(flaky, "db", patience_s=30) == "answer" and len(calls) == 2
+
+
 def test_a_database_that_stays_away_ends_in_one_line_after_the_patience():
     started = time.monotonic()
     with pytest.raises(storage.StorageUnavailable, match=r"database db did not answer for \d+ s .*run the same"):

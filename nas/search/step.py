@@ -8,8 +8,10 @@ a reference, or pruned) reuses that result instead of training again. One that a
 ``nas search`` process on the same study) is training already is left to it: of the running trials with the same
 architecture, the one with the lowest number trains and the others end as "claimed elsewhere". Likewise, when
 workers start together near the end, the lowest-numbered take the places left and the others end as "surplus",
-so the count asked is met exactly. Each trial writes its architecture before it looks, so two workers that
-propose the same one at the same moment cannot both miss each other. Otherwise it is proxy-trained, reporting
+so the count asked is met exactly. Each trial writes its architecture before it looks, and looks only once every
+lower-numbered running trial has written its own: so the higher of two trials that propose the same architecture at
+the same moment always sees the lower one and yields to it (were it to look earlier, the lower one, seeing a
+higher rival, would train too). Otherwise it is proxy-trained, reporting
 validation accuracy after each epoch so the pruner can stop it, and the study is told. With ``--evaluator
 supernet:DIR`` it is scored instead by its inherited weights (calibrated BN; status "trained" all the same, with
 ``evaluator: supernet`` among its attributes); one the supernet cannot hold is "not scorable". With
@@ -20,6 +22,7 @@ from __future__ import annotations
 import os
 import socket
 import sys
+import time
 
 import optuna
 import torch
@@ -35,6 +38,7 @@ from .storage import StorageUnavailable
 from .study import KNOWN, Heartbeat, counted, in_flight, status_of
 
 PROCESS = f"{socket.gethostname()}:{os.getpid()}"  # which machine and process evaluated a trial
+WAIT_FOR_PROPOSALS_S = 20.0  # the longest a trial waits for a lower-numbered one to write its architecture
 UNTRAINED = 0.0  # the objective placeholder of an over-budget trial: no sampler or output reads it as a score
 
 
@@ -98,8 +102,7 @@ def _carry(study: optuna.Study, ctx: SearchContext, trial: optuna.Trial,
     reference = trial.user_attrs.get("reference")
     # the same architecture elsewhere in the study; a reference only counts other references (two processes
     # that open a new study together both queue the released variants)
-    same = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED,
-                                                                   TrialState.RUNNING))
+    same = [t for t in _proposals_before_looking(study, trial.number)
             if t.number != trial.number and t.user_attrs.get("digest") == arch.digest()
             and (not reference or t.user_attrs.get("reference"))]
     twin = next((t for t in same if t.state != TrialState.RUNNING and status_of(t) in KNOWN), None)
@@ -169,6 +172,21 @@ def _carry(study: optuna.Study, ctx: SearchContext, trial: optuna.Trial,
     trial.set_user_attr("train_seconds", result.seconds)
     trial.set_user_attr("train_cpu_seconds", result.cpu_seconds)
     return tell("reference" if reference else "trained", objective(result.accuracy))
+
+
+def _proposals_before_looking(study: optuna.Study, number: int) -> list[optuna.trial.FrozenTrial]:
+    """The study's finished and running trials, once every running trial numbered below ``number`` has written its
+    architecture (or after ``WAIT_FOR_PROPOSALS_S``: a process that died between asking and writing is failed
+    by the recovery of stale trials, and meanwhile is not waited for longer)."""
+    states = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)
+    deadline = time.monotonic() + WAIT_FOR_PROPOSALS_S
+    while True:
+        trials = study.get_trials(deepcopy=False, states=states)
+        unwritten = any(t.state == TrialState.RUNNING and t.number < number and "digest" not in t.user_attrs
+                        for t in trials)
+        if not unwritten or time.monotonic() > deadline:
+            return trials
+        time.sleep(0.05)
 
 
 def _places_taken(study: optuna.Study, number: int) -> int:

@@ -72,13 +72,24 @@ def seconds_since_outage() -> float:
 
 
 def is_transient(exc: BaseException) -> bool:
-    """A lost, refused or broken connection (directly, or as the cause of Optuna's StorageInternalError)."""
+    """A lost, refused or broken connection anywhere in the error's chain of causes.
+
+    The whole chain, because Optuna sometimes handles the connection error itself first: ``_get_trials`` takes an
+    ``OperationalError`` for SQLite's limit on variables and queries again in the same session, which then fails
+    with ``PendingRollbackError`` (wrapped in ``StorageInternalError``); the lost connection is two links down."""
     from sqlalchemy import exc as sa
 
-    for error in (exc, exc.__cause__, exc.__context__):
+    seen: set[int] = set()
+    chain = [exc]
+    while chain:
+        error = chain.pop()
+        if error is None or id(error) in seen:
+            continue
+        seen.add(id(error))
         if isinstance(error, (sa.OperationalError, sa.InterfaceError)) or \
                 getattr(error, "connection_invalidated", False):
             return True
+        chain += [error.__cause__, error.__context__]
     return False
 
 
