@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import subprocess
 import sys
 import time
@@ -109,8 +108,8 @@ def report(args: argparse.Namespace) -> None:
     """Per search: its winner, the candidates it scored, its search time; the retrained winners' test top-1 per
     seed and the difference one-shot minus from-scratch, paired by seed, with a t interval."""
     import pandas as pd
-    from scipy import stats
 
+    from nas.ablation.stats import t_interval
     from nas.fidelity.benchmark import results_frame
     from swiftformer import SwiftFormerArch
 
@@ -142,9 +141,9 @@ def report(args: argparse.Namespace) -> None:
     wide = frame.pivot(index="seed", columns="name", values="test_accuracy")
     if set(SEARCHES) <= set(wide) and wide[list(SEARCHES)].dropna().shape[0] >= 2:
         diff = 100 * (wide["one-shot"] - wide["from-scratch"]).dropna()
-        half = stats.t.ppf(0.975, len(diff) - 1) * diff.std(ddof=1) / math.sqrt(len(diff))
+        low, high = t_interval(diff.to_numpy())
         print(f"\none-shot - from-scratch, test top-1, paired over {len(diff)} seeds: {diff.mean():+.2f} pt "
-              f"(95 % t interval {diff.mean() - half:+.2f} to {diff.mean() + half:+.2f})")
+              f"(95 % t interval {low:+.2f} to {high:+.2f})")
 
 
 def main() -> None:

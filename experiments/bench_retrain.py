@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import platform
 import subprocess
 import sys
@@ -125,11 +124,11 @@ def endtoend(args: argparse.Namespace) -> None:
 
 def report(args: argparse.Namespace) -> None:
     """Test top-1 per model and seed; differences to each released variant paired by seed, with t intervals."""
-    import pandas as pd
-    from scipy import stats
-
     import dataclasses
 
+    import pandas as pd
+
+    from nas.ablation.stats import t_interval
     from nas.training.outputs import predicted_latencies
     from swiftformer import SwiftFormerArch
 
@@ -154,9 +153,9 @@ def report(args: argparse.Namespace) -> None:
     for base in ("xs", "s"):
         if {"winner", base} <= set(wide) and wide[["winner", base]].dropna().shape[0] >= 2:
             diff = (wide["winner"] - wide[base]).dropna()
-            half = stats.t.ppf(0.975, len(diff) - 1) * diff.std(ddof=1) / math.sqrt(len(diff))
+            low, high = t_interval(diff.to_numpy())
             print(f"\nwinner - {base}, test top-1, paired over {len(diff)} seeds: {diff.mean():+.2f} pt "
-                  f"(95 % t interval {diff.mean() - half:+.2f} to {diff.mean() + half:+.2f})")
+                  f"(95 % t interval {low:+.2f} to {high:+.2f})")
 
 
 def main() -> None:

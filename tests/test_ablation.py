@@ -152,6 +152,16 @@ def test_sign_flip_p_values_and_their_floor():
     assert stats.smallest_p(3) == 0.25 and stats.smallest_p(6) == pytest.approx(0.03125)
 
 
+def test_t_interval_matches_a_hand_computation_and_is_wider_than_the_bootstrap_at_three_seeds():
+    d = np.array([-1.79, -1.05, -0.30])  # the end-to-end benchmark's winner - XS, 3 seeds
+    low, high = stats.t_interval(d)
+    half = 4.302653 * d.std(ddof=1) / math.sqrt(3)  # t(0.975, 2 df)
+    assert (low, high) == pytest.approx((d.mean() - half, d.mean() + half), abs=1e-4)
+    boot_low, boot_high = stats.bootstrap_ci(d)
+    assert low < boot_low and high > boot_high
+    assert all(math.isnan(v) for v in stats.t_interval(np.array([0.5])))
+
+
 def test_holm_matches_a_hand_computation():
     # sorted 0.01, 0.03, 0.04, 0.2 -> 4*0.01, 3*0.03, max(0.09, 2*0.04), max(0.09, 0.2)
     assert stats.holm([0.04, 0.01, 0.2, 0.03]) == pytest.approx([0.09, 0.04, 0.2, 0.09])
