@@ -56,7 +56,7 @@ def main() -> None:
 
 
 def train(args: argparse.Namespace) -> None:
-    """Epoch by epoch, so ``--hours`` can stop at an epoch's end: a 2-core epoch takes 30 hour, and a
+    """Epoch by epoch, so ``--hours`` can stop at an epoch's end: a 2-core epoch takes 30 minutes, and a
     session that ends mid-epoch loses it (the checkpoint is written once per epoch)."""
     from nas.data.loaders import image_splits
     from nas.supernet.train import SandwichConfig, SupernetSpec, resolve_recipe, train_supernet
