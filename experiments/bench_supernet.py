@@ -69,18 +69,28 @@ def train(args: argparse.Namespace) -> None:
     recipe = resolve_recipe(spec)
     splits = image_splits(spec.data, recipe.val_fraction, recipe.val_seed)
     log = args.run / "log.csv"
-    while True:
-        done = max(0, len(log.read_text().splitlines()) - 1) if log.is_file() else 0
-        result = train_supernet(spec, stop_after_epoch=done + 1 if deadline else None, splits=splits)
-        per_epoch = result.seconds / max(1, result.epochs_done)
-        if result.finished or deadline is None:
-            break
-        if time.perf_counter() + per_epoch > deadline:
+    finished = False
+    while not finished:
+        done, per_epoch = _epochs_done(log)
+        if deadline and done and time.perf_counter() + per_epoch > deadline:
             print(f"--hours {args.hours:g}: the next epoch (~{per_epoch / 60:.0f} min) would not end in time; "
                   "run the same command again to continue", file=sys.stderr)
             break
-    print(f"supernet training: {result.seconds / 60:.1f} min of epochs in total ({(time.perf_counter() - start) / 60:.1f} "
-          f"min this call); {'finished' if result.finished else 'not finished'}")
+        finished = train_supernet(spec, stop_after_epoch=done + 1 if deadline else None, splits=splits).finished
+        finished = finished or deadline is None
+    done, per_epoch = _epochs_done(log)
+    print(f"supernet training: {done} of {args.epochs} epochs, {done * per_epoch / 60:.1f} min of epochs in total "
+          f"({(time.perf_counter() - start) / 60:.1f} min this call)")
+
+
+def _epochs_done(log: Path) -> tuple[int, float]:
+    """Finished epochs and the mean seconds per epoch so far, from the run's ``log.csv``."""
+    import pandas as pd
+
+    if not log.is_file():
+        return 0, 0.0
+    frame = pd.read_csv(log)
+    return len(frame), float(frame["seconds"].iloc[-1]) / len(frame) if len(frame) else 0.0
 
 
 def _scorer(args: argparse.Namespace, untrained: bool = False):
