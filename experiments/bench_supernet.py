@@ -1,16 +1,18 @@
 """Supernet fidelity on CIFAR-10: train a supernet over the default space (resumable), score the fidelity
 benchmark's architectures by inherited accuracy, with and without BN calibration, and time both.
 
-    .venv/bin/python experiments/bench_supernet.py train [--epochs N] [--hours H] [--train-device cuda]   # run again to resume
-    .venv/bin/python experiments/bench_supernet.py score        # scores_calibrated.csv, scores_uncalibrated.csv
+    .venv/bin/python experiments/bench_supernet.py train [--epochs N] [--hours H] [--train-device cuda]  # resumes
+    .venv/bin/python experiments/bench_supernet.py score [--snapshot]    # after-epoch-N/scores_*.csv, times.json
     .venv/bin/python experiments/bench_supernet.py throughput [--untrained] [--n 30]   # candidates per minute
-    .venv/bin/python experiments/bench_fidelity.py score --scores experiments/supernet/scores_calibrated.csv
+    .venv/bin/python experiments/bench_supernet.py reference   # the largest subnet, reference protocol: cost ratio
+    .venv/bin/python experiments/bench_fidelity.py score --scores experiments/supernet/after-epoch-6/scores_calibrated.csv
 
 The space (``supernet/swiftformer-cifar.yaml``) is the default space with 10 classes; architectures keep their
 224 px and the supernet trains and scores them at 224 / 4 = 56 px, the fidelity protocols' side. The data and the
 val hold-out are the fidelity benchmark's (CIFAR-10, 10 % per class, seed 0), so the scores are on the val images
-the reference protocol selects on, which the supernet never trained on. ``times.json`` records the supernet's
-training wall time and the candidates scored per minute.
+the reference protocol selects on, which the supernet never trained on. Each checkpoint scored gets a folder of
+its own, ``after-epoch-N`` (``--snapshot``: an unfinished training's last epoch); its ``times.json`` records the
+supernet's training wall time and the candidates scored per minute.
 """
 from __future__ import annotations
 
@@ -35,7 +37,7 @@ ARCHIVE = Path(__file__).resolve().parents[2] / "shared/datasets/cifar10-jpeg.ta
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("what", choices=("train", "score", "throughput"))
+    parser.add_argument("what", choices=("train", "score", "throughput", "reference"))
     parser.add_argument("--data", default=f"cifar10:{ARCHIVE}")
     parser.add_argument("--run", type=Path, default=RUN, help="the supernet's folder (default supernet/run)")
     parser.add_argument("--epochs", type=int, default=6,
@@ -48,11 +50,13 @@ def main() -> None:
     parser.add_argument("--bn-images", type=int, default=256, help="score: calibration images (evaluator default)")
     parser.add_argument("--val-images", type=int, default=1000,
                         help="score: val images (evaluator default 1000; 0: all 5,000)")
+    parser.add_argument("--snapshot", action="store_true",
+                        help="score: the weights after the last finished epoch of an unfinished training (last.pth)")
     parser.add_argument("--n", type=int, default=30, help="throughput: random architectures scored")
     parser.add_argument("--untrained", action="store_true",
                         help="throughput: a freshly initialised supernet (speed does not depend on the weights)")
     args = parser.parse_args()
-    {"train": train, "score": score, "throughput": throughput}[args.what](args)
+    {"train": train, "score": score, "throughput": throughput, "reference": reference}[args.what](args)
 
 
 def train(args: argparse.Namespace) -> None:
@@ -96,7 +100,7 @@ def _epochs_done(log: Path) -> tuple[int, float]:
 def _scorer(args: argparse.Namespace, untrained: bool = False):
     from nas.data.loaders import image_splits
     from nas.supernet import SuperNet
-    from nas.supernet.checkpoint import SupernetRecord, load_supernet
+    from nas.supernet.checkpoint import SupernetRecord, load_snapshot, load_supernet
     from nas.supernet.scoring import ScoringConfig, SupernetScorer
     from nas.training.components import eval_transform
     from nas.training.recipe import Recipe
@@ -108,10 +112,10 @@ def _scorer(args: argparse.Namespace, untrained: bool = False):
         record = SupernetRecord({"recipe": {}}, args.data, 0.1, 0, 4.0, 3, 10, 0, 0.0, [])
         recipe = Recipe()
     else:
-        supernet, record = load_supernet(args.run)
+        supernet, record = (load_snapshot if getattr(args, "snapshot", False) else load_supernet)(args.run)
         recipe = Recipe.from_dict(record.identity["recipe"])
     splits = image_splits(args.data, record.val_fraction, record.val_seed)
-    config = ScoringConfig(bn_images=args.bn_images, val_images=args.val_images or None)
+    config = ScoringConfig(bn_images=args.bn_images, val_images=args.val_images or None, uncalibrated=True)
     return SupernetScorer(supernet, record, splits.train, splits.val,
                           lambda side: eval_transform(recipe, side, splits.channels), config), record
 
@@ -128,8 +132,10 @@ def score(args: argparse.Namespace) -> None:
         print(f"{i}/{len(rows)} {row['name']}: calibrated {result.top1:.4f}, uncalibrated "
               f"{result.top1_uncalibrated:.4f} ({result.seconds:.2f} s)", file=sys.stderr)
     seconds = time.perf_counter() - start
+    folder = OUT / f"after-epoch-{record.epochs}"
+    folder.mkdir(exist_ok=True)
     for name, column in (("calibrated", "top1"), ("uncalibrated", "top1_uncalibrated")):
-        with (OUT / f"scores_{name}.csv").open("w", newline="") as f:
+        with (folder / f"scores_{name}.csv").open("w", newline="") as f:
             writer = csv.writer(f)
             writer.writerow(["name", "score"])
             writer.writerows((arch, getattr(result, column)) for arch, result in results)
@@ -137,9 +143,9 @@ def score(args: argparse.Namespace) -> None:
              "architectures_scored": len(rows), "scoring_seconds": seconds,
              "candidates_per_minute": 60 * len(rows) / seconds, "threads": torch.get_num_threads(),
              "bn_images": args.bn_images, "val_images": args.val_images or "all"}
-    (OUT / "times.json").write_text(json.dumps(times, indent=2) + "\n")
+    (folder / "times.json").write_text(json.dumps(times, indent=2) + "\n")
     print(json.dumps(times, indent=2))
-    print("next: experiments/bench_fidelity.py score --scores experiments/supernet/scores_calibrated.csv "
+    print(f"next: experiments/bench_fidelity.py score --scores {folder / 'scores_calibrated.csv'} "
           "(and scores_uncalibrated.csv)")
 
 
@@ -157,6 +163,33 @@ def throughput(args: argparse.Namespace) -> None:
                       "bn_images": args.bn_images, "val_images": args.val_images, "prepare_seconds": prepared,
                       "seconds_per_candidate_mean": per, "seconds_per_candidate_max": max(times),
                       "candidates_per_10_minutes": 600 / per}, indent=2))
+
+
+def reference(args: argparse.Namespace) -> None:
+    """The cost target's denominator: one reference-protocol training (the fidelity benchmark's, seed 0) of the
+    supernet's largest subnet, on the same data and machine; its wall time against the supernet's training.
+    Resumable: the training lives in ``supernet/reference.journal``, as the benchmark's trainings do."""
+    import search_spaces
+    from nas.data import load_data
+    from nas.fidelity import benchmark
+    from nas.supernet import extreme_arch
+    from nas.training import resolve_train_device
+
+    journal = OUT / "reference.journal"
+    largest = extreme_arch(search_spaces.load_space(str(SPACE)))
+    benchmark.run_benchmark([("largest", largest)], load_data(args.data, image_size=32), journal,
+                            [(benchmark.REFERENCE.name, 0, "largest")], str(resolve_train_device(args.train_device)),
+                            None, benchmark.log_stderr)
+    row = benchmark.results_frame(journal).iloc[0]
+    done, per_epoch = _epochs_done(args.run / "log.csv")
+    summary = {"architecture": row["architecture"], "protocol": benchmark.REFERENCE.name,
+               "reference_seconds": float(row["seconds"]), "reference_val_accuracy": float(row["val_accuracy"]),
+               "reference_test_accuracy": float(row["test_accuracy"]), "device": row["device"],
+               "threads": int(row["threads"]), "supernet_epochs_done": done,
+               "supernet_seconds": done * per_epoch,
+               "ratio": done * per_epoch / float(row["seconds"])}
+    (OUT / "reference.json").write_text(json.dumps(summary, indent=2) + "\n")
+    print(json.dumps(summary, indent=2))
 
 
 if __name__ == "__main__":

@@ -348,7 +348,8 @@ def cmd_search(args: argparse.Namespace) -> None:
                        train_device=args.train_device, cpus_per_trial=args.cpus_per_trial,
                        gpus_per_trial=args.gpus_per_trial, evaluator=args.evaluator,
                        storage_patience_s=args.storage_patience, latency_margin=args.latency_margin,
-                       scoring=ScoringConfig(bn_images=args.supernet_bn_images, val_images=args.supernet_val_images))
+                       scoring=ScoringConfig(bn_images=args.supernet_bn_images, val_images=args.supernet_val_images,
+                                             uncalibrated=args.supernet_uncalibrated))
     _, summary = run_search(cfg)
     _print_summary(cfg.out, summary)
 
@@ -596,6 +597,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="supernet evaluator: training images that re-estimate each candidate's BN (default 256)")
     search.add_argument("--supernet-val-images", type=_positive_int, default=1000,
                         help="supernet evaluator: val images scored, a fixed stratified subset (default 1000)")
+    search.add_argument("--supernet-uncalibrated", action="store_true",
+                        help="supernet evaluator: also record each candidate's top-1 with the supernet's own BN "
+                             "statistics (supernet_top1_uncalibrated; one more pass over val, not ranked on)")
     search.set_defaults(func=cmd_search)
 
     sn = commands.add_parser("supernet", help="a weight-sharing supernet over a space").add_subparsers(

@@ -15,8 +15,9 @@ import search_spaces
 from nas.cli import main
 from nas.search import SearchConfig, run_search, status_of
 from nas.supernet import SuperNet, SupernetError, calibrated
-from nas.supernet.checkpoint import load_supernet
-from nas.supernet.scoring import SupernetScorer
+from nas.supernet.checkpoint import load_snapshot, load_supernet
+from nas.search.context import build_context
+from nas.supernet.scoring import ScoringConfig, SupernetScorer
 from nas.supernet.train import SandwichConfig, SupernetSpec, sandwich_archs, sandwich_step, train_supernet
 from nas.training import ProxyConfig
 from nas.training.components import RetrainError, build_student, load_init, normalisation
@@ -149,6 +150,16 @@ def test_resuming_after_a_stop_gives_the_uninterrupted_run(tmp_path, space_file,
     assert [r["train_loss"] for r in whole.log] == [r["train_loss"] for r in resumed.log]
 
 
+def test_a_snapshot_is_the_finished_supernet_when_training_has_ended(trained, tmp_path):
+    """``load_snapshot`` scores a training mid-way; at its end it must rebuild exactly what ``load_supernet`` does."""
+    (snapshot, record), (final, final_record) = load_snapshot(trained), load_supernet(trained)
+    assert record == final_record
+    a, b = snapshot.state_dict(), final.state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    with pytest.raises(SupernetError, match="holds no last.pth"):
+        load_snapshot(tmp_path)
+
+
 def test_a_changed_setting_is_refused_in_one_line(tmp_path, space_file, tiny_imagefolder, capsys):
     out = tmp_path / "run"
     train_supernet(spec(out, space_file, tiny_imagefolder), stop_after_epoch=1, log=lambda text: None)
@@ -169,14 +180,12 @@ def search_config(tmp_path, data, space, trained, **kwargs) -> SearchConfig:
 
 def test_search_scores_calibrated_inherited_accuracy_and_resumes_without_rescoring(
         tmp_path, trained, space_file, tiny_imagefolder, monkeypatch):
-    cfg = search_config(tmp_path, tiny_imagefolder, space_file, trained)
+    cfg = search_config(tmp_path, tiny_imagefolder, space_file, trained, scoring=ScoringConfig(uncalibrated=True))
     study, _ = run_search(cfg)
     scored = [t for t in study.get_trials() if status_of(t) == "trained"]
     assert len(scored) == 4 and all(t.user_attrs["evaluator"] == "supernet" for t in scored)
 
     # the same score computed another way: the sliced supernet under `calibrated`, on the scorer's images
-    from nas.search.context import build_context
-
     scorer = build_context(cfg, quiet=True).scorer
     supernet = scorer.supernet
     for t in scored:
@@ -192,8 +201,19 @@ def test_search_scores_calibrated_inherited_accuracy_and_resumes_without_rescori
         assert t.user_attrs["supernet_val_loss"] > 0
 
     monkeypatch.setattr(SupernetScorer, "score", lambda self, arch: pytest.fail("a finished study rescored"))
-    again, _ = run_search(search_config(tmp_path, tiny_imagefolder, space_file, trained))
+    again, _ = run_search(search_config(tmp_path, tiny_imagefolder, space_file, trained))  # (not recorded: resumes)
     assert len(again.get_trials()) == len(study.get_trials())
+
+
+def test_the_uncalibrated_pass_is_skipped_unless_asked_and_changes_no_score(tmp_path, trained, space_file,
+                                                                          tiny_imagefolder):
+    cfg = search_config(tmp_path, tiny_imagefolder, space_file, trained)
+    plain = build_context(cfg, quiet=True).scorer
+    both = build_context(dataclasses.replace(cfg, scoring=ScoringConfig(uncalibrated=True)), quiet=True).scorer
+    for arch in search_spaces.load_space(str(space_file)).samples(3, seed=1):
+        a, b = plain.score(arch), both.score(arch)
+        assert a.top1_uncalibrated is None and a.loss_uncalibrated is None and b.top1_uncalibrated is not None
+        assert (a.top1, a.loss) == (b.top1, b.loss)
 
 
 def test_architectures_the_supernet_cannot_hold_are_not_scorable(tmp_path, trained, tiny_imagefolder):

@@ -108,7 +108,8 @@ class SearchConfig:
         identity = {"budget_ms": self.budget_ms, "device": self.device, "predictor": self.predictor,
                     "space": self.space, "data": self.data, "objective": self.objective, "proxy": self.proxy.to_dict()}
         if self.supernet_dir is not None:  # (absent for the proxy, so studies made before evaluators still resume)
-            identity["evaluator"] = {"supernet": supernet_digest(self.supernet_dir), "scoring": self.scoring.to_dict()}
+            scoring = {k: v for k, v in self.scoring.to_dict().items() if k != "uncalibrated"}  # a record, not a score
+            identity["evaluator"] = {"supernet": supernet_digest(self.supernet_dir), "scoring": scoring}
         elif self.evaluator.startswith("callable:"):
             identity["evaluator"] = self.evaluator
         if self.latency_margin != "none":

@@ -164,7 +164,8 @@ def _carry(study: optuna.Study, ctx: SearchContext, trial: optuna.Trial,
                            "supernet_top1_uncalibrated": scored.top1_uncalibrated,
                            "supernet_val_loss_uncalibrated": scored.loss_uncalibrated,
                            "score_seconds": scored.seconds}.items():
-            trial.set_user_attr(key, value)
+            if value is not None:
+                trial.set_user_attr(key, value)
         return tell("reference" if reference else "trained", objective(scored.top1))
     if ctx.evaluate is not None:
         trial.set_user_attr("evaluator", cfg.evaluator)

@@ -101,6 +101,31 @@ def load_supernet(folder: str | Path, device: str | torch.device = "cpu") -> tup
     return supernet.to(device).eval(), record
 
 
+def load_snapshot(folder: str | Path, device: str | torch.device = "cpu") -> tuple[SuperNet, SupernetRecord]:
+    """The weights of an unfinished training after its last finished epoch (``last.pth``), for measuring how the
+    ranking grows during training; ``record.epochs`` counts the epochs behind them."""
+    path = Path(folder) / STATE
+    if not path.is_file():
+        raise SupernetError(f"{str(folder)!r} holds no {STATE}: no supernet training has finished an epoch there")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=False)
+        identity = state["identity"]
+        space = space_from_dict(identity["space"], where=str(path))
+        supernet = SuperNet(space)
+        supernet.load_state_dict(state["model"])
+        record = SupernetRecord(identity=identity, data=identity["data"],
+                                val_fraction=identity["recipe"]["val_fraction"],
+                                val_seed=identity["recipe"]["val_seed"], downscale=identity["sandwich"]["downscale"],
+                                channels=space.in_chans, num_classes=space.num_classes, epochs=state["epoch"],
+                                seconds=state["seconds"], log=state["log"])
+    except (OSError, RuntimeError, KeyError, TypeError, ValueError) as exc:
+        if isinstance(exc, SupernetError):
+            raise
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise SupernetError(f"{path} is not a supernet training state this version reads: {first[:200]}") from None
+    return supernet.to(device).eval(), record
+
+
 def load_description(folder: str | Path) -> dict[str, Any]:
     """``supernet.json`` of ``folder`` (cheap: the weights are not read)."""
     return json.loads((Path(folder) / DESCRIPTION).read_text())

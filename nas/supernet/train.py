@@ -106,7 +106,8 @@ class SupernetSpec:
     recipe_changes: dict[str, Any] = field(default_factory=dict)  # --epochs, --set ..., applied last
     recipe_file: str | None = None
     train_device: str = "auto"
-    scoring: ScoringConfig = field(default_factory=lambda: ScoringConfig(val_images=2000))  # per-epoch check
+    scoring: ScoringConfig = field(  # the per-epoch check, which logs both scores
+        default_factory=lambda: ScoringConfig(val_images=2000, uncalibrated=True))
 
 
 @dataclass
