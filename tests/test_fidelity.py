@@ -10,7 +10,7 @@ import pytest
 from nas.data import load_data
 from nas.fidelity import benchmark
 from nas.fidelity.report import score_report, scorer_table
-from nas.fidelity.scoring import agreement, latency_bins, tau_b, tau_within_bins, top_k_overlap
+from nas.fidelity.scoring import agreement, best_found, latency_bins, tau_b, tau_within_bins, top_k_overlap
 
 
 def test_tau_b_bins_and_top_k_on_known_answers():
@@ -26,6 +26,9 @@ def test_tau_b_bins_and_top_k_on_known_answers():
     assert tau_b(score, truth) < 0
     assert top_k_overlap(score, truth, 2) == 0 and top_k_overlap(truth, truth, 5) == 1
     assert math.isnan(top_k_overlap(score[:3], truth[:3], 5))
+    # the reference's best three are 8, 7, 6 (positions 7, 6, 5); the score's best five are positions 3, 2, 1, 0, 7
+    assert best_found(score, truth) == 1 and best_found(truth, truth) == 3 and best_found(-truth, truth) == 0
+    assert agreement("s", score, truth, latency, n_boot=0).top3_in_top5 == 1
 
 
 def test_agreement_interval_brackets_the_estimate():

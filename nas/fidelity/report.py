@@ -81,10 +81,11 @@ def score_report(results_csv: Path, scores_csv: Path | None = None, column: str 
         vs_default=["" if pd.isna(r.vs_default) or r.scorer == DEFAULT else
                     f"{r.vs_default:+.2f} [{r.vs_default_lo:+.2f}, {r.vs_default_hi:+.2f}]" for r in table.itertuples()],
     )[["scorer", "n", "tau", "vs_default", "tau_bins", "tau_vs_test", "top5_overlap", "top10_overlap",
-       "cpu_s_per_arch"]]
+       "top3_in_top5", "cpu_s_per_arch"]]
     header = (f"{len(ref)} architectures with the reference protocol (seed 0); Kendall tau-b against its val "
               f"accuracy with bootstrap 95 % intervals; vs_default: tau minus the default proxy's ({DEFAULT}) on the "
               "same resamples, paired interval; tau_bins within latency bins of +-10 %; tau_vs_test against "
-              "its test accuracy; top-k overlap of the k best; CPU seconds per architecture (process time, all "
+              "its test accuracy; top-k overlap of the k best; top3_in_top5: how many of the reference's 3 best "
+              "are among the scorer's 5 best; CPU seconds per architecture (process time, all "
               "threads)")
     return header + "\n\n" + shown.to_markdown(index=False, floatfmt=".2f", missingval="")

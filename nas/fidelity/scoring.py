@@ -2,7 +2,8 @@
 
 Kendall tau-b (ties allowed) with a bootstrap 95 % interval over architectures; the same within latency bins
 (architectures within about +-10 % of each other's predicted latency, where a search actually has to choose);
-top-k overlap; and, as yardsticks, #params and MACs as scorers and the reference protocol against its own second
+top-k overlap, and how many of the reference's best 3 a scorer's best 5 hold (a search that keeps its 5 best
+for retraining finds those); and, as yardsticks, #params and MACs as scorers and the reference protocol against its own second
 seed (the noise ceiling: no scorer can be expected to agree with the reference better than the reference agrees
 with itself).
 """
@@ -27,6 +28,7 @@ class Agreement:
     tau_bins_ci: tuple[float, float]
     top5: float
     top10: float
+    top3_in_top5: int = 0  # how many of the reference's 3 best are among the scorer's 5 best
     resampled: np.ndarray = field(default_factory=lambda: np.empty(0), repr=False)  # tau on each resample
 
     def minus(self, other: "Agreement") -> tuple[float, float, float]:
@@ -38,7 +40,7 @@ class Agreement:
     def row(self) -> dict:
         return {"scorer": self.scorer, "n": self.n, "tau": self.tau, "tau_lo": self.tau_ci[0], "tau_hi": self.tau_ci[1],
                 "tau_bins": self.tau_bins, "tau_bins_lo": self.tau_bins_ci[0], "tau_bins_hi": self.tau_bins_ci[1],
-                "top5_overlap": self.top5, "top10_overlap": self.top10}
+                "top5_overlap": self.top5, "top10_overlap": self.top10, "top3_in_top5": self.top3_in_top5}
 
 
 def tau_b(x: np.ndarray, y: np.ndarray) -> float:
@@ -76,6 +78,11 @@ def top_k_overlap(score: np.ndarray, reference: np.ndarray, k: int) -> float:
     return len(set(np.argsort(-score)[:k]) & set(np.argsort(-reference)[:k])) / k
 
 
+def best_found(score: np.ndarray, reference: np.ndarray, k_reference: int = 3, k_score: int = 5) -> int:
+    """How many of the reference's ``k_reference`` best are among the scorer's ``k_score`` best."""
+    return len(set(np.argsort(-score)[:k_score]) & set(np.argsort(-reference)[:k_reference]))
+
+
 def agreement(scorer: str, score, reference, latency, n_boot: int = 2000, seed: int = 0) -> Agreement:
     """Rank agreement of ``score`` with ``reference`` over the same architectures (aligned arrays)."""
     score, reference, latency = (np.asarray(v, dtype=float) for v in (score, reference, latency))
@@ -89,7 +96,8 @@ def agreement(scorer: str, score, reference, latency, n_boot: int = 2000, seed: 
         bin_taus.append(tau_within_bins(score[idx], reference[idx], bins[idx]))
     return Agreement(scorer, n, tau_b(score, reference), _interval(taus),
                      tau_within_bins(score, reference, bins), _interval(bin_taus),
-                     top_k_overlap(score, reference, 5), top_k_overlap(score, reference, 10), np.asarray(taus))
+                     top_k_overlap(score, reference, 5), top_k_overlap(score, reference, 10),
+                     best_found(score, reference), np.asarray(taus))
 
 
 def _interval(values: list[float]) -> tuple[float, float]:
