@@ -3,6 +3,7 @@ benchmark's architectures by inherited accuracy, with and without BN calibration
 
     .venv/bin/python experiments/bench_supernet.py train [--epochs N] [--hours H] [--train-device cuda]  # resumes
     .venv/bin/python experiments/bench_supernet.py score [--snapshot]    # after-epoch-N/scores_*.csv, times.json
+    .venv/bin/python experiments/bench_supernet.py settings [--snapshot]   # ranking and speed per image count
     .venv/bin/python experiments/bench_supernet.py throughput [--untrained] [--n 30]   # candidates per minute
     .venv/bin/python experiments/bench_supernet.py reference   # the largest subnet, reference protocol: cost ratio
     .venv/bin/python experiments/bench_fidelity.py score --scores experiments/supernet/after-epoch-6/scores_calibrated.csv
@@ -24,6 +25,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import swiftformer  # noqa: F401  (the torchvision fix precedes timm)
 import torch
 
@@ -37,7 +39,7 @@ ARCHIVE = Path(__file__).resolve().parents[2] / "shared/datasets/cifar10-jpeg.ta
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("what", choices=("train", "score", "throughput", "reference"))
+    parser.add_argument("what", choices=("train", "score", "settings", "throughput", "reference"))
     parser.add_argument("--data", default=f"cifar10:{ARCHIVE}")
     parser.add_argument("--run", type=Path, default=RUN, help="the supernet's folder (default supernet/run)")
     parser.add_argument("--epochs", type=int, default=6,
@@ -53,10 +55,13 @@ def main() -> None:
     parser.add_argument("--snapshot", action="store_true",
                         help="score: the weights after the last finished epoch of an unfinished training (last.pth)")
     parser.add_argument("--n", type=int, default=30, help="throughput: random architectures scored")
+    parser.add_argument("--budget-ms", type=float, default=1.0,
+                        help="throughput: candidates under this iPhone 14 latency, as a search meets them")
     parser.add_argument("--untrained", action="store_true",
                         help="throughput: a freshly initialised supernet (speed does not depend on the weights)")
     args = parser.parse_args()
-    {"train": train, "score": score, "throughput": throughput, "reference": reference}[args.what](args)
+    {"train": train, "score": score, "settings": settings, "throughput": throughput,
+     "reference": reference}[args.what](args)
 
 
 def train(args: argparse.Namespace) -> None:
@@ -97,11 +102,12 @@ def _epochs_done(log: Path) -> tuple[int, float]:
     return len(frame), float(frame["seconds"].iloc[-1]) / len(frame) if len(frame) else 0.0
 
 
-def _scorer(args: argparse.Namespace, untrained: bool = False):
+def _loaded(args: argparse.Namespace, untrained: bool = False):
+    """The supernet (the finished one, ``--snapshot``'s, or a fresh one), its record, the data's splits and the
+    evaluation transform: what every scorer of this benchmark shares."""
     from nas.data.loaders import image_splits
     from nas.supernet import SuperNet
     from nas.supernet.checkpoint import SupernetRecord, load_snapshot, load_supernet
-    from nas.supernet.scoring import ScoringConfig, SupernetScorer
     from nas.training.components import eval_transform
     from nas.training.recipe import Recipe
     import search_spaces
@@ -115,21 +121,40 @@ def _scorer(args: argparse.Namespace, untrained: bool = False):
         supernet, record = (load_snapshot if getattr(args, "snapshot", False) else load_supernet)(args.run)
         recipe = Recipe.from_dict(record.identity["recipe"])
     splits = image_splits(args.data, record.val_fraction, record.val_seed)
-    config = ScoringConfig(bn_images=args.bn_images, val_images=args.val_images or None, uncalibrated=True)
-    return SupernetScorer(supernet, record, splits.train, splits.val,
-                          lambda side: eval_transform(recipe, side, splits.channels), config), record
+    return supernet, record, splits, lambda side: eval_transform(recipe, side, splits.channels)
+
+
+def _scorer(loaded, bn_images: int, val_images: int, uncalibrated: bool):
+    """A scorer at these image counts (``val_images`` 0: all of val), its images prepared (not timed)."""
+    from nas.supernet.checkpoint import training_side
+    from nas.supernet.scoring import ScoringConfig, SupernetScorer
+
+    supernet, record, splits, transform = loaded
+    scorer = SupernetScorer(supernet, record, splits.train, splits.val, transform,
+                            ScoringConfig(bn_images=bn_images, val_images=val_images or None,
+                                          uncalibrated=uncalibrated))
+    side = training_side(max(supernet.space.resolutions), record.downscale)  # the benchmark space has one
+    scorer.tensors("val", side), scorer.tensors("calibration", side)
+    return scorer
+
+
+def _benchmark_archs():
+    from swiftformer import SwiftFormerArch
+
+    rows = [json.loads(line) for line in ARCHS.read_text().splitlines() if line.strip()]
+    return [(row["name"], SwiftFormerArch.from_dict(row["arch"])) for row in rows]
 
 
 def score(args: argparse.Namespace) -> None:
-    from swiftformer import SwiftFormerArch
-
-    scorer, record = _scorer(args)
-    rows = [json.loads(line) for line in ARCHS.read_text().splitlines() if line.strip()]
+    loaded = _loaded(args)
+    record = loaded[1]
+    scorer = _scorer(loaded, args.bn_images, args.val_images, uncalibrated=True)
+    archs = _benchmark_archs()
     results, start = [], time.perf_counter()
-    for i, row in enumerate(rows, start=1):
-        result = scorer.score(SwiftFormerArch.from_dict(row["arch"]))
-        results.append((row["name"], result))
-        print(f"{i}/{len(rows)} {row['name']}: calibrated {result.top1:.4f}, uncalibrated "
+    for i, (name, arch) in enumerate(archs, start=1):
+        result = scorer.score(arch)
+        results.append((name, result))
+        print(f"{i}/{len(archs)} {name}: calibrated {result.top1:.4f}, uncalibrated "
               f"{result.top1_uncalibrated:.4f} ({result.seconds:.2f} s)", file=sys.stderr)
     seconds = time.perf_counter() - start
     folder = OUT / f"after-epoch-{record.epochs}"
@@ -140,27 +165,76 @@ def score(args: argparse.Namespace) -> None:
             writer.writerow(["name", "score"])
             writer.writerows((arch, getattr(result, column)) for arch, result in results)
     times = {"supernet_training_seconds": record.seconds, "supernet_epochs": record.epochs,
-             "architectures_scored": len(rows), "scoring_seconds": seconds,
-             "candidates_per_minute": 60 * len(rows) / seconds, "threads": torch.get_num_threads(),
-             "bn_images": args.bn_images, "val_images": args.val_images or "all"}
+             "architectures_scored": len(archs), "scoring_seconds": seconds,
+             "candidates_per_minute": 60 * len(archs) / seconds, "threads": torch.get_num_threads(),
+             "bn_images": args.bn_images, "val_images": args.val_images or "all", "passes": 3}
     (folder / "times.json").write_text(json.dumps(times, indent=2) + "\n")
     print(json.dumps(times, indent=2))
     print(f"next: experiments/bench_fidelity.py score --scores {folder / 'scores_calibrated.csv'} "
           "(and scores_uncalibrated.csv)")
 
 
-def throughput(args: argparse.Namespace) -> None:
-    import search_spaces
+SETTINGS = [(512, 0), (256, 1000), (128, 500), (128, 250), (64, 250)]  # (calibration images, val images; 0: all)
 
-    scorer, _ = _scorer(args, untrained=args.untrained)
-    space = search_spaces.load_space(str(SPACE))
+
+def settings(args: argparse.Namespace) -> None:
+    """Which image counts rank well enough, fast enough: the benchmark's architectures scored (calibrated, as a
+    search scores) at each setting of ``SETTINGS``; tau-b against the most images (the first setting: how much
+    ranking fewer images lose) and against the reference protocol, and seconds per candidate. The evaluator's
+    defaults are chosen from this table."""
+    import pandas as pd
+
+    from nas.fidelity.benchmark import REFERENCE
+    from nas.fidelity.scoring import agreement, tau_b
+
+    loaded = _loaded(args)
+    archs = _benchmark_archs()
+    results = pd.read_csv(HERE / "fidelity" / "results.csv")
+    ref = results[(results["protocol"] == REFERENCE.name) & (results["seed"] == 0)].set_index("name")
+    names = [name for name, _ in archs if name in ref.index]
+    rows, most = [], None
+    for bn_images, val_images in SETTINGS:
+        scorer = _scorer(loaded, bn_images, val_images, uncalibrated=False)
+        scores = {name: scorer.score(arch) for name, arch in archs if name in names}
+        top1 = np.array([scores[n].top1 for n in names])
+        most = top1 if most is None else most
+        fit = agreement("supernet", top1, ref.loc[names, "val_accuracy"].to_numpy(),
+                        ref.loc[names, "latency_iphone14_ms"].to_numpy(), n_boot=1000)
+        seconds = float(np.mean([scores[n].seconds for n in names]))
+        rows.append({"bn_images": bn_images, "val_images": val_images or len(loaded[2].val),
+                     "seconds_per_candidate": seconds, "candidates_per_10_min": 600 / seconds,
+                     "tau_vs_most_images": tau_b(top1, most), "tau_vs_reference": fit.tau,
+                     "tau_ci": f"[{fit.tau_ci[0]:.2f}, {fit.tau_ci[1]:.2f}]", "tau_bins": fit.tau_bins,
+                     "top3_in_top5": fit.top3_in_top5})
+        print(rows[-1], file=sys.stderr)
+    folder = OUT / f"after-epoch-{loaded[1].epochs}"
+    folder.mkdir(exist_ok=True)
+    table = pd.DataFrame(rows)
+    table.to_csv(folder / "settings.csv", index=False)
+    print(f"{len(names)} architectures of the fidelity benchmark, calibrated scores, {torch.get_num_threads()} "
+          f"threads; tau-b against the first row's scores and against the reference protocol's val accuracy")
+    print(table.to_markdown(index=False, floatfmt=".2f"))
+
+
+def throughput(args: argparse.Namespace) -> None:
+    """Seconds per candidate as a search at ``--budget-ms`` on iPhone 14 meets them: random architectures of the
+    space under the budget, scored calibrated only (the search's default)."""
+    import search_spaces
+    from nas.latency.lut import build_table
+    from nas.latency.predictor import resolve_predictor
+
+    loaded = _loaded(args, untrained=args.untrained)
     t0 = time.perf_counter()
-    scorer.tensors("val", 56), scorer.tensors("calibration", 56)
+    scorer = _scorer(loaded, args.bn_images, args.val_images, uncalibrated=False)
     prepared = time.perf_counter() - t0
-    times = [scorer.score(arch).seconds for arch in space.samples(args.n, seed=0)]
+    space = search_spaces.load_space(str(SPACE))
+    table = build_table(space, resolve_predictor("iphone14", None))
+    archs = [a for a in space.samples(50 * args.n, seed=0) if table.predict(a) <= args.budget_ms][: args.n]
+    times = [scorer.score(arch).seconds for arch in archs]
     per = sum(times) / len(times)
     print(json.dumps({"threads": torch.get_num_threads(), "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS"),
-                      "bn_images": args.bn_images, "val_images": args.val_images, "prepare_seconds": prepared,
+                      "budget_ms": args.budget_ms, "candidates": len(archs), "bn_images": args.bn_images,
+                      "val_images": args.val_images, "prepare_seconds": prepared,
                       "seconds_per_candidate_mean": per, "seconds_per_candidate_max": max(times),
                       "candidates_per_10_minutes": 600 / per}, indent=2))
 
