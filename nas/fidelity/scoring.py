@@ -3,9 +3,9 @@
 Kendall tau-b (ties allowed) with a bootstrap 95 % interval over architectures; the same within latency bins
 (architectures within about +-10 % of each other's predicted latency, where a search actually has to choose);
 top-k overlap, and how many of the reference's best 3 a scorer's best 5 hold (a search that keeps its 5 best
-for retraining finds those); and, as yardsticks, #params and MACs as scorers and the reference protocol against its own second
-seed (the noise ceiling: no scorer can be expected to agree with the reference better than the reference agrees
-with itself).
+for retraining finds those); and, as yardsticks, #params and MACs as scorers and the reference protocol against
+its own second seed (the noise ceiling: no scorer can be expected to agree with the reference better than the
+reference agrees with itself).
 """
 from __future__ import annotations
 
