@@ -30,9 +30,9 @@ from .model import SuperNet
 
 @dataclass(frozen=True)
 class ScoringConfig:
-    """How many images score a candidate: fewer score faster and noisier. At these defaults a loaded 2-core
-    machine scored about 20 candidates of the default space in 10 minutes at 56 px (README), far from the 300
-    wanted; the defaults are to be chosen from measured ranking quality against speed, not yet done."""
+    """How many images score a candidate: fewer score faster and noisier. At these defaults an idle 2-core
+    machine scores about 250 candidates under 1 ms in 10 minutes at 56 px (README); ``bench_supernet.py settings``
+    measures the ranking each image count keeps (experiments/RESULTS.md)."""
 
     bn_images: int = 256  # training images that re-estimate a subnet's BN statistics
     val_images: int | None = 1000  # val images scored (a fixed class-stratified subset; None: all of val)
