@@ -160,6 +160,15 @@ def test_a_snapshot_is_the_finished_supernet_when_training_has_ended(trained, tm
         load_snapshot(tmp_path)
 
 
+@pytest.mark.parametrize("content", [b"", b"not a checkpoint", b"\x80\x02}q\x00(X"])
+def test_a_damaged_checkpoint_is_refused_in_one_line(tmp_path, content):
+    for name in ("supernet.pth", "last.pth"):
+        (tmp_path / name).write_bytes(content)
+    for load, what in ((load_supernet, "supernet checkpoint"), (load_snapshot, "supernet training state")):
+        with pytest.raises(SupernetError, match=f"is not a {what} this version reads"):
+            load(tmp_path)
+
+
 def test_a_changed_setting_is_refused_in_one_line(tmp_path, space_file, tiny_imagefolder, capsys):
     out = tmp_path / "run"
     train_supernet(spec(out, space_file, tiny_imagefolder), stop_after_epoch=1, log=lambda text: None)

@@ -10,6 +10,7 @@ scored at).
 from __future__ import annotations
 
 import json
+import pickle
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,8 @@ from .model import SuperNet
 from .spaces import SupernetError
 
 CHECKPOINT = "supernet.pth"
+# what torch.load and the rebuild raise for a damaged, truncated or foreign file
+UNREADABLE = (OSError, EOFError, pickle.UnpicklingError, RuntimeError, KeyError, TypeError, ValueError)
 DESCRIPTION = "supernet.json"
 STATE = "last.pth"
 
@@ -93,11 +96,8 @@ def load_supernet(folder: str | Path, device: str | torch.device = "cpu") -> tup
         supernet = SuperNet(space, payload["num_classes"], payload["in_chans"], payload["distillation"])
         supernet.load_state_dict(payload["state_dict"])
         record = SupernetRecord(**payload["record"])
-    except (OSError, RuntimeError, KeyError, TypeError, ValueError) as exc:
-        if isinstance(exc, SupernetError):
-            raise
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise SupernetError(f"{path} is not a supernet checkpoint this version reads: {first[:200]}") from None
+    except UNREADABLE as exc:
+        raise _unreadable(exc, path, "supernet checkpoint") from None
     return supernet.to(device).eval(), record
 
 
@@ -118,12 +118,17 @@ def load_snapshot(folder: str | Path, device: str | torch.device = "cpu") -> tup
                                 val_seed=identity["recipe"]["val_seed"], downscale=identity["sandwich"]["downscale"],
                                 channels=space.in_chans, num_classes=space.num_classes, epochs=state["epoch"],
                                 seconds=state["seconds"], log=state["log"])
-    except (OSError, RuntimeError, KeyError, TypeError, ValueError) as exc:
-        if isinstance(exc, SupernetError):
-            raise
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise SupernetError(f"{path} is not a supernet training state this version reads: {first[:200]}") from None
+    except UNREADABLE as exc:
+        raise _unreadable(exc, path, "supernet training state") from None
     return supernet.to(device).eval(), record
+
+
+def _unreadable(exc: Exception, path: Path, what: str) -> SupernetError:
+    """One line for a file this version cannot read (a SupernetError raised while reading passes through)."""
+    if isinstance(exc, SupernetError):
+        return exc
+    first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    return SupernetError(f"{path} is not a {what} this version reads: {first[:200]}")
 
 
 def load_description(folder: str | Path) -> dict[str, Any]:
