@@ -180,8 +180,8 @@ SETTINGS = [(512, 0), (256, 1000), (128, 500), (128, 250), (64, 250)]  # (calibr
 def settings(args: argparse.Namespace) -> None:
     """Which image counts rank well enough, fast enough: the benchmark's architectures scored (calibrated, as a
     search scores) at each setting of ``SETTINGS``; tau-b against the most images (the first setting: how much
-    ranking fewer images lose) and against the reference protocol, and seconds per candidate. The evaluator's
-    defaults are chosen from this table."""
+    ranking fewer images lose) and against the reference protocol, and seconds per candidate: what the
+    evaluator's defaults are judged by."""
     import pandas as pd
 
     from nas.fidelity.benchmark import REFERENCE
@@ -242,7 +242,8 @@ def throughput(args: argparse.Namespace) -> None:
 def reference(args: argparse.Namespace) -> None:
     """The cost target's denominator: one reference-protocol training (the fidelity benchmark's, seed 0) of the
     supernet's largest subnet, on the same data and machine; its wall time against the supernet's training.
-    Resumable: the training lives in ``supernet/reference.journal``, as the benchmark's trainings do."""
+    The training lives in ``supernet/reference.journal``, as the benchmark's do: once finished, it is read, not
+    trained again; a killed run trains it again from the start."""
     import search_spaces
     from nas.data import load_data
     from nas.fidelity import benchmark
