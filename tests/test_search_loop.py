@@ -290,3 +290,22 @@ def test_a_final_test_evaluation_may_reuse_the_statistics_just_re_estimated(tiny
     arch = search_spaces.load_space("swiftformer").sample(0).replace(num_classes=3, resolution=64)
     model = task.train(arch, keep_model=True).model  # its last step: a val evaluation, statistics re-estimated
     assert task.evaluate(model, "test", recalibrate=False) == task.evaluate(model, "test")
+
+
+def test_the_eta_is_bounded_by_the_timeout(capsys):
+    """A run bounded by --timeout with an unreachable trial count once printed an ETA of hundreds of hours."""
+    import time as clock
+
+    from nas.search.worker import _print_progress
+
+    study = optuna.create_study(direction="maximize")
+    study.add_trial(optuna.trial.create_trial(value=0.5, user_attrs={"status": "trained", "latency_ms": 0.9,
+                                                                     "summary": "s24-48:CC"}))
+    trial = study.get_trials()[0]
+    cfg = SearchConfig(budget_ms=1.0, trials=100_000)
+    _print_progress(study, cfg, trial, [60.0], "w0", deadline=clock.time() + 600)
+    bounded = capsys.readouterr().err
+    _print_progress(study, cfg, trial, [60.0], "w0")
+    unbounded = capsys.readouterr().err
+    assert "ETA 10m" in bounded or "ETA 9m" in bounded, bounded
+    assert "ETA 10m" not in unbounded and "ETA 9m" not in unbounded, unbounded

@@ -127,18 +127,20 @@ def worker_loop(cfg: SearchConfig, worker: int = 0, ctx: SearchContext | None = 
         duplicates_in_a_row = 0
         trained_here += 1
         times.append(time.perf_counter() - t0)
-        _print_progress(study, cfg, trial, times, name)
+        _print_progress(study, cfg, trial, times, name, deadline)
     if worker == 0:
         print(f"{name}: finished after {format_duration(time.perf_counter() - started)}", file=sys.stderr)
 
 
 def _print_progress(study: optuna.Study, cfg: SearchConfig, trial: optuna.trial.FrozenTrial, times: list[float],
-                    worker: str) -> None:
+                    worker: str, deadline: float | None = None) -> None:
     trials = study.get_trials(deepcopy=False)
     done = counted(trials)
     rejected = sum(status_of(t) == "rejected" for t in trials)
     best = best_feasible(trials)
     left = max(0, cfg.trials - done) * sum(times) / len(times) / cfg.workers
+    if deadline:  # a --timeout ends the run first when the trial count is out of reach
+        left = min(left, max(0.0, deadline - time.time()))
     status = status_of(trial)
     score = f"val {trial.values[0]:.3f}" if trial.values else status
     label = f"{trial.user_attrs.get('reference')} (reference)" if trial.user_attrs.get("reference") else status
