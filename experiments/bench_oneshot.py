@@ -1,7 +1,7 @@
 """One-shot search against from-scratch search on CIFAR-10 at equal search time, their winners retrained with the
 fidelity benchmark's reference protocol (issue: a weight-sharing supernet and one-shot search).
 
-    .venv/bin/python experiments/bench_oneshot.py search [--minutes 30]       # both searches; resumable
+    .venv/bin/python experiments/bench_oneshot.py search [--minutes 30] [--supernet DIR] [--only NAME]  # resumable
     .venv/bin/python experiments/bench_oneshot.py retrain [--seeds 0 1 2] [--hours H]   # resumable
     .venv/bin/python experiments/bench_oneshot.py report
 
@@ -11,7 +11,10 @@ one scoring candidates with the supernet of ``bench_supernet.py train`` (``--eva
 same time evaluating candidates (``--minutes``); the supernet's own training time is reported beside it, not
 charged to the one-shot search: the comparison is "which score picks better in the same search time", with the
 supernet's cost (amortised over every search that uses it) as its own figure. A killed search resumes with the
-time it has left (the trials' evaluation time so far is read from its study).
+time it has left (the trials' evaluation time so far is read from its study). The studies are committed (a few
+MB of SQLite): a machine's files do not outlive its session, and the two searches need not share one.
+``--only`` runs one of them; ``--supernet`` picks the trained supernet (default ``supernet/run``), recorded in
+the one-shot search's ``searched.json``.
 
 retrain: each search's best architecture trained with the reference protocol (2 epochs of 45,000 images at
 56 px, the fidelity benchmark's) for each seed, test top-1 at the end; the same seeds for both, so differences
@@ -35,7 +38,7 @@ SUPERNET = HERE / "supernet" / "run"
 ARCHIVE = Path(__file__).resolve().parents[2] / "shared/datasets/cifar10-jpeg.tar.gz"
 DATA = f"cifar10:{ARCHIVE}"
 JOURNAL = OUT / "studies.journal"
-SEARCHES = {"from-scratch": [], "one-shot": ["--evaluator", f"supernet:{SUPERNET}"]}
+SEARCHES = ("from-scratch", "one-shot")
 
 
 def evaluation_seconds(out: Path) -> float:
@@ -55,9 +58,12 @@ def evaluation_seconds(out: Path) -> float:
 
 
 def search(args: argparse.Namespace) -> None:
-    if not (SUPERNET / "supernet.pth").is_file():
-        sys.exit(f"no trained supernet in {SUPERNET}: run experiments/bench_supernet.py train first")
-    for name, extra in SEARCHES.items():
+    names = [args.only] if args.only else list(SEARCHES)
+    supernet = args.supernet.resolve()
+    if "one-shot" in names and not (supernet / "supernet.pth").is_file():
+        sys.exit(f"no trained supernet in {supernet}: run experiments/bench_supernet.py train first")
+    for name in names:
+        extra = ["--evaluator", f"supernet:{supernet}"] if name == "one-shot" else []
         out = OUT / name
         done = out / "searched.json"
         if done.is_file():
@@ -71,8 +77,10 @@ def search(args: argparse.Namespace) -> None:
             print("$", " ".join(command), file=sys.stderr)
             subprocess.run(command, check=True)
         best = json.loads((out / "best_arch.json").read_text())
-        done.write_text(json.dumps({"minutes": args.minutes, "evaluation_seconds": evaluation_seconds(out),
-                                    "best_arch": best}, indent=2) + "\n")
+        searched = {"minutes": args.minutes, "evaluation_seconds": evaluation_seconds(out), "best_arch": best}
+        if name == "one-shot":
+            searched["supernet"] = str(supernet.relative_to(HERE)) if supernet.is_relative_to(HERE) else str(supernet)
+        done.write_text(json.dumps(searched, indent=2) + "\n")
 
 
 def retrain(args: argparse.Namespace) -> None:
@@ -124,7 +132,9 @@ def report(args: argparse.Namespace) -> None:
             print(f"{name}: {int((frame['status'] == 'trained').sum())} candidates scored in "
                   f"{searched['evaluation_seconds'] / 60:.1f} min of evaluation; best {best['architecture']} "
                   f"(val score {best['val_accuracy']:.3f}, {best['latency_ms']:.3f} ms on iPhone 14)")
-    supernet = SUPERNET / "supernet.json"
+    done = OUT / "one-shot" / "searched.json"
+    used = json.loads(done.read_text()).get("supernet", str(SUPERNET)) if done.is_file() else str(SUPERNET)
+    supernet = HERE / used / "supernet.json"
     if supernet.is_file():
         record = json.loads(supernet.read_text())
         print(f"supernet training: {record.get('seconds', float('nan')) / 60:.0f} min "
@@ -151,6 +161,9 @@ def main() -> None:
     commands = parser.add_subparsers(dest="command", required=True)
     s = commands.add_parser("search")
     s.add_argument("--minutes", type=float, default=30.0, help="evaluation time of each search (default 30)")
+    s.add_argument("--only", choices=SEARCHES, help="run one of the two searches (default both, in turn)")
+    s.add_argument("--supernet", type=Path, default=SUPERNET,
+                   help="the trained supernet the one-shot search scores with (default supernet/run)")
     r = commands.add_parser("retrain")
     r.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     r.add_argument("--hours", type=float, help="stop starting trainings after this long")

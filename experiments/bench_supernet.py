@@ -102,6 +102,14 @@ def _epochs_done(log: Path) -> tuple[int, float]:
     return len(frame), float(frame["seconds"].iloc[-1]) / len(frame) if len(frame) else 0.0
 
 
+def _scored_folder(args: argparse.Namespace, epochs: int) -> Path:
+    """Where a checkpoint's scores go: ``supernet/after-epoch-N`` for the benchmark's run, inside the run's own
+    folder for any other (``--run``), so two trainings' scores never overwrite each other."""
+    folder = OUT / f"after-epoch-{epochs}" if args.run.resolve() == RUN else args.run / f"after-epoch-{epochs}"
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
 def _loaded(args: argparse.Namespace, untrained: bool = False):
     """The supernet (the finished one, ``--snapshot``'s, or a fresh one), its record, the data's splits and the
     evaluation transform: what every scorer of this benchmark shares."""
@@ -157,8 +165,7 @@ def score(args: argparse.Namespace) -> None:
         print(f"{i}/{len(archs)} {name}: calibrated {result.top1:.4f}, uncalibrated "
               f"{result.top1_uncalibrated:.4f} ({result.seconds:.2f} s)", file=sys.stderr)
     seconds = time.perf_counter() - start
-    folder = OUT / f"after-epoch-{record.epochs}"
-    folder.mkdir(exist_ok=True)
+    folder = _scored_folder(args, record.epochs)
     for name, column in (("calibrated", "top1"), ("uncalibrated", "top1_uncalibrated")):
         with (folder / f"scores_{name}.csv").open("w", newline="") as f:
             writer = csv.writer(f)
@@ -207,8 +214,7 @@ def settings(args: argparse.Namespace) -> None:
                      "tau_ci": f"[{fit.tau_ci[0]:.2f}, {fit.tau_ci[1]:.2f}]", "tau_bins": fit.tau_bins,
                      "top3_in_top5": fit.top3_in_top5})
         print(rows[-1], file=sys.stderr)
-    folder = OUT / f"after-epoch-{loaded[1].epochs}"
-    folder.mkdir(exist_ok=True)
+    folder = _scored_folder(args, loaded[1].epochs)
     table = pd.DataFrame(rows)
     table.to_csv(folder / "settings.csv", index=False)
     print(f"{len(names)} architectures of the fidelity benchmark, calibrated scores, {torch.get_num_threads()} "
