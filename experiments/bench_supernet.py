@@ -29,6 +29,8 @@ import numpy as np
 import swiftformer  # noqa: F401  (the torchvision fix precedes timm)
 import torch
 
+from nas.supernet.scoring import ScoringConfig
+
 HERE = Path(__file__).resolve().parent
 OUT = HERE / "supernet"
 SPACE = OUT / "swiftformer-cifar.yaml"
@@ -49,9 +51,12 @@ def main() -> None:
                         help="train: start no epoch that would end after this many hours (resumable)")
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--train-device", default="auto")
-    parser.add_argument("--bn-images", type=int, default=256, help="score: calibration images (evaluator default)")
-    parser.add_argument("--val-images", type=int, default=1000,
-                        help="score: val images (evaluator default 1000; 0: all 5,000)")
+    parser.add_argument("--bn-images", type=int, default=ScoringConfig.bn_images,
+                        help="score, throughput: calibration images (default the evaluator's, "
+                             f"{ScoringConfig.bn_images})")
+    parser.add_argument("--val-images", type=int, default=ScoringConfig.val_images,
+                        help=f"score, throughput: val images (default the evaluator's, {ScoringConfig.val_images}; "
+                             "0: all 5,000)")
     parser.add_argument("--snapshot", action="store_true",
                         help="score: the weights after the last finished epoch of an unfinished training (last.pth)")
     parser.add_argument("--n", type=int, default=30, help="throughput: random architectures scored")
@@ -181,7 +186,7 @@ def score(args: argparse.Namespace) -> None:
           "(and scores_uncalibrated.csv)")
 
 
-SETTINGS = [(512, 0), (256, 1000), (128, 500), (128, 250), (64, 250)]  # (calibration images, val images; 0: all)
+SETTINGS = [(512, 0), (256, 1000), (128, 500), (128, 250), (64, 250)]  # (calibration, val images; 0: all val)
 
 
 def settings(args: argparse.Namespace) -> None:

@@ -29,6 +29,7 @@ from .models import ModelRefError, parse_model_ref
 from .progress import progress
 from .search.config import MARGINS, SearchError
 from .supernet import SupernetError
+from .supernet.scoring import ScoringConfig
 from .training import TrainDeviceError
 from .training.recipe import RecipeError, RetrainError
 from .units import parse_duration_s, parse_latency_ms
@@ -335,7 +336,6 @@ def _duration(text: str) -> float:
 
 def cmd_search(args: argparse.Namespace) -> None:
     from .search import SearchConfig, run_search
-    from .supernet.scoring import ScoringConfig
     from .training import ProxyConfig
 
     proxy = ProxyConfig(epochs=args.proxy_epochs, downscale=args.proxy_downscale, subset=args.proxy_subset,
@@ -593,10 +593,12 @@ def build_parser() -> argparse.ArgumentParser:
                              "weights inherited from the supernet `nas supernet train` wrote in DIR (calibrated BN); "
                              "callable:MODULE:FUNCTION: FUNCTION(arch) returns its val accuracy (a tabular "
                              "benchmark, a zero-cost score; importable on every worker)")
-    search.add_argument("--supernet-bn-images", type=_positive_int, default=256,
-                        help="supernet evaluator: training images that re-estimate each candidate's BN (default 256)")
-    search.add_argument("--supernet-val-images", type=_positive_int, default=1000,
-                        help="supernet evaluator: val images scored, a fixed stratified subset (default 1000)")
+    search.add_argument("--supernet-bn-images", type=_positive_int, default=ScoringConfig.bn_images,
+                        help="supernet evaluator: training images that re-estimate each candidate's BN "
+                             f"(default {ScoringConfig.bn_images})")
+    search.add_argument("--supernet-val-images", type=_positive_int, default=ScoringConfig.val_images,
+                        help="supernet evaluator: val images scored, a fixed stratified subset "
+                             f"(default {ScoringConfig.val_images})")
     search.add_argument("--supernet-uncalibrated", action="store_true",
                         help="supernet evaluator: also record each candidate's top-1 with the supernet's own BN "
                              "statistics (supernet_top1_uncalibrated; one more pass over val, not ranked on)")

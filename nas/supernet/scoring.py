@@ -4,7 +4,7 @@ training's per-epoch check.
 A subnet is extracted to the ordinary ``SwiftFormer`` (plain convolutions run faster than sliced ones, and its BN
 statistics are its own copy, so calibrating it leaves the supernet untouched), scored on val with the supernet's
 running statistics (uncalibrated; only when asked: a search ranks by the calibrated score, and the extra pass
-goes over 1,000 of the 2,256 images a candidate costs at the defaults), then with statistics re-estimated on a fixed set of training images
+would add the val images once more to a candidate's cost), then with statistics re-estimated on a fixed set of training images
 (``update_bn``, as ``calibrated`` does) and scored. Images are prepared once per side (the retraining's
 evaluation transform: resize, centre crop, normalise) and kept as tensors, so a candidate costs two passes over
 small tensors (three with the uncalibrated score) and nothing else.
@@ -30,12 +30,14 @@ from .model import SuperNet
 
 @dataclass(frozen=True)
 class ScoringConfig:
-    """How many images score a candidate: fewer score faster and noisier. At these defaults an idle 2-core
-    machine scores about 250 candidates under 1 ms in 10 minutes at 56 px (README); ``bench_supernet.py settings``
-    measures the ranking each image count keeps (experiments/RESULTS.md)."""
+    """How many images score a candidate: fewer score faster and noisier. ``bench_supernet.py settings``
+    measured the ranking each image count keeps (experiments/RESULTS.md): 128 / 500 agreed with 512 / 5,000 at
+    tau 0.55 against 0.59 for 256 / 1,000, and no count was distinguishable from another against the reference
+    protocol, while halving the images doubles the candidates a search sees (the issue's 300 per 10 minutes on
+    2 cores, which 256 / 1,000 missed at about 250)."""
 
-    bn_images: int = 256  # training images that re-estimate a subnet's BN statistics
-    val_images: int | None = 1000  # val images scored (a fixed class-stratified subset; None: all of val)
+    bn_images: int = 128  # training images that re-estimate a subnet's BN statistics
+    val_images: int | None = 500  # val images scored (a fixed class-stratified subset; None: all of val)
     batch_size: int = 256
     seed: int = 0  # which images
     uncalibrated: bool = False  # also score with the supernet's own BN statistics (one more pass over val)

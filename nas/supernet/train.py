@@ -106,8 +106,8 @@ class SupernetSpec:
     recipe_changes: dict[str, Any] = field(default_factory=dict)  # --epochs, --set ..., applied last
     recipe_file: str | None = None
     train_device: str = "auto"
-    scoring: ScoringConfig = field(  # the per-epoch check, which logs both scores
-        default_factory=lambda: ScoringConfig(val_images=2000, uncalibrated=True))
+    scoring: ScoringConfig = field(  # the per-epoch check, which logs both scores (more images than a search's)
+        default_factory=lambda: ScoringConfig(bn_images=256, val_images=2000, uncalibrated=True))
 
 
 @dataclass
