@@ -142,7 +142,10 @@ def run_benchmark(archs: list[tuple[str, SwiftFormerArch]], data: ImageData, sto
                             "threads": torch.get_num_threads(), "device": str(task.device)}.items():
             trial.set_user_attr(attr, value)
         with Heartbeat(study, trial):
-            result = train_and_evaluate(task, arch, protocol.reads_test)
+            epochs = protocol.config.epochs  # a reference training runs for many minutes: a line per epoch
+            result = train_and_evaluate(
+                task, arch, protocol.reads_test, lambda epoch, acc: log(f"  {key} {name}: epoch {epoch}/{epochs}, "
+                                                                        f"val {acc:.4f}"))
             trial.set_user_attr("seconds", result.seconds)
             trial.set_user_attr("cpu_seconds", result.cpu_seconds)
             trial.set_user_attr("resolution", result.resolution)
