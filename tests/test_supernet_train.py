@@ -193,6 +193,8 @@ def test_search_scores_calibrated_inherited_accuracy_and_resumes_without_rescori
     study, _ = run_search(cfg)
     scored = [t for t in study.get_trials() if status_of(t) == "trained"]
     assert len(scored) == 4 and all(t.user_attrs["evaluator"] == "supernet" for t in scored)
+    report = (tmp_path / "run" / "report.md").read_text()  # it names the score it ranks by
+    assert "inherited-weight accuracy on val" in report and "proxy" not in report.lower()
 
     # the same score computed another way: the sliced supernet under `calibrated`, on the scorer's images
     scorer = build_context(cfg, quiet=True).scorer

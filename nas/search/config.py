@@ -116,6 +116,18 @@ class SearchConfig:
             identity["latency_margin"] = self.latency_margin
         return identity
 
+    def score_name(self) -> tuple[str, str]:
+        """What a trial's val accuracy is, for reports (a supernet's score is not a proxy's): a short name and
+        how it was obtained."""
+        if self.supernet_dir is not None:
+            val = "all" if self.scoring.val_images is None else f"{self.scoring.val_images}"
+            return ("inherited-weight accuracy", f"scored with the weights of the supernet in {self.supernet_dir} "
+                    f"(BN statistics re-estimated on {self.scoring.bn_images} train images), on {val} val images; "
+                    "no candidate is trained")
+        if self.evaluator.startswith("callable:"):
+            return "evaluator accuracy", f"given by the user's function {self.evaluator.partition(':')[2]}"
+        return "proxy accuracy", f"proxy training: {self.proxy.describe()}"
+
     @property
     def supernet_dir(self) -> Path | None:
         return Path(self.evaluator.partition(":")[2]) if self.evaluator.startswith("supernet:") else None

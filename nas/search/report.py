@@ -24,8 +24,8 @@ COLUMNS = ["number", "status", "reference", "architecture", "digest", "params", 
 
 
 def trials_frame(study: optuna.Study) -> pd.DataFrame:
-    """One row per trial: architecture, size, predicted latency and its error band's upper edge, proxy accuracy
-    on val, state, duration."""
+    """One row per trial: architecture, size, predicted latency and its error band's upper edge, val accuracy
+    (the evaluator's), state, duration."""
     rows = []  # (an empty study still gives the columns, so every output can be written)
     for t in study.get_trials(deepcopy=False):
         attrs = t.user_attrs
@@ -48,7 +48,7 @@ def trials_frame(study: optuna.Study) -> pd.DataFrame:
 
 
 def evaluated(df: pd.DataFrame) -> pd.DataFrame:
-    """Trials with a proxy val accuracy of their own (trained, or references), all within the budget."""
+    """Trials with a val accuracy of their own (trained, or references), all within the budget."""
     return df[df["status"].isin(["trained", "reference"])]
 
 
@@ -108,7 +108,7 @@ def write_outputs(out: str | Path, study: optuna.Study, cfg: SearchConfig) -> st
     best = done.loc[done["val_accuracy"].idxmax()] if len(done) else None
     if best is not None:
         SwiftFormerArch.from_json(best["arch_json"]).save(out / "best_arch.json")
-    plot(df, cfg.budget_ms, out / PLOT)
+    plot(df, cfg.budget_ms, out / PLOT, cfg.score_name()[0])
     summary = summary_text(df, cfg)
     (out / "report.md").write_text(report_markdown(df, cfg, summary))
     return summary
@@ -142,9 +142,9 @@ def summary_text(df: pd.DataFrame, cfg: SearchConfig) -> str:
                      f"{_upper_text(r)}")
     if len(searched) and len(refs):
         gap = searched["val_accuracy"].max() - refs["val_accuracy"].max()
-        lines.append(f"best found - best reference: {gap:+.4f} val accuracy, one proxy run each; the best of "
-                     f"{len(searched)} noisy scores against the best of {len(refs)} is biased upwards: retrain both "
-                     "with fresh seeds before claiming a gain")
+        lines.append(f"best found - best reference: {gap:+.4f} val accuracy ({cfg.score_name()[0]}), one score each; "
+                     f"the best of {len(searched)} noisy scores against the best of {len(refs)} is biased upwards: "
+                     "retrain both with fresh seeds before claiming a gain")
     lines.append(f"Pareto front: {len(pareto_front(df))} architectures; hypervolume {hypervolume(df, cfg.budget_ms):.4f}")
     return "\n".join(lines)
 
@@ -167,11 +167,11 @@ def report_markdown(df: pd.DataFrame, cfg: SearchConfig, summary: str) -> str:
     table["params"] = (table["params"] / 1e6).round(3)
     table["macs"] = (table["macs"] / 1e6).round(1)
     front = pareto_front(df)[["number", "reference", "val_accuracy", "latency_ms", "latency_upper_ms", "architecture"]]
-    proxy = cfg.proxy.describe()
+    score, how = cfg.score_name()
     return "\n".join([
         f"# Search report: {cfg.study}", "", "```", summary, "```", "",
         f"![accuracy against predicted latency]({PLOT})", "",
-        "## Best architectures (proxy accuracy on val)", "", _markdown(table.rename(columns={"params": "params (M)",
+        f"## Best architectures ({score} on val)", "", _markdown(table.rename(columns={"params": "params (M)",
                                                                                       "macs": "MMACs"})), "",
         "## Pareto front (accuracy against predicted latency)", "", _markdown(front), "",
         "## Protocol", "",
@@ -179,7 +179,7 @@ def report_markdown(df: pd.DataFrame, cfg: SearchConfig, summary: str) -> str:
         f"table; `latency_upper_ms` is the upper edge of the predictor's error band, measured on model families its "
         f"calibration never saw. Margin: {_margin_text(cfg)}; architectures over {cfg.budget_ms:g} ms by that "
         "measure are recorded as infeasible and never trained.",
-        f"- Proxy training: {proxy}; every trial, references included, uses the same protocol.",
+        f"- Accuracy: {how}; every trial, references included, is scored the same way.",
         f"- Splits: selection and pruning read only the val hold-out ({cfg.proxy.val_fraction:g} of each class of "
         f"the source's training split, seed {cfg.proxy.val_seed}), never the test split; every accuracy here is "
         "val accuracy.",
@@ -193,7 +193,7 @@ def _markdown(df: pd.DataFrame) -> str:
     return "(none)" if df.empty else df.to_markdown(index=False, floatfmt=".4g", missingval="")
 
 
-def plot(df: pd.DataFrame, budget_ms: float, path: Path) -> None:
+def plot(df: pd.DataFrame, budget_ms: float, path: Path, score: str = "proxy accuracy") -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -220,7 +220,7 @@ def plot(df: pd.DataFrame, budget_ms: float, path: Path) -> None:
         ax.plot(rejected["latency_ms"], [bottom] * len(rejected), "|", color="grey", alpha=0.5,
                 label=f"rejected over budget ({len(rejected)})")
     ax.set_xlabel("predicted latency (ms)")
-    ax.set_ylabel("proxy accuracy (val split)")
+    ax.set_ylabel(f"{score} (val split)")
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right", fontsize=8)
     fig.tight_layout()
