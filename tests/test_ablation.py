@@ -199,6 +199,7 @@ def test_placement_end_to_end_pairs_seeds_and_resumes(tmp_path, tiny_imagefolder
     report = (out / "report.md").read_text()
     assert "val accuracy" in report and "proxy protocol" in report and "smallest p a paired test of 2 pairs" in report
     assert "16/16 runs (proxy protocol)" in printed.err and "ETA" in printed.err
+    assert "seed 1: epoch 1/" in printed.err  # progress inside a run, not only after it
     main(ablate_args("placement", out, tiny_imagefolder, tiny_base))  # finished: nothing trains again
     again = capsys.readouterr()
     assert "runs (proxy protocol)" not in again.err and len(pd.read_csv(out / "ablation.csv")) == 16

@@ -112,7 +112,9 @@ def test_a_tiny_benchmark_runs_resumes_and_recovers_an_interrupted_trial(tmp_pat
         dataclasses.replace(archs[0][1], num_classes=1000)), user_attrs={"name": work[0][2]})
     killed = study.ask()
     study._storage.set_trial_system_attr(killed._trial_id, "nas:heartbeat", 0.0)
-    assert benchmark.run_benchmark(archs, data, journal, work, log=lambda s: None) == 5
+    lines: list[str] = []
+    assert benchmark.run_benchmark(archs, data, journal, work, log=lines.append) == 5
+    assert sum("epoch 1/" in line for line in lines) == 5 and sum(line.startswith("[") for line in lines) == 5
     assert benchmark.run_benchmark(archs, data, journal, work, log=lambda s: None) == 0  # all finished
     frame = benchmark.results_frame(journal)
     assert len(frame) == 5 and frame.groupby(["protocol", "seed", "name"]).size().max() == 1

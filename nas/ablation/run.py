@@ -141,9 +141,13 @@ def run_one(study: optuna.Study, ctx: AblationContext, worker: str = "w0") -> op
         trial.set_user_attr("fail_reason", reason)
         return study.tell(trial, None, state=TrialState.FAIL)
 
+    def epoch_done(epoch: int, accuracy: float) -> None:  # a reference-protocol run takes minutes: a line each
+        print(f"  [{worker}] #{trial.number} {name} seed {seed}: epoch {epoch}/{protocol.config.epochs}, val "
+              f"{accuracy:.4f}", file=sys.stderr, flush=True)
+
     with Heartbeat(study, trial):
         try:
-            result = train_and_evaluate(task, arch, protocol.reads_test)
+            result = train_and_evaluate(task, arch, protocol.reads_test, epoch_done)
         except ProxyDiverged as exc:
             return fail("diverged", str(exc))
         except Exception as exc:  # (an interrupt is not caught: that run is retried on resume)
