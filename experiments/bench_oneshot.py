@@ -92,9 +92,7 @@ def retrain(args: argparse.Namespace) -> None:
     from nas.data import load_data
     from nas.fidelity import benchmark
     from nas.training import resolve_train_device
-    from swiftformer import SwiftFormerArch
-
-    from swiftformer.arch import variant
+    from swiftformer import SwiftFormerArch, variant
 
     archs = winners() + [(BASELINE, variant(BASELINE).to_dict())]
     deadline = time.time() + args.hours * 3600 if args.hours else None
