@@ -4,8 +4,8 @@ training's per-epoch check.
 A subnet is extracted to the ordinary ``SwiftFormer`` (plain convolutions run faster than sliced ones, and its BN
 statistics are its own copy, so calibrating it leaves the supernet untouched), scored on val with the supernet's
 running statistics (uncalibrated; only when asked: a search ranks by the calibrated score, and the extra pass
-would add the val images once more to a candidate's cost), then with statistics re-estimated on a fixed set of training images
-(``update_bn``, as ``calibrated`` does) and scored. Images are prepared once per side (the retraining's
+would add the val images once more to a candidate's cost), then with statistics re-estimated on a fixed set of
+training images (``update_bn``, as ``calibrated`` does) and scored. Images are prepared once per side (the retraining's
 evaluation transform: resize, centre crop, normalise) and kept as tensors, so a candidate costs two passes over
 small tensors (three with the uncalibrated score) and nothing else.
 """
