@@ -437,6 +437,7 @@ def cmd_ablate(args: argparse.Namespace) -> None:
     cfg = AblationConfig(ablation=ablation, base=args.base, grid=grid,
                          kinds=[k.strip() for k in args.kinds.split(",")] if args.kinds else None, data=args.data,
                          seeds=args.seeds, protocol=args.protocol, proxy=proxy, max_runs=args.max_runs,
+                         reuse=args.reuse or [],
                          timeout_s=args.timeout, out=args.out or "", study=args.study or "", storage=args.storage,
                          backend=args.backend, ray_address=args.ray_address, workers=args.workers,
                          train_device=args.train_device, cpus_per_trial=args.cpus_per_trial,
@@ -674,6 +675,9 @@ def build_parser() -> argparse.ArgumentParser:
                                     "swiftformer.arch.BLOCK_TYPES)")
     ab.add_argument("--max-runs", type=_positive_int, default=100,
                     help="refuse, before anything trains, an ablation of more variants x seeds (default 100)")
+    ab.add_argument("--reuse", action="append", metavar="DIR",
+                    help="another ablation's --out folder (repeatable): its finished runs of the same architecture, "
+                         "seed, data and protocol are copied instead of trained again, each naming its source")
     ab.add_argument("--proxy-epochs", type=_positive_int)
     ab.add_argument("--proxy-downscale", type=_downscale)
     ab.add_argument("--proxy-subset", type=_positive_int)

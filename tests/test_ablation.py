@@ -162,6 +162,17 @@ def test_t_interval_matches_a_hand_computation_and_is_wider_than_the_bootstrap_a
     assert all(math.isnan(v) for v in stats.t_interval(np.array([0.5])))
 
 
+def test_the_paired_interval_keeps_its_coverage_at_three_seeds():
+    """Why differences get Student's t: at 3 seeds a percentile bootstrap covers far less than its 95 %."""
+    draws = np.random.default_rng(0).normal(0.0, 0.01, size=(300, 3))  # paired differences whose true mean is 0
+    t_cover = np.mean([low <= 0 <= high for low, high in map(stats.t_interval, draws)])
+    boot_cover = np.mean([low <= 0 <= high for low, high in (stats.bootstrap_ci(d, resamples=500) for d in draws)])
+    assert 0.91 <= t_cover <= 0.99 and boot_cover < 0.85
+    d = draws[0]
+    result = stats.paired(dict(enumerate(d + 0.5)), dict(enumerate([0.5] * 3)))
+    assert (result["diff_ci_low"], result["diff_ci_high"]) == pytest.approx(stats.t_interval(d))
+
+
 def test_holm_matches_a_hand_computation():
     # sorted 0.01, 0.03, 0.04, 0.2 -> 4*0.01, 3*0.03, max(0.09, 2*0.04), max(0.09, 0.2)
     assert stats.holm([0.04, 0.01, 0.2, 0.03]) == pytest.approx([0.09, 0.04, 0.2, 0.09])
@@ -208,7 +219,8 @@ def test_placement_end_to_end_pairs_seeds_and_resumes(tmp_path, tiny_imagefolder
     assert (out / "report.md").exists()
 
 
-def test_reference_protocol_reads_test_and_grids_run_in_parallel_workers(tmp_path, tiny_imagefolder, tiny_base):
+def test_reference_protocol_reads_test_reuses_runs_and_grids_run_in_parallel_workers(tmp_path, tiny_imagefolder,
+                                                                                      tiny_base, capsys):
     out = tmp_path / "type"
     main(["ablate", "type", "--base", str(tiny_base), "--data", f"imagefolder:{tiny_imagefolder}", "--seeds", "1",
           "--protocol", "reference", "--kinds", "attn,conv", "--out", str(out)])
@@ -218,6 +230,24 @@ def test_reference_protocol_reads_test_and_grids_run_in_parallel_workers(tmp_pat
     assert "Test accuracy (reference protocol" in (out / "report.md").read_text()
     summary = pd.read_csv(out / "summary.csv").set_index("variant")  # the base is attn (alias released)
     assert summary.loc["conv", "pairs"] == 1 and math.isnan(summary.loc["attn", "diff"])
+    type_args = ["ablate", "type", "--base", str(tiny_base), "--data", f"imagefolder:{tiny_imagefolder}", "--seeds",
+                 "1", "--protocol", "reference", "--out", str(tmp_path / "all-kinds"), "--reuse", str(out)]
+    main(type_args)  # every kind; attn and conv were trained above: only mhsa trains
+    printed = capsys.readouterr()
+    assert "2 finished run(s) reused from" in printed.err and "1/3 runs" not in printed.err
+    again = pd.read_csv(tmp_path / "all-kinds" / "ablation.csv").set_index("variant")
+    assert set(again.index) == {"attn", "mhsa", "conv"} and pd.isna(again.loc["mhsa", "reused_from"])
+    for kind in ("attn", "conv"):
+        source = runs.set_index("variant").loc[kind]
+        assert again.loc[kind, "reused_from"] == f"{out}#{source['number']}"
+        assert (again.loc[kind, "val_accuracy"], again.loc[kind, "test_accuracy"]) == \
+            (source["val_accuracy"], source["test_accuracy"])
+    assert "2 run(s) trained by the ablation in" in (tmp_path / "all-kinds" / "report.md").read_text()
+    with pytest.raises(SystemExit):  # other protocol: refused in one line, before anything is written
+        main([*type_args[:9], "proxy", "--out", str(tmp_path / "proxy"), "--reuse", str(out)])
+    err = capsys.readouterr().err
+    assert f"--reuse {out}: its runs were trained with another protocol and protocol_config" in err
+    assert err.count("\n") == 1 and not (tmp_path / "proxy").exists()
     grid = tmp_path / "g.yaml"
     grid.write_text("name: g\nfactors:\n  s1.attn: [0, 1]\n  s2.attn: [0, 2]\n")
     out = tmp_path / "grid"

@@ -7,8 +7,8 @@ its workers, ``--workers`` processes and Ray through the search's machinery); ``
 """
 from .config import ABLATIONS, PROTOCOLS, AblationConfig, AblationError
 from .grid import Grid, GridError, load_grid, parse_grid
-from .report import load_ablation, write_outputs
-from .run import run_ablation
+from .report import write_outputs
+from .run import load_ablation, run_ablation
 from .variants import Variant, VariantError, placement_variants, type_variants
 
 __all__ = ["ABLATIONS", "PROTOCOLS", "AblationConfig", "AblationError", "Grid", "GridError", "Variant",

@@ -36,6 +36,7 @@ class AblationConfig:
     protocol: str = "proxy"  # the search's proxy (set by ``proxy``) or the fidelity benchmark's reference
     proxy: ProxyConfig = field(default_factory=ProxyConfig)
     max_runs: int = DEFAULT_MAX_RUNS  # variants x seeds above this is refused before anything trains
+    reuse: list[str] = field(default_factory=list)  # other ablations' folders whose matching runs are copied
     timeout_s: float | None = None
     out: str = ""
     study: str = ""
@@ -62,6 +63,7 @@ class AblationConfig:
             raise AblationError("--kinds belongs to the type ablation")
         self.base = _absolute(self.base or (self.grid or {}).get("base") or DEFAULT_BASE)
         self.data = _absolute(self.data)
+        self.reuse = [str(Path(folder).resolve()) for folder in self.reuse]
         what = Grid(**self.grid).name if self.ablation == "grid" else self.ablation
         self.study = self.study or f"ablate-{what}-{Path(self.base.split(':')[-1]).stem}-{self.protocol}"
         self.out = str(Path(self.out or Path("runs") / self.study).resolve())

@@ -29,6 +29,7 @@ from ..latency.lut import PHONES, table_for_archs
 from ..latency.predictor import resolve_predictor
 from ..search.parallel import run_at_start_line, run_processes
 from ..search.step import is_out_of_memory
+from ..search.storage import open_recorded
 from ..search.study import Heartbeat, make_storage, recover_interrupted
 from ..training import ProxyDiverged, ProxyTask, resolve_train_device
 from ..training.protocols import train_and_evaluate
@@ -85,6 +86,61 @@ def open_ablation_study(cfg: AblationConfig, storage: optuna.storages.BaseStorag
         raise AblationError(f"study {cfg.study!r} in {cfg.out} was run with other settings ({', '.join(changed)}); "
                             "resume with the same ones, or choose another --study or --out")
     return study
+
+
+def load_ablation(out: str | Path) -> tuple[AblationConfig, optuna.Study]:
+    return open_recorded(out, "ablation.json", AblationConfig.from_dict, AblationError, "nas ablate ...")
+
+
+def reuse_sources(cfg: AblationConfig) -> list[tuple[AblationConfig, optuna.Study]]:
+    """The ablations of ``--reuse``, refused (before anything is written) unless trained on the same data and
+    protocol as this one."""
+    sources, mine = [], cfg.identity()
+    for folder in cfg.reuse:
+        other_cfg, other = load_ablation(folder)
+        theirs = other_cfg.identity()
+        changed = [k for k in ("data", "protocol", "protocol_config") if theirs[k] != mine[k]]
+        if changed:
+            raise AblationError(f"--reuse {folder}: its runs were trained with another {' and '.join(changed)} "
+                                f"({'; '.join(str(theirs[k]) for k in changed)}); only runs of the same data and "
+                                "protocol can stand in for this ablation's")
+        sources.append((other_cfg, other))
+    return sources
+
+
+def reuse_runs(study: optuna.Study, cfg: AblationConfig,
+               sources: list[tuple[AblationConfig, optuna.Study]]) -> int:
+    """Copy into this study the finished runs of other ablations (``--reuse DIR``) that are runs of this one.
+
+    The same architecture (digest), seed, data and protocol make the same training, so a type ablation after a
+    placement ablation does not train "as released" and "no attention" again. Each copy keeps its source's
+    figures and names it (``reused_from``). Returns how many runs were copied.
+    """
+    ours = {r["digest"]: r["name"] for r in study.user_attrs["nas_variants"]}
+    trials = study.get_trials(deepcopy=False)
+    have = {run_key(t) for t in trials if t.state == TrialState.RUNNING or status_of(t) in FINAL}
+    queued = {run_key(t): t for t in trials if t.state == TrialState.WAITING}
+    copied = 0
+    for other_cfg, other in sources:
+        names = {r["name"]: ours.get(r["digest"]) for r in other.user_attrs.get("nas_variants", [])}
+        for t in other.get_trials(deepcopy=False):
+            key = (names.get(t.user_attrs.get("variant")), t.user_attrs.get("seed"))
+            if key[0] is None or status_of(t) not in FINAL or key[1] >= cfg.seeds or key in have:
+                continue
+            attrs = {**t.user_attrs, "variant": key[0], "seed": key[1], "reused_from": f"{other_cfg.out}#{t.number}"}
+            waiting = queued.pop(key, None)
+            if waiting is None:
+                study.add_trial(optuna.trial.create_trial(state=t.state, values=t.values, user_attrs=attrs))
+            elif study._storage.set_trial_state_values(waiting._trial_id, TrialState.RUNNING):  # noqa: SLF001
+                claimed = optuna.Trial(study, waiting._trial_id)  # noqa: SLF001 (a queued run, taken like a worker)
+                for name, value in attrs.items():
+                    claimed.set_user_attr(name, value)
+                study.tell(claimed, t.values, state=t.state)
+            else:  # a worker took it first: it trains
+                continue
+            have.add(key)
+            copied += 1
+    return copied
 
 
 def build_context(cfg: AblationConfig, study: optuna.Study, worker: int = 0,
@@ -227,6 +283,7 @@ def run_ablation(cfg: AblationConfig) -> tuple[optuna.Study, str]:
     from .report import write_outputs
 
     cfg.variants()  # bad bases, kinds, grids and oversize ablations are refused before any data is read
+    sources = reuse_sources(cfg)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     url = cfg.storage_url()
@@ -246,6 +303,10 @@ def run_ablation(cfg: AblationConfig) -> tuple[optuna.Study, str]:
           f"{protocol.config.describe()}; selecting on val{', test read once per run' if protocol.reads_test else ''}"
           f"; training on {ctx.device} with {cfg.threads} thread(s) per worker", file=sys.stderr)
     recover_interrupted(study)  # once, here: a killed run's trials are failed and queued again
+    reused = reuse_runs(study, cfg, sources)
+    if sources:
+        print(f"{reused} finished run(s) reused from {', '.join(cfg.reuse)} (same architecture, seed, data and "
+              "protocol)", file=sys.stderr)
     queued = enqueue_runs(study, cfg, [v.name for v in variants])
     waiting = len(study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
     print(f"{waiting} run(s) to train ({queued} newly queued); finished runs are kept", file=sys.stderr)

@@ -14,7 +14,8 @@ import pandas as pd
 from swiftformer import SwiftFormerArch
 
 from .config import SearchConfig, SearchError
-from .study import make_storage, retry_of, status_of
+from .storage import open_recorded
+from .study import retry_of, status_of
 
 PLOT = "accuracy_vs_latency.png"
 COLUMNS = ["number", "status", "reference", "architecture", "digest", "params", "macs", "latency_ms",
@@ -78,22 +79,7 @@ def hypervolume(df: pd.DataFrame, budget_ms: float) -> float:
 
 
 def load_run(out: str | Path) -> tuple[SearchConfig, optuna.Study]:
-    out = Path(out)
-    meta_path = out / "search.json"
-    if not meta_path.is_file():
-        raise SearchError(f"{out} holds no search (no search.json); run `nas search --out {out}` first")
-    meta = json.loads(meta_path.read_text())
-    url = meta.pop("storage_url")
-    try:
-        cfg = SearchConfig.from_dict(meta)
-    except TypeError as exc:  # a field this version does not know (or lacks): written by another version
-        raise SearchError(f"{meta_path} was written by another version of SwiftNAS ({exc}); rerun the search "
-                          "with this version, in a new --out") from None
-    try:
-        study = optuna.load_study(study_name=cfg.study, storage=make_storage(url))
-    except KeyError:
-        raise SearchError(f"study {cfg.study!r} is not in {url}") from None
-    return cfg, study
+    return open_recorded(out, "search.json", SearchConfig.from_dict, SearchError, "nas search")
 
 
 def write_outputs(out: str | Path, study: optuna.Study, cfg: SearchConfig) -> str:

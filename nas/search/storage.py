@@ -16,6 +16,7 @@ have beaten again, instead of failing (and training twice) trials that never sto
 from __future__ import annotations
 
 import functools
+import json
 import sys
 import threading
 import time
@@ -250,3 +251,25 @@ def _check_driver(url: str) -> None:
         hint = "pip install 'swiftnas[postgres]'" if module.startswith("psycopg") else f"pip install {module}"
         raise SearchError(f"--storage {_without_password(url)} needs the {module} driver, which is not "
                           f"installed: {hint}") from None
+
+
+def open_recorded(out: str | Path, meta_name: str, from_dict: Callable[[dict[str, Any]], T],
+                  error: type[Exception], command: str) -> tuple[T, optuna.Study]:
+    """A job reopened from its folder: the settings its start wrote to ``meta_name`` (with the storage URL) and
+    its study. How `nas report`, `nas ablate report` and `nas ablate --reuse` find a search or an ablation."""
+    out = Path(out)
+    meta_path = out / meta_name
+    if not meta_path.is_file():
+        raise error(f"{out} holds no {meta_path.stem} (no {meta_name}); run `{command} --out {out}` first")
+    meta = json.loads(meta_path.read_text())
+    url = meta.pop("storage_url")
+    try:
+        cfg = from_dict(meta)
+    except TypeError as exc:  # a field this version does not know (or lacks): written by another version
+        raise error(f"{meta_path} was written by another version of SwiftNAS ({exc}); run it again with this "
+                    "version, in a new --out") from None
+    try:
+        study = optuna.load_study(study_name=cfg.study, storage=make_storage(url))
+    except KeyError:
+        raise error(f"study {cfg.study!r} is not in {url}") from None
+    return cfg, study
