@@ -147,14 +147,15 @@ def summary_text(summary: pd.DataFrame, runs: pd.DataFrame, cfg: AblationConfig,
             lines.append(f"{row['variant']}{' (base)' if row['variant'] == base else ''}: not trained yet, {latency}")
         elif row["variant"] == base:
             lines.append(f"{row['variant']} (base): val {row['val_mean']:.4f} over {row['runs']} run(s), {latency}")
-        elif not row["pairs"] >= 2:  # (nan when the base has no run yet)
-            lines.append(f"{row['variant']}: val {row['val_mean']:.4f}, {row['diff']:+.4f} vs base over "
-                         f"{int(row['pairs'] or 0)} seed(s): no interval or test before 2 paired seeds, {latency}")
+        elif row["pairs"] < 2:
+            versus = f"{row['diff']:+.4f} vs base over 1 seed" if row["pairs"] else "no seed shared with the base yet"
+            lines.append(f"{row['variant']}: val {row['val_mean']:.4f}, {versus}: no interval or test before 2 "
+                         f"paired seeds, {latency}")
         else:
             noise = "inside seed noise" if row["within_seed_noise"] else "outside seed noise"
             lines.append(f"{row['variant']}: val {row['val_mean']:.4f}, {row['diff']:+.4f} vs base (95% CI "
-                         f"{row['diff_ci_low']:+.4f}..{row['diff_ci_high']:+.4f}, Holm p {row['p_holm']:.3g}, {noise}), "
-                         f"{latency}")
+                         f"{row['diff_ci_low']:+.4f}..{row['diff_ci_high']:+.4f}, Holm p {row['p_holm']:.3g}, "
+                         f"{noise}), {latency}")
     reused = runs["reused_from"].fillna("").str.rpartition("#")[0]
     for source, count in reused[reused != ""].value_counts(sort=False).items():
         lines.append(f"{count} run(s) trained by the ablation in {source} and reused (same architecture, seed, data "
@@ -218,6 +219,12 @@ def _markdown(df: pd.DataFrame) -> str:
     return "(none)" if df.empty else df.to_markdown(index=False, floatfmt=".4g", missingval="")
 
 
+def _span(counts: pd.Series) -> str:
+    """How many seeds the points of a plot rest on: "3", or "2-3" while an ablation is partway."""
+    low, high = (int(counts.min()), int(counts.max())) if len(counts) else (0, 0)
+    return str(low) if low == high else f"{low}-{high}"
+
+
 def plot_accuracy(summary: pd.DataFrame, cfg: AblationConfig, path: Path, phone: str = PHONES[0]) -> None:
     import matplotlib
 
@@ -239,7 +246,8 @@ def plot_accuracy(summary: pd.DataFrame, cfg: AblationConfig, path: Path, phone:
                 label="Pareto front (mean)")
     ax.set_xlabel(f"predicted latency on {phone} (ms)")
     ax.set_ylabel(f"val accuracy, {cfg.protocol} protocol (mean over seeds)")
-    ax.set_title(f"ablation {cfg.ablation} of {cfg.base}: val split, {cfg.protocol} protocol", fontsize=9)
+    ax.set_title(f"ablation {cfg.ablation} of {cfg.base}: val split, {cfg.protocol} protocol, "
+                 f"{_span(done['runs'])} seed(s) per variant", fontsize=9)
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right", fontsize=8)
     fig.tight_layout()
@@ -260,7 +268,8 @@ def plot_stages(effects: pd.DataFrame, cfg: AblationConfig, path: Path, phone: s
     acc.bar(stages, effects["diff"], yerr=[lower, upper], capsize=4, color="tab:blue")
     acc.axhline(0, color="black", lw=0.8)
     acc.set_ylabel("val accuracy: only-sK - none (paired, 95% CI)")
-    acc.set_title(f"accuracy gained, val split, {cfg.protocol} protocol", fontsize=9)
+    acc.set_title(f"accuracy gained, val split, {cfg.protocol} protocol, {_span(effects['pairs'])} paired seed(s)",
+                  fontsize=9)
     cost.bar(stages, effects[f"latency_cost_{phone}_ms"], color="tab:orange")
     cost.set_ylabel(f"predicted latency added on {phone} (ms)")
     cost.set_title("latency paid", fontsize=9)
