@@ -2,7 +2,7 @@
 # Attention kind at XS's attention positions on CIFAR-10, reference protocol, 3 paired seeds: additive attention
 # (as released), multi-head self-attention where this version's BLOCK_TYPES has `mhsa`, and a conv encoder.
 # 3 variants x 3 seeds; "attn" (as released) and "conv" (no attention) are runs of the placement ablation too,
-# copied from it with --reuse where it has finished them, so only mhsa trains (3 runs, about 15 min on 2 cores).
+# copied from it with --reuse where it has finished them, so only mhsa trains (3 runs; an estimated 15 min on 2 cores).
 # Resumable like placement-xs-cifar10.sh; extra arguments go to `nas ablate`.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
