@@ -179,6 +179,20 @@ def test_holm_matches_a_hand_computation():
     assert stats.holm([0.5, math.nan, 0.6]) == pytest.approx([1.0, math.nan, 1.0], nan_ok=True)
 
 
+def test_the_omnibus_test_finds_a_real_spread_and_not_a_noise_one():
+    rng = np.random.default_rng(0)
+    noise = {f"v{i}": {s: 0.55 + rng.normal(0, 0.01) for s in range(3)} for i in range(16)}
+    spread = {f"v{i}": {s: 0.50 + 0.02 * i + rng.normal(0, 0.005) for s in range(5)} for i in range(4)}
+    assert stats.omnibus(noise)["p_value"] > 0.05 and stats.omnibus(noise)["seeds"] == 3
+    result = stats.omnibus(spread)
+    # every seed ranks the four variants alike: chi2 = 12 / (n k (k + 1)) sum R^2 - 3 n (k + 1) = 15 for n 5, k 4
+    assert result["statistic"] == pytest.approx(15.0) and result["p_value"] < 0.01
+    assert stats.omnibus({"a": {0: 0.5, 1: 0.5}, "b": {0: 0.5, 1: 0.5}, "c": {0: 0.5, 1: 0.5}})["p_value"] == 1.0
+    partway = stats.omnibus({"a": {0: 0.5, 1: 0.6}, "b": {0: 0.5}, "c": {0: 0.4, 1: 0.7}})  # 1 shared seed
+    assert math.isnan(partway["p_value"]) and partway["seeds"] == 1
+    assert math.isnan(stats.omnibus({"a": {0: 0.5, 1: 0.6}, "b": {0: 0.4, 1: 0.7}})["p_value"])  # 2 variants
+
+
 def test_seeds_needed_follows_the_power_formula():
     # ((1.959964 + 0.841621) * 0.02 / 0.01)^2 = 31.4 -> 32
     assert stats.seeds_needed(0.01, 0.02) == 32
@@ -209,6 +223,8 @@ def test_placement_end_to_end_pairs_seeds_and_resumes(tmp_path, tiny_imagefolder
     assert summary.loc[summary["variant"] != "released", "pairs"].eq(2).all()
     report = (out / "report.md").read_text()
     assert "val accuracy" in report and "proxy protocol" in report and "smallest p a paired test of 2 pairs" in report
+    assert "do the variants differ at all: Friedman chi2" in printed.out and "over 8 variants x 2 shared seeds" in report
+    assert "leave-one-family-out error band" in report  # the latency column says how far to trust it
     assert "16/16 runs (proxy protocol)" in printed.err and "ETA" in printed.err
     assert "seed 1: epoch 1/" in printed.err  # progress inside a run, not only after it
     main(ablate_args("placement", out, tiny_imagefolder, tiny_base))  # finished: nothing trains again

@@ -160,9 +160,42 @@ def summary_text(summary: pd.DataFrame, runs: pd.DataFrame, cfg: AblationConfig,
     for source, count in reused[reused != ""].value_counts(sort=False).items():
         lines.append(f"{count} run(s) trained by the ablation in {source} and reused (same architecture, seed, data "
                      "and protocol; column reused_from)")
+    lines.append(omnibus_line(runs, summary))
     if n:
         lines.append(f"with {n} seed(s) the smallest p any paired test can give is {stats.smallest_p(n):.3g}")
     return "\n".join(lines)
+
+
+def omnibus_line(runs: pd.DataFrame, summary: pd.DataFrame) -> str:
+    """Whether the variants differ at all (Friedman over the seeds they share), in one line."""
+    result = stats.omnibus({name: scores_by_seed(runs, name) for name in summary["variant"]})
+    if math.isnan(result["p_value"]):
+        return (f"do the variants differ at all: not tested until every variant of {result['variants']} (3 or more) "
+                f"has 2 seeds in common (now {result['seeds']})")
+    verdict = "no evidence that any differs" if result["p_value"] >= stats.ALPHA else "some differ"
+    return (f"do the variants differ at all: Friedman chi2 {result['statistic']:.2f} over {result['variants']} "
+            f"variants x {result['seeds']} shared seeds, p {result['p_value']:.3g} ({verdict})")
+
+
+def band_lines(summary: pd.DataFrame, base: str) -> list[str]:
+    """The latency predictors' error band on an unseen family, applied to the base, against the spread of the
+    variants: whether the latency column can order them on a phone at all."""
+    from ..latency.predictor import resolve_predictor
+
+    lines = []
+    for phone in PHONES:
+        band = resolve_predictor(phone, None).band
+        column = summary[f"latency_{phone}_ms"]
+        spread = f"the variants span {column.min():.3f}-{column.max():.3f} ms"
+        if not band:
+            lines.append(f"- {phone}: predicted latency without an error band; {spread}.")
+            continue
+        at = float(summary.loc[summary["variant"] == base, f"latency_{phone}_ms"].iloc[0]) if base else column.mean()
+        lines.append(f"- {phone}: {spread}; the predictor's {band['split']} error band (quantiles {band['quantile_low']:g}-"
+                     f"{band['quantile_high']:g}) is {band['lower']:+.0%} / {band['upper']:+.0%} ({at * (1 + band['lower']):.3f}-{at * (1 + band['upper']):.3f} ms around "
+                     "the base). Differences between variants of one family are likely predicted better than that, "
+                     "but no phone measurement here says by how much.")
+    return lines
 
 
 def report_markdown(summary: pd.DataFrame, effects: pd.DataFrame, runs: pd.DataFrame, cfg: AblationConfig,
@@ -183,7 +216,8 @@ def report_markdown(summary: pd.DataFrame, effects: pd.DataFrame, runs: pd.DataF
         f"**{split} accuracy** under this protocol unless a column says test.", "",
         f"![{split} accuracy against predicted {PHONES[0]} latency, {protocol.name} protocol]({PLOT})", "",
         f"## Variants ({split} accuracy, {protocol.name} protocol)", "",
-        _markdown(table.rename(columns={"params": "params (M)", "macs": "MMACs"})), ""]
+        _markdown(table.rename(columns={"params": "params (M)", "macs": "MMACs"})), "",
+        "Latency columns are predictions (`nas latency`), not measurements:", *band_lines(summary, base), ""]
     if protocol.reads_test:
         tests = summary[["variant", "test_mean"]].rename(columns={"test_mean": "test accuracy (mean)"})
         sections += ["## Test accuracy (reference protocol; reported, never selected on)", "", _markdown(tests), ""]
@@ -195,6 +229,8 @@ def report_markdown(summary: pd.DataFrame, effects: pd.DataFrame, runs: pd.DataF
         "such an interval covers about 74 % of the time, not 95 % (`nas.ablation.stats`).",
         "- `p_value`: exact two-sided sign-flip permutation test of the paired differences; `p_holm`: Holm's "
         "correction across the variants of this table.",
+        f"- D{omnibus_line(runs, summary)[1:]}: Friedman's rank test with seeds as blocks, before any comparison "
+        "with the base.",
         f"- What {n} seed(s) can resolve: the smallest p a paired test of {n} pairs can give is "
         f"{stats.smallest_p(n) if n else float('nan'):.3g}; 6 pairs are the fewest that can reach 0.05, and Holm "
         "across many variants asks for more. A difference whose interval contains 0 is flagged as inside seed "

@@ -12,6 +12,9 @@ the base are compared seed by seed: the paired difference removes the share of t
   no paired test of 3 or 5 seeds can reach 0.05, which is why the report also gives intervals and seeds needed.
   Wilcoxon's signed-rank test has the same floor at n = 3 and would add nothing.
 - Holm's step-down correction across a report's variants (a local function: statsmodels is not a dependency).
+- Do the variants differ at all: Friedman's rank test over the seeds every variant was trained with (seeds are
+  the blocks, so it is paired like the rest). Holm guards each comparison with the base; this asks the question
+  before them, and a large p says the table's spread of means is what seed noise alone would give.
 - Inside seed noise: the t interval of the paired difference contains 0 (or fewer than 2 pairs).
 - Seeds needed: n = ceil(((z_{1-a/2} + z_{power}) * sd / |d|)^2) from the observed paired SD, a = 0.05,
   power 0.8; at least the n whose exact test can reach a at all (6); unbounded (inf) when d = 0.
@@ -22,7 +25,7 @@ import itertools
 import math
 
 import numpy as np
-from scipy.stats import norm
+from scipy.stats import friedmanchisquare, norm
 
 ALPHA = 0.05
 POWER = 0.8
@@ -110,3 +113,17 @@ def paired(variant: dict[int, float], base: dict[int, float]) -> dict[str, float
     inside = n < 2 or low <= 0 <= high
     return {"pairs": n, "diff": mean, "diff_ci_low": low, "diff_ci_high": high, "diff_sd": sd,
             "p_value": sign_flip_pvalue(d), "within_seed_noise": inside, "seeds_needed": seeds_needed(mean, sd)}
+
+
+def omnibus(scores: dict[str, dict[int, float]]) -> dict[str, float]:
+    """Friedman's test of "no variant differs" over the seeds all variants share: statistic, p, seeds and variants
+    used (p is nan with fewer than 3 variants or 2 shared seeds, where the test is undefined)."""
+    shared = sorted(set.intersection(*(set(s) for s in scores.values()))) if scores else []
+    k, n = len(scores), len(shared)
+    if k < 3 or n < 2:
+        return {"statistic": math.nan, "p_value": math.nan, "seeds": n, "variants": k}
+    table = np.array([[s[seed] for seed in shared] for s in scores.values()])
+    if np.all(table == table[:1]):  # every seed ranks all variants equal: no evidence of a difference
+        return {"statistic": 0.0, "p_value": 1.0, "seeds": n, "variants": k}
+    result = friedmanchisquare(*table)
+    return {"statistic": float(result.statistic), "p_value": float(result.pvalue), "seeds": n, "variants": k}
