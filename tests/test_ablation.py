@@ -225,6 +225,8 @@ def test_placement_end_to_end_pairs_seeds_and_resumes(tmp_path, tiny_imagefolder
     assert "val accuracy" in report and "proxy protocol" in report and "smallest p a paired test of 2 pairs" in report
     assert "do the variants differ at all: Friedman chi2" in printed.out and "over 8 variants x 2 shared seeds" in report
     assert "leave-one-family-out error band" in report  # the latency column says how far to trust it
+    assert runs["code"].nunique() == 1 and runs["data"].nunique() == 1 and len(runs["data"].iloc[0]) == 16
+    assert f"`{runs['code'].iloc[0]}` (16 runs)" in report  # which code made the table, under Provenance
     assert "16/16 runs (proxy protocol)" in printed.err and "ETA" in printed.err
     assert "seed 1: epoch 1/" in printed.err  # progress inside a run, not only after it
     main(ablate_args("placement", out, tiny_imagefolder, tiny_base))  # finished: nothing trains again

@@ -109,3 +109,28 @@ def test_cifar10_from_an_archive_is_extracted_once(tmp_path, tiny_imagefolder, m
     assert data.train_x.shape == (120, 16, 16, 3) and data.name == "cifar10"
     monkeypatch.setattr(tarfile, "open", lambda *a, **k: pytest.fail("extracted again"))
     assert load_data(f"cifar10:{archive}", image_size=16).test_x.shape == (36, 16, 16, 3)
+
+
+def test_the_data_fingerprint_follows_the_pixels_not_the_path():
+    rng = np.random.default_rng(0)
+    x, y = rng.integers(0, 255, (20, 8, 8, 3), dtype=np.uint8), rng.integers(0, 2, 20)
+    data = datasets.ImageData("a", x, y, x[:4], y[:4], ("cat", "dog"))
+    same = datasets.ImageData("elsewhere", x.copy(), y.copy(), x[:4].copy(), y[:4].copy(), ("cat", "dog"))
+    assert data.fingerprint() == same.fingerprint() and len(data.fingerprint()) == 16
+    changed = x.copy()
+    changed[3, 2, 1, 0] ^= 1  # one bit of one pixel
+    assert datasets.ImageData("a", changed, y, x[:4], y[:4], ("cat", "dog")).fingerprint() != data.fingerprint()
+    assert datasets.ImageData("a", x, y, x[:4], y[:4], ("dog", "cat")).fingerprint() != data.fingerprint()
+
+
+def test_the_code_version_is_the_commit_in_a_checkout_and_the_package_version_elsewhere(tmp_path):
+    import re
+    from importlib import metadata
+    from pathlib import Path
+
+    from nas.provenance import code_version
+
+    root = Path(__file__).resolve().parents[1]
+    if (root / ".git").exists():
+        assert re.fullmatch(r"[0-9a-f]{12}(\+modified)?", code_version())
+    assert code_version(tmp_path) == f"swiftnas {metadata.version('swiftnas')}"  # no checkout: the package says

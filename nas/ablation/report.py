@@ -20,7 +20,7 @@ from .run import FINAL, status_of
 
 RUN_COLUMNS = ["number", "variant", "labels", "seed", "protocol", "status", "val_accuracy", "test_accuracy",
                "params", "macs", *(f"latency_{p}_ms" for p in PHONES), "seconds", "cpu_seconds", "resolution",
-               "worker", "reused_from", "architecture", "digest", "arch_json"]
+               "worker", "reused_from", "code", "data", "architecture", "digest", "arch_json"]
 PLOT = "accuracy_vs_latency.png"
 STAGE_PLOT = "attention_by_stage.png"
 
@@ -41,6 +41,7 @@ def runs_frame(study: optuna.Study, cfg: AblationConfig) -> pd.DataFrame:
                      "seconds": t.user_attrs.get("seconds"), "cpu_seconds": t.user_attrs.get("cpu_seconds"),
                      "resolution": t.user_attrs.get("resolution"), "worker": t.user_attrs.get("worker", ""),
                      "reused_from": t.user_attrs.get("reused_from", ""),
+                     "code": t.user_attrs.get("code", ""), "data": t.user_attrs.get("data", ""),
                      "architecture": r["summary"], "digest": r["digest"],
                      "arch_json": json.dumps(r["arch"], sort_keys=True)})
     frame = pd.DataFrame(rows, columns=RUN_COLUMNS)
@@ -242,13 +243,27 @@ def report_markdown(summary: pd.DataFrame, effects: pd.DataFrame, runs: pd.DataF
         sections += [f"## Attention by stage (only-sK against none, paired, {split} accuracy, {protocol.name} "
                      "protocol)", "", f"![per-stage effect of attention]({STAGE_PLOT})", "", _markdown(effects), ""]
     sections += [
+        "## Provenance", "", *provenance_lines(runs), "",
         "## Files", "",
         "- `ablation.csv` / `ablation.parquet`: one row per run (variant, labels, seed, protocol, val and test "
         "accuracy, params, MACs, predicted latency per phone, seconds, `reused_from` for a run copied from "
-        "another ablation with `--reuse`, digest, architecture JSON).",
+        "another ablation with `--reuse`, the code's version and the data's fingerprint, digest, architecture "
+        "JSON).",
         "- `summary.csv`: the tables above in one; the study journal is the single source of truth: "
         "`nas ablate report DIR` rebuilds every file from it, running the same command again resumes it.", ""]
     return "\n".join(sections)
+
+
+def provenance_lines(runs: pd.DataFrame) -> list[str]:
+    """Which code and which data the runs came from: one version each is what a comparison wants; several are
+    shown with their counts, so a mixed table is visible (runs recorded before this existed count as unrecorded)."""
+    lines = []
+    for column, what, how in (("code", "code", "git commit, `+modified` where the code differed from it"),
+                              ("data", "data", "fingerprint of the decoded images and labels")):
+        counts = runs[column].fillna("").replace("", "unrecorded").value_counts()
+        listed = ", ".join(f"`{value}` ({count} run{'s' if count > 1 else ''})" for value, count in counts.items())
+        lines.append(f"- {what} ({how}): {listed or 'no runs yet'}")
+    return lines
 
 
 def _markdown(df: pd.DataFrame) -> str:

@@ -27,6 +27,7 @@ from swiftformer import SwiftFormerArch, count_macs, count_params
 from ..data import ImageData, load_data
 from ..latency.lut import PHONES, table_for_archs
 from ..latency.predictor import resolve_predictor
+from ..provenance import code_version
 from ..search.parallel import run_at_start_line, run_processes
 from ..search.step import is_out_of_memory
 from ..search.storage import open_recorded
@@ -48,6 +49,7 @@ class AblationContext:
     variants: dict[str, dict[str, Any]]  # name -> record (arch, digest, counts, latencies)
     data: ImageData
     device: torch.device
+    data_fingerprint: str = ""  # recorded with every run, beside the code's version (nas.provenance)
     _task: tuple[int, ProxyTask] | None = field(default=None, repr=False)
 
     def task(self, seed: int) -> ProxyTask:
@@ -148,8 +150,9 @@ def build_context(cfg: AblationConfig, study: optuna.Study, worker: int = 0,
     records = study.user_attrs.get("nas_variants")
     if records is None:
         raise AblationError(f"study {cfg.study!r} holds no variants yet; run the ablation command to start it")
-    return AblationContext(cfg, {r["name"]: r for r in records}, data or load_ablation_data(cfg),
-                           resolve_train_device(cfg.train_device, worker))
+    data = data or load_ablation_data(cfg)
+    return AblationContext(cfg, {r["name"]: r for r in records}, data, resolve_train_device(cfg.train_device, worker),
+                           data.fingerprint())
 
 
 def run_key(trial: optuna.trial.FrozenTrial) -> tuple[str, int]:
@@ -191,6 +194,8 @@ def run_one(study: optuna.Study, ctx: AblationContext, worker: str = "w0") -> op
     trial.set_user_attr("worker", worker)
     trial.set_user_attr("threads", torch.get_num_threads())
     trial.set_user_attr("device", str(task.device))
+    trial.set_user_attr("code", code_version())
+    trial.set_user_attr("data", ctx.data_fingerprint)
 
     def fail(status: str, reason: str) -> optuna.trial.FrozenTrial:
         trial.set_user_attr("status", status)

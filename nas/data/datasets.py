@@ -65,6 +65,16 @@ class ImageData:
     def channels(self) -> int:
         return int(self.train_x.shape[-1])
 
+    def fingerprint(self) -> str:
+        """A hash of the decoded images, labels and class names (16 hex digits): two runs with the same
+        fingerprint saw the same pixels, whatever path or archive they were read from."""
+        digest = hashlib.blake2b(digest_size=8)
+        digest.update("|".join(self.classes).encode())
+        for array in (self.train_x, self.train_y, self.test_x, self.test_y):
+            digest.update(f"{array.dtype}{array.shape}".encode())
+            digest.update(np.ascontiguousarray(array).data)
+        return digest.hexdigest()
+
     def holdout(self, fraction: float, seed: int) -> "Holdout":
         """The train/val split of the source's training images: ``fraction`` of each class, chosen by ``seed``."""
         return holdout(self.train_y, fraction, seed)
