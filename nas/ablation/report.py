@@ -292,9 +292,9 @@ def plot_accuracy(summary: pd.DataFrame, cfg: AblationConfig, path: Path, phone:
         ax.annotate(row["variant"], (row[f"latency_{phone}_ms"], row["val_mean"]), textcoords="offset points",
                     xytext=(5, 3), fontsize=7)
     front = pareto(summary, phone)
-    if len(front):
+    if len(front):  # its variants ringed: a front of one variant draws no line
         ax.step(front[f"latency_{phone}_ms"], front["val_mean"], where="post", color="tab:green", lw=1.5,
-                label="Pareto front (mean)")
+                marker="o", markersize=11, markerfacecolor="none", label="Pareto front (mean)")
     ax.set_xlabel(f"predicted latency on {phone} (ms)")
     ax.set_ylabel(f"val accuracy, {cfg.protocol} protocol (mean over seeds)")
     ax.set_title(f"ablation {cfg.ablation} of {cfg.base}: val split, {cfg.protocol} protocol, "
