@@ -192,10 +192,12 @@ def band_lines(summary: pd.DataFrame, base: str) -> list[str]:
             lines.append(f"- {phone}: predicted latency without an error band; {spread}.")
             continue
         at = float(summary.loc[summary["variant"] == base, f"latency_{phone}_ms"].iloc[0]) if base else column.mean()
-        lines.append(f"- {phone}: {spread}; the predictor's {band['split']} error band (quantiles {band['quantile_low']:g}-"
-                     f"{band['quantile_high']:g}) is {band['lower']:+.0%} / {band['upper']:+.0%} ({at * (1 + band['lower']):.3f}-{at * (1 + band['upper']):.3f} ms around "
-                     "the base). Differences between variants of one family are likely predicted better than that, "
-                     "but no phone measurement here says by how much.")
+        low, high = band["lower"], band["upper"]
+        lines.append(f"- {phone}: {spread}; the predictor's {band['split']} error band (quantiles "
+                     f"{band['quantile_low']:g}-{band['quantile_high']:g}) is {low:+.0%} / {high:+.0%} "
+                     f"({at * (1 + low):.3f}-{at * (1 + high):.3f} ms around the base). Differences between variants "
+                     "of one family are likely predicted better than that, but no phone measurement here says by how "
+                     "much.")
     return lines
 
 
