@@ -100,7 +100,7 @@ def retrain(args: argparse.Namespace) -> None:
     device = resolve_train_device(args.train_device)
     print(f"{len(work)} reference trainings on {device} with {torch.get_num_threads()} threads; finished ones are "
           "skipped", file=sys.stderr)
-    benchmark.run_benchmark([(n, SwiftFormerArch.from_dict(a)) for n, a in archs], load_data(DATA, image_size=32),
+    benchmark.run_benchmark([(n, SwiftFormerArch.from_dict(a)) for n, a in archs], load_data(DATA),
                             JOURNAL, work, str(device), deadline, benchmark.log_stderr)
     report(args)
 

@@ -117,11 +117,10 @@ def _scored_folder(args: argparse.Namespace, epochs: int) -> Path:
 
 def _loaded(args: argparse.Namespace, untrained: bool = False):
     """The supernet (the finished one, ``--snapshot``'s, or a fresh one), its record, the data's splits and the
-    evaluation transform: what every scorer of this benchmark shares."""
+    recipe (its evaluation view): what every scorer of this benchmark shares."""
     from nas.data.loaders import image_splits
     from nas.supernet import SuperNet
     from nas.supernet.checkpoint import SupernetRecord, load_snapshot, load_supernet
-    from nas.training.components import eval_transform
     from nas.training.recipe import Recipe
     import search_spaces
 
@@ -134,16 +133,16 @@ def _loaded(args: argparse.Namespace, untrained: bool = False):
         supernet, record = (load_snapshot if getattr(args, "snapshot", False) else load_supernet)(args.run)
         recipe = Recipe.from_dict(record.identity["recipe"])
     splits = image_splits(args.data, record.val_fraction, record.val_seed)
-    return supernet, record, splits, lambda side: eval_transform(recipe, side, splits.channels)
+    return supernet, record, splits, recipe
 
 
 def _scorer(loaded, bn_images: int, val_images: int, uncalibrated: bool):
     """A scorer at these image counts (``val_images`` 0: all of val), its images prepared (not timed)."""
-    from nas.supernet.checkpoint import training_side
+    from nas.identity import training_side
     from nas.supernet.scoring import ScoringConfig, SupernetScorer
 
-    supernet, record, splits, transform = loaded
-    scorer = SupernetScorer(supernet, record, splits.train, splits.val, transform,
+    supernet, record, splits, recipe = loaded
+    scorer = SupernetScorer(supernet, record, splits.train, splits.val, recipe, splits.channels,
                             ScoringConfig(bn_images=bn_images, val_images=val_images or None,
                                           uncalibrated=uncalibrated))
     side = training_side(max(supernet.space.resolutions), record.downscale)  # the benchmark space has one
@@ -263,7 +262,7 @@ def reference(args: argparse.Namespace) -> None:
 
     journal = OUT / "reference.journal"
     largest = extreme_arch(search_spaces.load_space(str(SPACE)))
-    benchmark.run_benchmark([("largest", largest)], load_data(args.data, image_size=32), journal,
+    benchmark.run_benchmark([("largest", largest)], load_data(args.data), journal,
                             [(benchmark.REFERENCE.name, 0, "largest")], str(resolve_train_device(args.train_device)),
                             None, benchmark.log_stderr)
     row = benchmark.results_frame(journal).iloc[0]

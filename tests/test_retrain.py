@@ -18,10 +18,11 @@ from nas.cli import main
 from nas.data.datasets import Holdout
 from nas.data.loaders import ArrayImages, ImageSplits, image_splits
 from nas.training.recipe import Recipe, RecipeError, official_recipe
+from nas.engine import Policy, evaluate
 from nas.training.components import (RetrainError, build_mixup, build_student, build_task, data_pipeline, load_init,
                                      normalisation)
 from nas.training.processes import Processes
-from nas.training.retrain import RetrainSpec, ema_left_behind, evaluate, retrain
+from nas.training.retrain import RetrainSpec, ema_left_behind, retrain
 from swiftformer import SwiftFormerArch
 
 ARCH = {"resolution": 32, "num_classes": 10, "stages": [
@@ -29,7 +30,7 @@ ARCH = {"resolution": 32, "num_classes": 10, "stages": [
     {"width": 16, "blocks": [{"type": "attn", "mlp_ratio": 2}]},
     {"width": 16, "blocks": [{"type": "conv", "mlp_ratio": 2}]},
     {"width": 24, "blocks": [{"type": "attn", "mlp_ratio": 2}]}]}
-FAST = {"epochs": 2, "batch_size": 16, "workers": 0, "warmup_epochs": 0, "lr": 3e-3, "model_ema_decay": 0.9}
+FAST = {"epochs": 2, "batch_size": 16, "loader_workers": 0, "warmup_epochs": 0, "lr": 3e-3, "model_ema_decay": 0.9}
 
 
 @pytest.fixture()
@@ -59,7 +60,7 @@ def tensors(path):
 def test_retrain_writes_loadable_checkpoints_card_log_and_onnx(tmp_path, arch_file, tiny_imagefolder, capsys):
     out = tmp_path / "run"
     main(["retrain", str(arch_file), "--data", f"imagefolder:{tiny_imagefolder}", "--out", str(out),
-          "--epochs", "2", "--batch-size", "16", "--workers", "0", "--export", "onnx"])
+          "--epochs", "2", "--batch-size", "16", "--loader-workers", "0", "--export", "onnx"])
     err = capsys.readouterr().err
     assert "rebuilt for the data: num_classes 10 -> 3" in err and "epoch 2/2" in err and "ETA" in err
     for name in ("model.pth", "model_ema.pth", "arch.json", "recipe.yaml", "log.csv", "curve.png",
@@ -92,8 +93,8 @@ def test_ema_differs_from_the_model_and_is_what_is_evaluated_when_asked(tmp_path
     net = build_student(result.arch, *normalisation(3))
     net.load_state_dict(ema)
     splits = image_splits(f"imagefolder:{tiny_imagefolder}")
-    _, val_loader, _, _ = data_pipeline(splits, result.recipe, 32, Processes(), torch.device("cpu"))
-    again = evaluate(net, val_loader, torch.device("cpu"))
+    pipeline = data_pipeline(splits, result.recipe, 32, Processes(), torch.device("cpu"))
+    again = evaluate(net, pipeline.val(), Policy.for_device("cpu")).percent()
     assert again["loss"] == pytest.approx(result.final["ema_val_loss"], rel=1e-5)
     assert result.final["ema_val_loss"] != pytest.approx(result.final["val_loss"], rel=1e-6)
 
@@ -123,11 +124,28 @@ def test_a_resumed_run_ends_exactly_where_an_uninterrupted_one_does(tmp_path, ar
     assert len(pd.read_csv(tmp_path / "parts/log.csv")) == 3  # no row written twice
 
 
+def test_a_run_stopped_inside_an_epoch_resumes_to_the_uninterrupted_run(tmp_path, arch_file, tiny_imagefolder):
+    """The resident path (device augmentation: crop, flip, jitter, erasing, mixup), stopped after its first step."""
+    changes = {"epochs": 2, "auto_augment": None, "re_prob": 0.5, "mixup": 0.8, "cutmix": 1.0}
+    whole = retrain(spec(tmp_path / "whole", arch_file, tiny_imagefolder, **changes), log=lambda _: None)
+    lines = []
+    first = retrain(spec(tmp_path / "parts", arch_file, tiny_imagefolder, **changes), log=lines.append,
+                    deadline=0.0)
+    assert not first.finished and any("stopped after epoch 0/2 and step 1 of the next" in x for x in lines)
+    lines.clear()
+    rest = retrain(spec(tmp_path / "parts", arch_file, tiny_imagefolder, **changes), log=lines.append)
+    assert any("resuming" in x and "step 1/" in x for x in lines) and any("resident" in x for x in lines)
+    for name in ("model.pth", "model_ema.pth"):
+        a, b = tensors(tmp_path / "whole" / name), tensors(tmp_path / "parts" / name)
+        assert all(torch.equal(a[k], b[k]) for k in a), name
+    assert [r["train_loss"] for r in whole.log] == [r["train_loss"] for r in rest.log]
+
+
 def test_resume_refuses_other_settings(tmp_path, arch_file, tiny_imagefolder, capsys):
     retrain(spec(tmp_path / "run", arch_file, tiny_imagefolder), stop_after_epoch=1, log=lambda _: None)
     with pytest.raises(SystemExit) as exit_info:
         main(["retrain", str(arch_file), "--data", f"imagefolder:{tiny_imagefolder}", "--out", str(tmp_path / "run"),
-              "--epochs", "5", "--workers", "0"])
+              "--epochs", "5", "--loader-workers", "0"])
     assert exit_info.value.code == 2 and one_error_line(capsys).count("other settings (recipe)") == 1
 
 
@@ -158,7 +176,7 @@ def test_cli_distils_from_a_teacher_checkpoint(tmp_path, arch_file, tiny_imagefo
     teacher = _teacher(0)
     torch.save(teacher.state_dict(), tmp_path / "teacher.pth")
     main(["retrain", str(arch_file), "--data", f"imagefolder:{tiny_imagefolder}", "--out", str(tmp_path / "run"),
-          "--epochs", "1", "--batch-size", "16", "--workers", "0", "--export", "none", "--teacher", "timm:resnet10t",
+          "--epochs", "1", "--batch-size", "16", "--loader-workers", "0", "--export", "none", "--teacher", "timm:resnet10t",
           "--teacher-checkpoint", str(tmp_path / "teacher.pth")])
     assert "distilling from timm:resnet10t" in capsys.readouterr().err
     assert json.loads((tmp_path / "run/results.json").read_text())["teacher"] == "timm:resnet10t"
@@ -196,18 +214,33 @@ def test_grey_images_go_through_the_official_augmentation():
     images = ArrayImages(rng.integers(0, 255, (64, 28, 28, 1), dtype=np.uint8), np.arange(64) % 4)
     splits = ImageSplits("grey", ("a", "b", "c", "d"), 1, images, images, images,
                          Holdout(np.arange(64), np.arange(0), 0.1, 0), False)
-    train, val, _, _ = data_pipeline(splits, Recipe(workers=0, batch_size=16), 32, Processes(), torch.device("cpu"))
-    assert next(iter(train))[0].shape == (16, 1, 32, 32) and next(iter(val))[0].shape == (32, 1, 32, 32)
+    for recipe in (Recipe(loader_workers=0, batch_size=16), Recipe(loader_workers=0, batch_size=16, auto_augment=None)):
+        pipeline = data_pipeline(splits, recipe, 32, Processes(), torch.device("cpu"))
+        assert next(iter(pipeline.train.epoch(0)))[0].shape == (16, 1, 32, 32)
+        assert next(iter(pipeline.val()))[0].shape == (32, 1, 32, 32)
+    assert pipeline.train.path == "resident" and "resident" in pipeline.path
 
 
-def test_image_folder_trees_stream_through_loader_workers(tiny_imagefolder):
+def test_small_trees_are_resident_and_trees_of_photographs_stream(tiny_imagefolder, tmp_path):
     splits = image_splits(f"imagefolder:{tiny_imagefolder}")
-    assert splits.streamed and len(splits.train) == 108 and len(splits.val) == 12 and len(splits.test) == 36
-    train, _, test, _ = data_pipeline(splits, Recipe(workers=2, batch_size=16, resolution=32), 32, Processes(),
-                                      torch.device("cpu"))
-    batches = list(train)
-    assert len(batches) == 108 // 16 and batches[0][0].shape == (16, 3, 32, 32)
-    assert sum(len(y) for _, y in test) == 36  # every test image once
+    assert not splits.streamed and len(splits.train) == 108 and len(splits.val) == 12 and len(splits.test) == 36
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 24), ("val", 6)):
+        for cls in ("a", "b"):
+            (tmp_path / split / cls).mkdir(parents=True)
+            for i in range(n):
+                pixels = rng.integers(0, 255, (80, 96, 3), dtype=np.uint8)
+                Image.fromarray(pixels).save(tmp_path / split / cls / f"{i}.png")
+    photos = image_splits(f"imagefolder:{tmp_path}")
+    assert photos.streamed and len(photos.train) == 44 and len(photos.test) == 12
+    pipeline = data_pipeline(photos, Recipe(loader_workers=2, batch_size=8, resolution=32), 32, Processes(),
+                             torch.device("cpu"))
+    batches = list(pipeline.train.epoch(0))
+    assert pipeline.train.path == "streaming" and "RandAugment" in pipeline.path
+    assert len(batches) == 44 // 8 and batches[0][0].shape == (8, 3, 32, 32) and batches[0][0].dtype == torch.float32
+    assert sum(len(y) for _, y in pipeline.test()) == 12  # every test image once
 
 
 def test_official_recipe_per_variant_and_learning_rate_scaling(tmp_path):
@@ -238,7 +271,7 @@ def test_bad_input_gets_one_line(tmp_path, arch_file, tiny_imagefolder, capsys, 
     args = [a.replace("{arch}", str(arch_file)) for a in args]
     data = [] if "--data" in args else ["--data", f"imagefolder:{tiny_imagefolder}"]
     with pytest.raises(SystemExit) as exit_info:
-        main(["retrain", *args, *data, "--out", str(tmp_path / "run"), "--workers", "0"])
+        main(["retrain", *args, *data, "--out", str(tmp_path / "run"), "--loader-workers", "0"])
     assert exit_info.value.code == 2 and message in one_error_line(capsys)
 
 
@@ -248,7 +281,7 @@ def test_torchrun_two_processes_train_and_write_one_checkpoint(tmp_path, arch_fi
     result = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "nas",
          "retrain", str(arch_file), "--data", f"imagefolder:{tiny_imagefolder}", "--out", str(out), "--epochs", "1",
-         "--batch-size", "8", "--workers", "0", "--export", "none", "--train-device", "cpu"],
+         "--batch-size", "8", "--loader-workers", "0", "--export", "none", "--train-device", "cpu"],
         capture_output=True, text=True, timeout=300, env=env)
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stderr.count("epoch 1/1: train loss") == 1  # only rank 0 speaks

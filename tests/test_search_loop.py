@@ -57,13 +57,13 @@ def test_val_is_a_fixed_stratified_holdout_of_train(tiny_imagefolder):
 
 def test_a_search_never_reads_the_test_split(tmp_path, tiny_imagefolder, tiny_space, monkeypatch):
     read = set()
-    real = ProxyTask.tensors
+    real = ProxyTask.batches
 
-    def spy(self, split, resolution):
+    def spy(self, split, *args, **kwargs):
         read.add(split)
-        return real(self, split, resolution)
+        return real(self, split, *args, **kwargs)
 
-    monkeypatch.setattr(ProxyTask, "tensors", spy)
+    monkeypatch.setattr(ProxyTask, "batches", spy)
     cfg = config(tmp_path, tiny_imagefolder, tiny_space, trials=2)
     worker_loop(cfg)
     assert read == {"train", "val"}

@@ -25,7 +25,7 @@ from swiftformer import SwiftFormerArch
 
 from conftest import TINY_SPACE
 
-FAST = {"epochs": 2, "batch_size": 16, "workers": 0, "warmup_epochs": 0, "lr": 3e-3}
+FAST = {"epochs": 2, "batch_size": 16, "loader_workers": 0, "warmup_epochs": 0, "lr": 3e-3}
 BUDGET = 0.696  # about half of the tiny space is over it on iphone14
 
 
@@ -176,7 +176,7 @@ def test_a_changed_setting_is_refused_in_one_line(tmp_path, space_file, tiny_ima
         train_supernet(spec(out, space_file, tiny_imagefolder, SandwichConfig(random_subnets=1, downscale=2.0)))
     with pytest.raises(SystemExit) as exc:
         main(["supernet", "train", "--space", str(space_file), "--data", f"imagefolder:{tiny_imagefolder}",
-              "--out", str(out), "--downscale", "2", "--epochs", "3", "--batch-size", "16", "--workers", "0"])
+              "--out", str(out), "--downscale", "2", "--epochs", "3", "--batch-size", "16", "--loader-workers", "0"])
     assert exc.value.code == 2 and "other settings (recipe)" in one_error_line(capsys)
 
 
@@ -292,5 +292,5 @@ def test_init_errors_are_one_line(tmp_path, trained, tiny_imagefolder, capsys):
                            (f"supernet:{tmp_path / 'none'}", "does not exist"), ("weights:x", "not supported")):
         with pytest.raises(SystemExit) as exc:
             main(["retrain", str(arch_file), "--data", f"imagefolder:{tiny_imagefolder}", "--out", str(tmp_path / "r"),
-                  "--init", init, "--epochs", "1", "--workers", "0", "--export", "none"])
+                  "--init", init, "--epochs", "1", "--loader-workers", "0", "--export", "none"])
         assert exc.value.code == 2 and expected in one_error_line(capsys)

@@ -16,7 +16,7 @@ import pandas as pd
 from ..latency.lut import PHONES
 from . import stats
 from .config import AblationConfig
-from .run import FINAL, status_of
+from .runs import FINAL, status_of
 
 RUN_COLUMNS = ["number", "variant", "labels", "seed", "protocol", "status", "val_accuracy", "test_accuracy",
                "params", "macs", *(f"latency_{p}_ms" for p in PHONES), "seconds", "cpu_seconds", "resolution",

@@ -36,10 +36,9 @@ from ..training import ProxyDiverged, ProxyTask, resolve_train_device
 from ..training.protocols import train_and_evaluate
 from ..units import format_duration
 from .config import AblationConfig, AblationError
+from .report import write_outputs
+from .runs import FINAL, run_key, status_of
 from .variants import Variant
-
-FINAL = ("trained", "diverged")  # a run with either status is never trained again
-
 
 @dataclass
 class AblationContext:
@@ -63,8 +62,7 @@ class AblationContext:
 
 
 def load_ablation_data(cfg: AblationConfig) -> ImageData:
-    side = cfg.training_protocol().config.resolution(cfg.base_arch().resolution)
-    return load_data(cfg.data, image_size=max(side, 32))
+    return load_data(cfg.data)  # at its stored size: each run resizes on its device
 
 
 def variant_records(variants: list[Variant]) -> list[dict[str, Any]]:
@@ -153,21 +151,6 @@ def build_context(cfg: AblationConfig, study: optuna.Study, worker: int = 0,
     data = data or load_ablation_data(cfg)
     return AblationContext(cfg, {r["name"]: r for r in records}, data, resolve_train_device(cfg.train_device, worker),
                            data.fingerprint())
-
-
-def run_key(trial: optuna.trial.FrozenTrial) -> tuple[str, int]:
-    return trial.user_attrs["variant"], trial.user_attrs["seed"]
-
-
-def status_of(trial: optuna.trial.FrozenTrial) -> str:
-    """trained, diverged, out of memory, error, interrupted (its process died), running or queued."""
-    if trial.state == TrialState.RUNNING:
-        return "running"
-    if trial.state == TrialState.WAITING:
-        return "queued"
-    if trial.state == TrialState.FAIL:
-        return trial.user_attrs.get("status", "interrupted")
-    return "trained"
 
 
 def enqueue_runs(study: optuna.Study, cfg: AblationConfig, names: list[str]) -> int:
@@ -285,7 +268,6 @@ def _tune_trial(config: dict[str, Any]) -> None:
 
 def run_ablation(cfg: AblationConfig) -> tuple[optuna.Study, str]:
     """Run (or resume) the whole ablation, then write its outputs; returns the study and the summary text."""
-    from .report import write_outputs
 
     cfg.variants()  # bad bases, kinds, grids and oversize ablations are refused before any data is read
     sources = reuse_sources(cfg)

@@ -1,10 +1,10 @@
 """Image datasets for full training: the same specs and splits as the search, read image by image.
 
-The search decodes a dataset once into small arrays; a retraining needs the images as they are (RandomResizedCrop
-from the full picture, trees the size of ImageNet), so an ImageFolder tree is read from disk by the DataLoader's
-workers, one file at a time. In-memory sources (Fashion-MNIST, CIFAR-10's python batches) are served from their
-arrays. Either way the train/val split is ``holdout`` on the training labels: the images a search selected on are
-the images a retraining validates on.
+Small datasets (Fashion-MNIST, CIFAR-10's python batches or JPEG tree, any tree of small images) are decoded once
+into arrays, which the training engine holds on the device; a tree of photographs (RandomResizedCrop from the full
+picture, trees the size of ImageNet) is read from disk by the DataLoader's workers, one file at a time. Either way
+the train/val split is ``holdout`` on the training labels: the images a search selected on are the images a
+retraining validates on.
 """
 from __future__ import annotations
 
@@ -15,7 +15,15 @@ from typing import Callable, Sequence
 import numpy as np
 from torch.utils.data import Dataset
 
-from .datasets import DatasetError, Holdout, _cifar_pickle, _fashion_mnist, holdout, resolve_spec, tree_files
+from .datasets import (MAX_STORED_SIDE, RESIDENT_BUDGET_BYTES, DatasetError, Holdout, first_side, holdout,
+                       load_data, resolve_spec, tree_files)
+
+
+def small_tree(root: Path, name: str) -> bool:
+    """Whether an ImageFolder tree is held in memory (small images, within the budget) rather than streamed."""
+    _, train_files, test_files = tree_files(root, name)
+    side = first_side(train_files[0][0])
+    return side <= MAX_STORED_SIDE and (len(train_files) + len(test_files)) * side * side * 3 <= RESIDENT_BUDGET_BYTES
 
 
 class ArrayImages(Dataset):
@@ -80,15 +88,19 @@ class ImageSplits:
 
 
 def image_splits(spec: str, val_fraction: float = 0.1, val_seed: int = 0) -> ImageSplits:
-    """The images of ``spec`` (``fashion-mnist``, ``cifar10:PATH``, ``imagefolder:PATH``), split three ways."""
+    """The images of ``spec`` (``fashion-mnist``, ``cifar10:PATH``, ``imagefolder:PATH``), split three ways.
+
+    A tree of small images (its first image at most ``MAX_STORED_SIDE`` on its shorter side, all of it within
+    ``RESIDENT_BUDGET_BYTES`` as uint8: CIFAR-10's JPEG tree) is decoded once into memory (``load_data``'s cache)
+    and trains from the device; a tree of photographs streams from disk at full size."""
     kind, root, name = resolve_spec(spec)
-    if kind == "tree":
+    if kind == "tree" and not small_tree(root, name):
         classes, train_files, test_files = tree_files(root, name)
         labels = np.asarray([label for _, label in train_files], dtype=np.int64)
         split = holdout(labels, val_fraction, val_seed)
         return ImageSplits(name, classes, 3, FileImages([train_files[i] for i in split.train]),
                            FileImages([train_files[i] for i in split.val]), FileImages(test_files), split, True)
-    data = _fashion_mnist() if kind == "fashion-mnist" else _cifar_pickle(root)
+    data = load_data(spec)
     split = data.holdout(val_fraction, val_seed)
     return ImageSplits(data.name, data.classes, data.channels,
                        ArrayImages(data.train_x[split.train], data.train_y[split.train]),

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import types
 
+import swiftformer._torchvision_fix  # noqa: F401  (before timm)
+
 import torch
 import torch.nn.functional as F
 from timm.models.swiftformer import EfficientAdditiveAttention as TimmAdditiveAttention

@@ -2,15 +2,12 @@
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..supernet.scoring import ScoringConfig
-from ..training import ProxyConfig
+from ..identity import ProxyConfig, ScoringConfig
 
 SAMPLERS = ("tpe", "nsga2", "random", "evolution")
 OBJECTIVES = ("constrained", "pareto")
@@ -155,5 +152,3 @@ def supernet_digest(folder: Path) -> str:
                           f"{type(exc).__name__}); train one with `nas supernet train --out {folder}`") from None
 
 
-def digest(data: Any) -> str:
-    return hashlib.sha1(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:12]

@@ -23,7 +23,8 @@ from ..latency.predictor import resolve_predictor
 from ..progress import progress
 from ..training import ProxyTask, attention_token_warnings, resolve_train_device
 from ..supernet import SupernetError
-from .config import SearchConfig, SearchError, digest
+from ..identity import digest
+from .config import SearchConfig, SearchError
 
 
 @dataclasses.dataclass
@@ -48,8 +49,7 @@ def build_context(cfg: SearchConfig, quiet: bool = False, worker: int = 0) -> Se
         raise SearchError(f"predictor {predictor.device} has no error band; recalibrate it with `nas latency "
                           "calibrate` or use --latency-margin none")
     base = search_spaces.load_space(cfg.space)
-    sides = [cfg.proxy.resolution(r) for r in base.resolutions]
-    data = load_data(cfg.data, image_size=max(max(sides), 32))
+    data = load_data(cfg.data)  # at its stored size: each trial resizes on its device
     space = dataclasses.replace(base, num_classes=data.num_classes, in_chans=data.channels)
     if not quiet:
         for line in attention_token_warnings(space, cfg.proxy):
@@ -116,7 +116,6 @@ def build_scorer(cfg: SearchConfig, space: SearchSpace, device, quiet: bool = Fa
     from ..data.loaders import image_splits
     from ..supernet import extreme_arch
     from ..supernet.checkpoint import load_supernet
-    from ..training.components import eval_transform
     from ..training.recipe import Recipe
 
     folder = cfg.supernet_dir
@@ -134,8 +133,7 @@ def build_scorer(cfg: SearchConfig, space: SearchSpace, device, quiet: bool = Fa
                           "would select on images the supernet trained on; use the same --val-fraction/--val-seed")
     recipe = Recipe.from_dict(record.identity["recipe"])
     splits = image_splits(cfg.data, record.val_fraction, record.val_seed)
-    scorer = SupernetScorer(supernet, record, splits.train, splits.val,
-                            lambda side: eval_transform(recipe, side, splits.channels), cfg.scoring, device)
+    scorer = SupernetScorer(supernet, record, splits.train, splits.val, recipe, splits.channels, cfg.scoring, device)
     if not quiet:
         try:
             supernet.check(extreme_arch(space, largest=True))

@@ -3,9 +3,10 @@
 A supernet's running statistics are a blur over every subnet trained through them, and uncalibrated BN is the
 main cause of bad supernet rankings in the literature; so each subnet's statistics are re-estimated before it is
 scored: reset, then a cumulative average (``momentum=None``) over a fixed image set, as AttentiveNAS does. This
-is ``torch.optim.swa_utils.update_bn``, the same routine the proxy trainer's "precise BN" uses.
+is the training engine's ``reestimate_bn`` (``update_bn``'s arithmetic without its host syncs), the same routine
+the proxy trainer's "precise BN" uses.
 
-``update_bn`` resets every BN of the supernet, not only the active prefix. ``calibrated`` therefore keeps a copy
+``reestimate_bn`` resets every BN of the supernet, not only the active prefix. ``calibrated`` therefore keeps a copy
 of all BN buffers and puts it back on exit: the calibrated statistics live only inside the ``with`` block, no
 subnet sees another's, and the supernet's own (training) statistics stay intact for uncalibrated scoring, which
 is what "tau with and without calibration" compares.
@@ -17,10 +18,10 @@ from dataclasses import asdict, dataclass
 from typing import Any, Iterator
 
 import torch
-from torch.optim.swa_utils import update_bn
 
 from swiftformer import SwiftFormerArch
 
+from ..engine import reestimate_bn
 from .model import SuperNet
 
 
@@ -64,7 +65,9 @@ def calibrated(supernet: SuperNet, arch: SwiftFormerArch, batches: list[torch.Te
     previous = supernet.active_arch
     try:
         supernet.set_active(arch)
-        update_bn(batches, supernet)
+        was_training = supernet.training
+        reestimate_bn(supernet, batches)
+        supernet.train(was_training)
         yield supernet
     finally:
         with torch.no_grad():

@@ -20,6 +20,7 @@ import torch
 from search_spaces import space_from_dict
 from swiftformer import SwiftFormerArch
 
+from ..identity import digest, training_side
 from .model import SuperNet
 from .spaces import SupernetError
 
@@ -52,16 +53,7 @@ class SupernetRecord:
     @property
     def digest(self) -> str:
         """Names this supernet (its settings and length), for a study's identity."""
-        from ..search.config import digest
-
         return digest({"identity": self.identity, "epochs": self.epochs})
-
-
-def training_side(resolution: int, downscale: float) -> int:
-    """The one rule for the downscaled side, shared with the proxies (``ProxyConfig.resolution``)."""
-    from ..training import ProxyConfig
-
-    return ProxyConfig(downscale=downscale).resolution(resolution)
 
 
 def save_supernet(folder: Path, supernet: SuperNet, record: SupernetRecord) -> None:
@@ -113,11 +105,12 @@ def load_snapshot(folder: str | Path, device: str | torch.device = "cpu") -> tup
         space = space_from_dict(identity["space"], where=str(path))
         supernet = SuperNet(space)
         supernet.load_state_dict(state["model"])
+        progress = state["state"]  # the training engine's loop state (epochs finished, seconds, log)
         record = SupernetRecord(identity=identity, data=identity["data"],
                                 val_fraction=identity["recipe"]["val_fraction"],
                                 val_seed=identity["recipe"]["val_seed"], downscale=identity["sandwich"]["downscale"],
-                                channels=space.in_chans, num_classes=space.num_classes, epochs=state["epoch"],
-                                seconds=state["seconds"], log=state["log"])
+                                channels=space.in_chans, num_classes=space.num_classes, epochs=progress["epoch"],
+                                seconds=progress["seconds"], log=progress["log"])
     except UNREADABLE as exc:
         raise _unreadable(exc, path, "supernet training state") from None
     return supernet.to(device).eval(), record

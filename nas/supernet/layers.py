@@ -45,8 +45,9 @@ class SlicedLinear(nn.Linear):
 class SlicedBatchNorm2d(nn.BatchNorm2d):
     """BatchNorm over the input's (first) channels; in training mode only their running statistics move.
 
-    Same arithmetic as ``nn.BatchNorm2d`` (including ``momentum=None``, the cumulative average that
-    ``torch.optim.swa_utils.update_bn`` sets), applied to prefix views of the weights and buffers: the running
+    Same arithmetic as ``nn.BatchNorm2d`` (including a float momentum of 1/(k+1), the cumulative average that
+    ``nas.engine.reestimate_bn`` sets, and ``momentum=None``), applied to prefix views of the weights and buffers:
+    the running
     statistics update in place through the views, so channels beyond the subnet's width keep theirs.
     """
 

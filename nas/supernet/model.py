@@ -113,7 +113,7 @@ class SuperNet(nn.Module):
         return arch
 
     def set_active(self, arch: SwiftFormerArch) -> None:
-        """The subnet that ``forward(x)`` runs (and that BN calibration through ``update_bn`` re-estimates)."""
+        """The subnet that ``forward(x)`` runs (and that BN calibration through ``reestimate_bn`` re-estimates)."""
         self.active_arch = self.check(arch)
 
     @torch.jit.ignore

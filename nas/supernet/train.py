@@ -7,10 +7,11 @@ distillation: softmax of its logits, detached, through timm's ``SoftTargetCrossE
 in ``no_sync``), then one optimizer step. Which random subnets a step trains follows from (seed, epoch, step)
 alone, the same on every process and after a resume.
 
-Everything else is ``nas retrain``'s: the data (the search's train/val splits, timm's transforms), the ``Recipe``
-(timm's optimizer and scheduler, clipping, AMP with a scaler and channels_last on CUDA), the torchrun processes
-and per-epoch seeding, the ``last.pth`` checkpoint with an identity check, the log and curve. Defaults that differ
-from the official recipe (``SUPERNET_RECIPE``):
+Everything else is the training engine's and ``nas retrain``'s: the loop, the data (the search's train/val
+splits, resident on the device and augmented there), the ``Recipe`` (timm's optimizer and scheduler, clipping,
+the engine's precision policy), the torchrun processes and seeding, the ``last.pth`` checkpoint with an identity
+check (resumable inside an epoch), the log and curve. A step is the engine's ``Training.step``: the sandwich.
+Defaults that differ from the official recipe (``SUPERNET_RECIPE``):
 
 - no weight decay: AdamW's decay is decoupled from the gradient, so it would shrink every weight each step,
   including the slices and blocks the step's subnets did not use; the rarely active ones (the last channels and
@@ -40,22 +41,23 @@ import torch.nn.functional as F
 from timm.loss import SoftTargetCrossEntropy
 from timm.utils import unwrap_model
 from torch import nn
-from torch.utils.data import DistributedSampler
 
 import search_spaces
 from search_spaces import SearchSpace
 from swiftformer import SwiftFormerArch
 
 from ..data.loaders import ImageSplits, image_splits
-from ..progress import progress
-from ..training.components import build_mixup, data_pipeline, eval_transform, label_criterion
+from ..engine import (LoopState, Policy, Training, backward, fit, load_checkpoint, restore_checkpoint,
+                      save_checkpoint, seed_init)
+from ..engine import CHECKPOINT_EVERY_S
+from ..training.components import build_mixup, build_optimization, data_pipeline, label_criterion, recipe_policy
 from ..training.devices import resolve_train_device
-from ..training.processes import Processes, seed_epoch
+from ..training.processes import Processes
 from ..training.recipe import Recipe
-from ..training.retrain import (apply_update, backward, build_optimization, resolve_amp, restore_state, save_state,
-                                write_log)
+from ..training.outputs import write_log
 from ..units import format_duration
-from .checkpoint import STATE, SupernetRecord, load_supernet, save_supernet, training_side
+from ..identity import training_side
+from .checkpoint import STATE, SupernetRecord, load_supernet, save_supernet
 from .model import SuperNet
 from .scoring import ScoringConfig, SupernetScorer
 from .spaces import SupernetError
@@ -141,8 +143,7 @@ def sandwich_archs(space: SearchSpace, supernet: SuperNet, random_subnets: int, 
 
 def sandwich_step(model: nn.Module, archs: list[SwiftFormerArch], sides: list[int], inputs: torch.Tensor,
                   targets: torch.Tensor, criterion: nn.Module, distill: bool,
-                  scaler: torch.amp.GradScaler | None = None, amp_dtype: torch.dtype | None = None
-                  ) -> list[torch.Tensor]:
+                  scaler: torch.amp.GradScaler | None = None, policy: Policy | None = None) -> list[torch.Tensor]:
     """Forward and backward every subnet of the sandwich on one batch; gradients add up in ``.grad``.
 
     ``archs[0]`` (the largest) learns ``targets`` through ``criterion``; with ``distill`` the others learn its
@@ -160,7 +161,7 @@ def sandwich_step(model: nn.Module, archs: list[SwiftFormerArch], sides: list[in
         sync = model.no_sync() if isinstance(model, nn.parallel.DistributedDataParallel) and not last \
             else contextlib.nullcontext()
         with sync:
-            with torch.autocast(inputs.device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+            with policy.autocast() if policy is not None else contextlib.nullcontext():
                 logits = model(x)
                 if i == 0 or not distill:
                     loss = criterion(logits, targets)
@@ -174,15 +175,17 @@ def sandwich_step(model: nn.Module, archs: list[SwiftFormerArch], sides: list[in
 
 
 def train_supernet(spec: SupernetSpec, stop_after_epoch: int | None = None, log: Callable[[str], None] | None = None,
-                   splits: ImageSplits | None = None) -> SupernetResult:
+                   splits: ImageSplits | None = None, deadline: float | None = None) -> SupernetResult:
     """Train (or resume, or finish) the supernet of ``spec`` in ``spec.out``; ``stop_after_epoch`` ends this call
-    after that many epochs, leaving the run resumable, as a kill would."""
+    after that many epochs, ``deadline`` (a ``time.time()``) at the first step after it, leaving the run resumable,
+    as a kill would."""
     procs = Processes.from_env()
     say = log or (lambda text: print(text, file=sys.stderr, flush=True))
     say = say if procs.main else (lambda text: None)
     recipe, sandwich = resolve_recipe(spec), spec.sandwich
     device = resolve_train_device(spec.train_device, procs.local_rank)
     procs.start(device)
+    policy = recipe_policy(recipe, device)
     splits = splits or image_splits(spec.data, recipe.val_fraction, recipe.val_seed)
     base = search_spaces.load_space(spec.space)
     space = dataclasses.replace(base, num_classes=splits.num_classes, in_chans=splits.channels)
@@ -193,115 +196,98 @@ def train_supernet(spec: SupernetSpec, stop_after_epoch: int | None = None, log:
     identity = {"space": space.to_dict(), "recipe": recipe.to_dict(), "sandwich": sandwich.to_dict(),
                 "data": spec.data, "world": procs.world}
     state_path = out / STATE
-    state = torch.load(state_path, map_location="cpu", weights_only=False) if state_path.is_file() else None
-    if state is not None and state["identity"] != identity:
-        changed = sorted(k for k in identity if state["identity"].get(k) != identity[k])
-        raise SupernetError(f"{out} holds a supernet training with other settings ({', '.join(changed)}); resume "
-                            "with the same ones, or choose another --out")
+    payload = load_checkpoint(state_path, identity, SupernetError, "supernet training")
 
-    seed_epoch(recipe.seed, -1, 0)  # the initial weights follow from the seed (the same on every process)
+    seed_init(recipe.seed)  # the initial weights follow from the seed (the same on every process)
     supernet = SuperNet(space)
     supernet.set_distilled_training(False)  # both heads' mean learns, as a retraining without teacher
     if recipe.sync_bn and procs.world > 1:
         raise SupernetError("recipe sync_bn: the supernet's sliced BatchNorm has no synchronised form; set "
                             "sync_bn=false")
-    cuda = device.type == "cuda"
-    supernet = supernet.to(device, memory_format=torch.channels_last if cuda else torch.contiguous_format)
+    supernet = policy.place(supernet)
     model: nn.Module = supernet
     if procs.world > 1:  # inactive slices and blocks get no gradient in a step
-        model = nn.parallel.DistributedDataParallel(supernet, device_ids=[device.index] if cuda else None,
+        model = nn.parallel.DistributedDataParallel(supernet, device_ids=[device.index] if policy.cuda else None,
                                                     find_unused_parameters=True)
     top_side = max(training_side(r, sandwich.downscale) for r in space.resolutions)
-    train_loader, _, _, sampler = data_pipeline(splits, recipe, top_side, procs, device)
-    updates_per_epoch = len(train_loader)
+    data = data_pipeline(splits, recipe, top_side, procs, device)
+    updates_per_epoch = data.train.steps_per_epoch
     optimizer, scheduler, lr = build_optimization(supernet, recipe, procs.world, updates_per_epoch)
-    amp_dtype = resolve_amp(recipe.amp, device)
-    scaler = torch.amp.GradScaler("cuda") if amp_dtype == torch.float16 else None
-    mixup = build_mixup(recipe, splits.num_classes)
+    scaler = policy.scaler()
     criterion = label_criterion(recipe)
     scorer = SupernetScorer(supernet, _record(identity, spec, recipe, sandwich, splits, 0, 0.0, []), splits.train,
-                            splits.val, lambda side: eval_transform(recipe, side, splits.channels), spec.scoring,
-                            device)
+                            splits.val, recipe, splits.channels, spec.scoring, device)
+    state = LoopState()
 
-    start_epoch, num_updates, rows, seconds = 0, 0, [], 0.0
-    if state is not None:
-        start_epoch, num_updates, rows, seconds = restore_state(state, supernet, optimizer, scheduler, scaler)
-        say(f"resuming {out} after epoch {start_epoch}/{recipe.epochs}")
+    def step(inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        # the step's subnets follow from (seed, epoch, step) alone: the same on every process and after a resume
+        archs = sandwich_archs(space, supernet, sandwich.random_subnets, recipe.seed, state.epoch, state.step + 1)
+        losses = sandwich_step(model, archs, [training_side(a.resolution, sandwich.downscale) for a in archs],
+                               inputs, targets, criterion, sandwich.distill == "soft", scaler, policy)
+        return torch.stack(losses).float()
+
+    training = Training(supernet, optimizer, data.train, policy, step, scheduler, scaler,
+                        clip_grad=recipe.clip_grad, clip_mode=recipe.clip_mode, mixup=build_mixup(recipe,
+                                                                                                  splits.num_classes),
+                        seed=recipe.seed, rank=procs.rank)
+    if payload is not None:
+        restored = restore_checkpoint(payload, training)
+        state.__dict__.update(restored.__dict__)  # the step closure reads this object
+        where = f"after epoch {state.epoch}/{recipe.epochs}" + (f", step {state.step}/{updates_per_epoch} of the "
+                                                               "next" if state.step else "")
+        say(f"resuming {out} {where}")
     say(f"supernet over space {space.name} ({space.size():,} architectures, "
         f"{sum(p.numel() for p in supernet.parameters()) / 1e6:.2f} M parameters); largest "
         f"{supernet.largest_arch().summary()}")
-    say(f"data {splits.describe()}; {procs.world} process(es) on {device}")
+    say(f"data {splits.describe()}; {data.path}; {procs.world} process(es) on {policy.describe()}")
     say(f"{recipe.epochs} epochs of {updates_per_epoch} steps, each the largest, the smallest and "
         f"{sandwich.random_subnets} random subnet(s) at 1/{sandwich.downscale:g} of their resolution "
         f"({top_side} px for the largest side), {'in-place distillation from the largest' if sandwich.distill == 'soft' else 'all on labels'}; "
-        f"global batch {recipe.batch_size * procs.world}, peak lr {lr:.3g}, weight decay {recipe.weight_decay:g}"
-        f"{', AMP ' + str(amp_dtype).removeprefix('torch.') if amp_dtype else ''}")
+        f"global batch {recipe.batch_size * procs.world}, peak lr {lr:.3g}, weight decay {recipe.weight_decay:g}")
 
-    last_epoch = recipe.epochs if stop_after_epoch is None else min(recipe.epochs, stop_after_epoch)
-    for epoch in range(start_epoch, last_epoch):
-        t0 = time.perf_counter()
-        seed_epoch(recipe.seed, epoch, procs.rank)
-        sampler.set_epoch(epoch if isinstance(sampler, DistributedSampler) else recipe.seed * 100_003 + epoch)
-        supernet.train()
-        sums = torch.zeros(2 + sandwich.random_subnets, device=device)
-        images = 0
-        step_report = progress(f"epoch {epoch + 1}/{recipe.epochs}") if procs.main else (lambda done, total: None)
-        for step, (inputs, targets) in enumerate(train_loader, start=1):
-            inputs = inputs.to(device, non_blocking=True)
-            targets = targets.to(device, non_blocking=True)
-            if cuda:
-                inputs = inputs.contiguous(memory_format=torch.channels_last)
-            if mixup is not None:
-                inputs, targets = mixup(inputs, targets)
-            archs = sandwich_archs(space, supernet, sandwich.random_subnets, recipe.seed, epoch, step)
-            optimizer.zero_grad(set_to_none=True)
-            losses = sandwich_step(model, archs, [training_side(a.resolution, sandwich.downscale) for a in archs],
-                                   inputs, targets, criterion, sandwich.distill == "soft", scaler, amp_dtype)
-            apply_update(optimizer, scaler, supernet, recipe)
-            num_updates += 1
-            scheduler.step_update(num_updates=num_updates)
-            sums += torch.stack(losses).float()
-            images += inputs.shape[0]
-            step_report(step, updates_per_epoch)
-        scheduler.step(epoch + 1)
-        means = (sums / max(1, updates_per_epoch)).tolist()
-        row: dict[str, Any] = {"epoch": epoch + 1, "lr": optimizer.param_groups[0]["lr"], "train_loss": means[0],
-                               "train_loss_smallest": means[1],
-                               "train_loss_random": sum(means[2:]) / len(means[2:]) if means[2:] else None,
-                               "images_per_s": images * procs.world / (time.perf_counter() - t0)}
-        if (epoch + 1) % recipe.eval_every == 0 or epoch + 1 == recipe.epochs:
+    def end_epoch(epoch: int, means: list[float]) -> dict[str, Any]:
+        row: dict[str, Any] = {"train_loss_smallest": means[1],
+                               "train_loss_random": sum(means[2:]) / len(means[2:]) if means[2:] else None}
+        if epoch % recipe.eval_every == 0 or epoch == recipe.epochs:
             for name, arch in (("", supernet.largest_arch()), ("_smallest", supernet.smallest_arch())):
                 result = scorer.score(arch)
                 row.update({f"val_top1{name}": 100 * result.top1,
                             f"val_top1{name}_uncalibrated": 100 * result.top1_uncalibrated})
             supernet.train()
-        seconds += time.perf_counter() - t0
-        row["seconds"] = seconds
-        rows.append(row)
-        if procs.main:
-            save_state(state_path, {
-                "identity": identity, "epoch": epoch + 1, "num_updates": num_updates, "log": rows,
-                "seconds": seconds, "model": supernet.state_dict(), "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict() if scaler is not None else None})
-            write_log(out, rows)
-        procs.barrier()
-        left = (recipe.epochs - epoch - 1) * seconds / (epoch + 1 - start_epoch) if epoch + 1 > start_epoch else 0
-        scores = (f", val top-1 largest {row['val_top1']:.2f} % / smallest {row['val_top1_smallest']:.2f} % "
-                  "(calibrated BN)" if "val_top1" in row else "")
-        say(f"epoch {epoch + 1}/{recipe.epochs}: train loss largest {row['train_loss']:.4f}, smallest "
-            f"{row['train_loss_smallest']:.4f}{scores}, lr {row['lr']:.2e}, {row['images_per_s']:.0f} img/s | "
-            f"ETA {format_duration(left)}")
+        return row
 
-    result = SupernetResult(out, supernet, recipe, last_epoch if rows else 0, rows, seconds)
-    if last_epoch < recipe.epochs:
-        say(f"stopped after epoch {last_epoch}/{recipe.epochs}; run the same command again to continue")
+    def checkpoint(current: LoopState) -> None:
+        if procs.main:
+            save_checkpoint(state_path, identity, training, current)
+            if current.log:
+                write_log(out, [dict(r, images_per_s=r["images_per_s"] * procs.world) for r in current.log])
+        procs.barrier()
+        if current.step == 0 and current.log:
+            row = current.log[-1]
+            left = (recipe.epochs - current.epoch) * row["seconds"] / current.epoch
+            scores = (f", val top-1 largest {row['val_top1']:.2f} % / smallest {row['val_top1_smallest']:.2f} % "
+                      "(calibrated BN)" if "val_top1" in row else "")
+            say(f"epoch {current.epoch}/{recipe.epochs}: train loss largest {row['train_loss']:.4f}, smallest "
+                f"{row['train_loss_smallest']:.4f}{scores}, lr {row['lr']:.2e}, "
+                f"{row['images_per_s'] * procs.world:.0f} img/s | ETA {format_duration(left)}")
+
+    last_epoch = recipe.epochs if stop_after_epoch is None else min(recipe.epochs, stop_after_epoch)
+    stop = (lambda: time.time() > deadline) if deadline is not None else None
+    fit(training, last_epoch, state, end_epoch, checkpoint, CHECKPOINT_EVERY_S, stop,
+        f"epoch {{epoch}}/{recipe.epochs}" if procs.main else None)
+    rows = [dict(r, images_per_s=r["images_per_s"] * procs.world) for r in state.log]
+    result = SupernetResult(out, supernet, recipe, state.epoch, rows, state.seconds)
+    if state.epoch < recipe.epochs:
+        where = f"epoch {state.epoch}/{recipe.epochs}" + (f" and step {state.step} of the next" if state.step else "")
+        say(f"stopped after {where}; run the same command again to continue")
         return result
     result.finished = True
     if procs.main:
         supernet.eval()
-        save_supernet(out, supernet, _record(identity, spec, recipe, sandwich, splits, recipe.epochs, seconds, rows))
-        say(f"wrote {out / 'supernet.pth'} and supernet.json after {format_duration(seconds)} of training; score "
-            f"architectures with `nas search ... --evaluator supernet:{out}`")
+        save_supernet(out, supernet, _record(identity, spec, recipe, sandwich, splits, recipe.epochs, state.seconds,
+                                             rows))
+        say(f"wrote {out / 'supernet.pth'} and supernet.json after {format_duration(state.seconds)} of training; "
+            f"score architectures with `nas search ... --evaluator supernet:{out}`")
     procs.barrier()
     procs.finish()
     return result

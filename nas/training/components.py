@@ -1,27 +1,33 @@
 """The parts of a retraining, each built from the library that does the job: the architecture a reference names,
-the student and teacher models, a warm start, timm's training task and Mixup, and the data pipeline (timm's
-transforms, ``RepeatAugSampler``, sharded evaluation)."""
+the student and teacher models, a warm start, timm's training task and Mixup, and the data pipeline (the
+engine's device-resident batches, or timm's transforms in loader workers, with sharded evaluation)."""
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Iterable
 
 import swiftformer._torchvision_fix  # noqa: F401
 
+import numpy as np
 import timm
 import torch
+from timm.optim import create_optimizer_v2
+from timm.scheduler import create_scheduler_v2
 from timm.data import Mixup, create_transform
-from timm.data.distributed_sampler import RepeatAugSampler
 from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
 from timm.task import ClassificationTask, TokenDistillationTask
 from timm.utils import unwrap_model
 from torch import nn
-from torch.utils.data import DataLoader, DistributedSampler, Subset
+from torch.utils.data import DataLoader, Subset
 
 import swiftformer
 from swiftformer import SwiftFormerArch
 
-from ..data.loaders import ImageSplits, Transformed
+from ..data.loaders import ArrayImages, ImageSplits, Transformed
+from ..engine import (Augmentation, EpochSource, Policy, PolicyError, ResidentBatches, ResidentImages, StreamingBatches,
+                      eval_batches, resident)
+from ..engine.batches import stream_eval_batches
 from ..models import ModelRefError, parse_model_ref
 from .processes import Processes
 from .recipe import Recipe, RecipeError, RetrainError
@@ -165,42 +171,106 @@ def build_mixup(recipe: Recipe, num_classes: int) -> Mixup | None:
                  num_classes=num_classes)
 
 
+@dataclass
+class DataPipeline:
+    """A training's batches: the training epochs (the engine's source) and fresh val and test passes."""
+
+    train: EpochSource
+    val: Callable[[], Iterable[tuple[torch.Tensor, torch.Tensor]]]
+    test: Callable[[], Iterable[tuple[torch.Tensor, torch.Tensor]]]
+    path: str  # what the run's log says about where its images came from and why
+
+
+def recipe_augmentation(recipe: Recipe) -> Augmentation:
+    """The recipe's augmentation as the engine runs it on the device (RandomResizedCrop, flip, colour jitter when
+    there is no RandAugment, random erasing). ``random`` interpolation is bicubic there."""
+    if recipe.re_count != 1 and recipe.re_prob > 0:
+        raise RecipeError(f"recipe re_count {recipe.re_count!r}: the engine's batched random erasing erases one "
+                          "rectangle per image; set re_count=1")
+    interpolation = recipe.interpolation if recipe.interpolation in ("bilinear", "nearest") else "bicubic"
+    return Augmentation(crop="resized", scale=(recipe.scale_min, 1.0), hflip=recipe.hflip,
+                        color_jitter=recipe.color_jitter if recipe.auto_augment is None else 0.0,
+                        re_prob=recipe.re_prob, re_mode=recipe.re_mode, interpolation=interpolation)
+
+
 def data_pipeline(splits: ImageSplits, recipe: Recipe, resolution: int, procs: Processes,
-                  device: torch.device) -> tuple[DataLoader, DataLoader, DataLoader, Any]:
-    """Train, val and test loaders (val and test sharded over processes, each image once) and the train sampler."""
-    mean, std = normalisation(splits.channels)
+                  device: torch.device) -> DataPipeline:
+    """The engine's sources for a retraining or a supernet training.
+
+    Images held in memory (Fashion-MNIST, CIFAR-10, small trees: ``splits.streamed`` false) are put on the device
+    as uint8 and augmented there in batches, unless the recipe asks for RandAugment, which has no batched form:
+    then, as for large trees, loader workers decode and augment each image to uint8 (timm's prefetcher-style
+    transform) and the device normalises and erases. Val and test are sharded over processes, each image once."""
+    mean_t, std_t = (torch.tensor(v) for v in normalisation(splits.channels))
+    augmentation = recipe_augmentation(recipe)
+    per_process = len(splits.train) // procs.world
+    if per_process < recipe.batch_size:
+        raise RecipeError(f"recipe batch_size {recipe.batch_size} is larger than this process's share of the "
+                          f"{len(splits.train)} training images; lower it")
+    common = dict(batch_size=recipe.batch_size, seed=recipe.seed, drop_last=True, repeats=recipe.aug_repeats,
+                  rank=procs.rank, world=procs.world)
+    eval_batch = recipe.batch_size * 2
+    if not splits.streamed and recipe.auto_augment is None:
+        def resident_split(dataset: ArrayImages) -> tuple[ResidentImages, torch.Tensor]:
+            return resident(dataset.images, device), torch.from_numpy(np.asarray(dataset.labels)).to(device)
+
+        images, labels = resident_split(splits.train)
+        train = ResidentBatches(images, labels, np.arange(len(splits.train)), augmentation, resolution, mean_t,
+                                std_t, **common)
+
+        def evaluation(dataset: ArrayImages):
+            held, held_labels = resident_split(dataset)
+            shard = np.arange(procs.rank, len(dataset), procs.world)
+            return lambda: eval_batches(held, held_labels, shard, resolution, mean_t, std_t, eval_batch,
+                                        augmentation.interpolation, recipe.crop_pct)
+
+        return DataPipeline(train, evaluation(splits.val), evaluation(splits.test),
+                            "images resident on the device, augmented there in batches")
+    why = "RandAugment has no batched form" if recipe.auto_augment else "the images are too large to hold"
     train_tf = create_transform(
         resolution, is_training=True, scale=(recipe.scale_min, 1.0), hflip=recipe.hflip,
         color_jitter=recipe.color_jitter, auto_augment=recipe.auto_augment, interpolation=recipe.interpolation,
-        mean=mean, std=std, re_prob=recipe.re_prob, re_mode=recipe.re_mode, re_count=recipe.re_count)
+        mean=normalisation(splits.channels)[0], std=normalisation(splits.channels)[1],  # RandAugment's fill colour
+        use_prefetcher=True)
+    train = StreamingBatches(splits.train, train_tf, augmentation, mean_t, std_t, device=device,
+                             workers=recipe.loader_workers, **common)
     eval_tf = eval_transform(recipe, resolution, splits.channels)
-    train = Transformed(splits.train, train_tf)
-    if recipe.aug_repeats > 1:
-        # selected_round 0: an epoch is every image once per process share (DeiT rounds down to 256s)
-        sampler = RepeatAugSampler(train, num_replicas=procs.world, rank=procs.rank, num_repeats=recipe.aug_repeats,
-                                   selected_round=0)
-    else:
-        sampler = DistributedSampler(train, num_replicas=procs.world, rank=procs.rank, shuffle=True,
-                                     seed=recipe.seed)
-    if len(train) // procs.world < recipe.batch_size:
-        raise RecipeError(f"recipe batch_size {recipe.batch_size} is larger than this process's share of the "
-                          f"{len(train)} training images; lower it")
-    common = dict(num_workers=recipe.workers, pin_memory=device.type == "cuda")
-    train_loader = DataLoader(train, batch_size=recipe.batch_size, sampler=sampler, drop_last=True, **common)
 
-    def shard(dataset) -> DataLoader:
+    def streamed(dataset) -> Callable[[], Iterable[tuple[torch.Tensor, torch.Tensor]]]:
         part = Subset(Transformed(dataset, eval_tf), range(procs.rank, len(dataset), procs.world))
-        return DataLoader(part, batch_size=recipe.batch_size * 2, shuffle=False, **common)
+        loader = DataLoader(part, batch_size=eval_batch, shuffle=False, num_workers=recipe.loader_workers,
+                            pin_memory=device.type == "cuda")
+        return lambda: stream_eval_batches(loader, mean_t, std_t, device)
 
-    return train_loader, shard(splits.val), shard(splits.test), sampler
+    return DataPipeline(train, streamed(splits.val), streamed(splits.test),
+                        f"streamed by {recipe.loader_workers} loader worker(s) ({why})")
 
 
 def eval_transform(recipe: Recipe, resolution: int, channels: int):
-    """Evaluation preprocessing: resize to side / crop_pct, centre crop, normalise (val, test, BN calibration)."""
-    mean, std = normalisation(channels)
+    """Evaluation preprocessing in loader workers, to uint8: resize to side / crop_pct, centre crop (the device
+    normalises, as timm's prefetcher does)."""
     return create_transform(resolution, is_training=False, interpolation=recipe.interpolation,
-                            crop_pct=recipe.crop_pct, mean=mean, std=std)
+                            crop_pct=recipe.crop_pct, use_prefetcher=True)
 
 
 def normalisation(channels: int) -> tuple[tuple[float, ...], tuple[float, ...]]:
     return (IMAGENET_MEAN, IMAGENET_STD) if channels == 3 else (GRAY_MEAN * channels, GRAY_STD * channels)
+
+
+def recipe_policy(recipe: Recipe, device: torch.device) -> Policy:
+    """The engine's precision policy for a recipe's ``amp`` on ``device``; a one-line RecipeError if it cannot."""
+    try:
+        return Policy.for_device(device, recipe.amp)
+    except PolicyError as exc:
+        raise RecipeError(f"recipe {exc}") from None
+
+
+def build_optimization(model: nn.Module, recipe: Recipe, world: int, updates_per_epoch: int
+                       ) -> tuple[torch.optim.Optimizer, Any, float]:
+    """timm's optimizer and scheduler (stepped per update) for the recipe, and the peak learning rate."""
+    lr = recipe.learning_rate(world)
+    optimizer = create_optimizer_v2(model, recipe.opt, lr=lr, weight_decay=recipe.weight_decay, eps=recipe.opt_eps)
+    scheduler, _ = create_scheduler_v2(
+        optimizer, recipe.sched, num_epochs=recipe.epochs, warmup_epochs=recipe.warmup_epochs,
+        warmup_lr=recipe.warmup_lr, min_lr=recipe.min_lr, step_on_epochs=False, updates_per_epoch=updates_per_epoch)
+    return optimizer, scheduler, lr

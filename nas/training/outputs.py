@@ -20,9 +20,11 @@ from torch import nn
 
 from swiftformer import count_macs, count_params
 
+from .components import normalisation
+from .runs import RetrainResult, RetrainSpec
+
 if TYPE_CHECKING:
     from ..data.loaders import ImageSplits
-    from .retrain import RetrainResult, RetrainSpec
 
 
 def plot_curve(frame: pd.DataFrame, path: Path) -> None:
@@ -165,6 +167,13 @@ Exports (fused for inference): {', '.join(summary['exports']) or 'none'}; again 
 
 
 def _stats(channels: int):
-    from .components import normalisation
-
     return normalisation(channels)
+
+
+def write_log(out: Path, rows: list[dict[str, Any]]) -> None:
+    """``log.csv`` (one row per epoch; rewritten whole, so a resumed run never duplicates rows) and the curve."""
+    import pandas as pd
+
+    frame = pd.DataFrame(rows)
+    frame.to_csv(out / "log.csv", index=False, float_format="%.6g")
+    plot_curve(frame, out / "curve.png")

@@ -1,11 +1,9 @@
-"""A retraining's processes: one, or a ``torchrun`` job of several, and the seeding that makes runs repeatable."""
+"""A retraining's processes: one, or a ``torchrun`` job of several (seeding is the engine's: ``nas.engine.policy``)."""
 from __future__ import annotations
 
 import os
-import random
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 import torch.distributed as torch_dist
 
@@ -47,11 +45,3 @@ class Processes:
         tensor = torch.tensor(values, dtype=torch.float64, device=device)
         torch_dist.all_reduce(tensor)
         return tensor.tolist()
-
-
-def seed_epoch(seed: int, epoch: int, rank: int) -> None:
-    """Every random draw of an epoch follows from (seed, epoch, rank): what makes a resumed run exact."""
-    value = (seed * 1_000_003 + epoch * 7919 + rank) % 2**31
-    random.seed(value)
-    np.random.seed(value)
-    torch.manual_seed(value)

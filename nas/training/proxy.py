@@ -13,25 +13,27 @@ additive attention degenerates to an MLP (its normalised query is +-1).
 """
 from __future__ import annotations
 
-import math
+import os
 import time
-from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING, Any, Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 import swiftformer._torchvision_fix  # noqa: F401
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from timm.loss import LabelSmoothingCrossEntropy
 from timm.optim import create_optimizer_v2
 from timm.scheduler import CosineLRScheduler
-from torch.optim.swa_utils import update_bn
 
 from swiftformer import SwiftFormer, SwiftFormerArch
 from swiftformer.counting import feature_sizes
 
 from ..data import ImageData, stratified
+from ..identity import ProxyConfig
+from ..engine import (Augmentation, Diverged, Policy, ResidentBatches, Training, classification_step, evaluate, fit,
+                      reestimate_bn, resident, seed_init)
+from ..engine.batches import prepare
 
 if TYPE_CHECKING:
     from search_spaces import SearchSpace
@@ -39,44 +41,7 @@ if TYPE_CHECKING:
 SPLITS = ("train", "val", "test")
 
 
-class ProxyDiverged(RuntimeError):
-    """The training loss stopped being finite."""
-
-
-@dataclass(frozen=True)
-class ProxyConfig:
-    """A training protocol. Everything here is part of a study's identity: change one value, get other scores."""
-
-    epochs: int = 2
-    downscale: float = 4.0  # trained at the architecture's resolution / downscale (224 px -> 56 px)
-    subset: int | None = 4000  # training images, a fixed class-stratified subset of train (None: all of train)
-    val_subset: int | None = 2000  # validation images scored (None: the whole val split)
-    batch_size: int = 128
-    lr: float = 2e-3
-    weight_decay: float = 0.025  # the official recipe's
-    warmup_epochs: float = 0.25
-    label_smoothing: float = 0.1
-    seed: int = 0  # initialisation and batch order
-    val_fraction: float = 0.1  # the val hold-out: this fraction of each class of the source's training split
-    val_seed: int = 0  # which images it holds (kept when ``seed`` changes, so fresh seeds see the same split)
-    bn_images: int = 1024  # training images that re-estimate BatchNorm statistics before each evaluation
-
-    def __post_init__(self) -> None:
-        if not self.downscale >= 1:
-            raise ValueError(f"proxy downscale {self.downscale!r} must be at least 1 (1 trains at full resolution)")
-
-    def resolution(self, arch_resolution: int) -> int:
-        """The side an architecture of ``arch_resolution`` pixels is trained at."""
-        return max(8, round(arch_resolution / self.downscale))
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    def describe(self) -> str:
-        images = "all train images" if self.subset is None else f"{self.subset} train images"
-        return (f"{self.epochs} epoch(s) on {images} at 1/{self.downscale:g} of the architecture's resolution, "
-                f"batch {self.batch_size}, AdamW lr {self.lr:g}, seed {self.seed}; scored on "
-                f"{'all' if self.val_subset is None else self.val_subset} val images")
+ProxyDiverged = Diverged  # the training loss stopped being finite (the engine's error, under its old name)
 
 
 @dataclass
@@ -91,10 +56,18 @@ class ProxyResult:
 
 
 class ProxyTask:
-    """A dataset prepared once for a protocol: splits chosen, images resized and normalised on first use."""
+    """A dataset prepared once for a protocol: splits chosen, images held on the training device as uint8 at their
+    stored size (shared by every task of the process) and resized there once per training side (``view``).
+    """
 
-    def __init__(self, data: ImageData, config: ProxyConfig, device: str | torch.device = "cpu"):
-        self.config, self.device = config, torch.device(device)
+    def __init__(self, data: ImageData, config: ProxyConfig, device: str | torch.device = "cpu",
+                 cuda_graph: bool | None = None):
+        self.config = config
+        self.policy = Policy.for_device(device)
+        # a CUDA graph per trial (the same arithmetic, launched at once): opt-in (SWIFTNAS_CUDA_GRAPHS=1) until a GPU
+        # run has measured it against the eager step (experiments/bench_engine.py --jobs graphs)
+        self.cuda_graph = (os.environ.get("SWIFTNAS_CUDA_GRAPHS", "0") == "1") if cuda_graph is None else cuda_graph
+        self.device = self.policy.device
         self.num_classes, self.channels = data.num_classes, data.channels
         self.holdout = data.holdout(config.val_fraction, config.val_seed)
         rng = np.random.default_rng(config.seed)
@@ -104,109 +77,102 @@ class ProxyTask:
         val = self.holdout.val
         if config.val_subset is not None:
             val = val[stratified(data.train_y[val], config.val_subset, rng)]
-        self._images = {"train": (data.train_x[train], data.train_y[train]),
-                        "val": (data.train_x[val], data.train_y[val]), "test": (data.test_x, data.test_y)}
-        pixels = self._images["train"][0].reshape(-1, self.channels)
+        self._source = {"train": resident(data.train_x, self.device), "test": resident(data.test_x, self.device)}
+        self._labels = {"train": torch.from_numpy(data.train_y).to(self.device),
+                        "test": torch.from_numpy(data.test_y).to(self.device)}
+        self._indices = {"train": train, "val": val, "test": np.arange(len(data.test_y))}
+        pixels = data.train_x[train].reshape(-1, self.channels)
         self.mean = torch.tensor(pixels.mean(0) / 255, dtype=torch.float32).view(1, -1, 1, 1)
         self.std = torch.tensor(pixels.std(0) / 255, dtype=torch.float32).view(1, -1, 1, 1)
-        self._prepared: dict[tuple[str, int], tuple[torch.Tensor, torch.Tensor]] = {}
-        self.cuda = self.device.type == "cuda"
+        self.cuda = self.policy.cuda
+        self._views: dict[tuple[str, int], tuple[torch.Tensor, torch.Tensor]] = {}
 
     def size(self, split: str) -> int:
-        return len(self._images[split][1])
+        return len(self._indices[self._check(split)])
 
-    def tensors(self, split: str, resolution: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """``split``'s images at ``resolution``, normalised, channels-last, on the device (prepared once)."""
+    def _check(self, split: str) -> str:
         if split not in SPLITS:
             raise ValueError(f"unknown split {split!r}; accepted: {', '.join(SPLITS)}")
-        key = (split, resolution)
-        if key not in self._prepared:
-            images, labels = self._images[split]
-            chunks = []
-            for i in range(0, len(images), 4096):  # bounded peak memory for large splits
-                x = torch.from_numpy(images[i: i + 4096]).permute(0, 3, 1, 2).float().div_(255)
-                if x.shape[-1] != resolution or x.shape[-2] != resolution:
-                    x = F.interpolate(x, size=(resolution, resolution), mode="bilinear", antialias=True,
-                                      align_corners=False)
-                chunks.append(((x - self.mean) / self.std).contiguous(memory_format=torch.channels_last))
-            self._prepared[key] = (torch.cat(chunks).to(self.device), torch.from_numpy(labels).to(self.device))
-        return self._prepared[key]
+        return split
+
+    def view(self, split: str, resolution: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """``split``'s images at ``resolution``, normalised, channels_last, and their labels, on the device: resized
+        there from the resident uint8 images once per side (a trial reads them every step and every evaluation)."""
+        key = (self._check(split), resolution)
+        if key not in self._views:
+            source = "test" if split == "test" else "train"
+            indices = self._indices[split]
+            x = prepare(self._source[source], indices, resolution, self.mean, self.std)
+            self._views[key] = (x, self._labels[source][torch.as_tensor(indices).to(self.device)])
+        return self._views[key]
+
+    def batches(self, split: str, resolution: int, limit: int | None = None,
+                batch_size: int = 512) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """``split``'s images (the first ``limit``) at ``resolution``, in batches, from its view."""
+        x, y = self.view(split, resolution)
+        end = len(y) if limit is None else min(limit, len(y))
+        return ((x[i: min(i + batch_size, end)], y[i: min(i + batch_size, end)]) for i in range(0, end, batch_size))
 
     def proxy_arch(self, arch: SwiftFormerArch) -> SwiftFormerArch:
         """The architecture as trained here: this task's classes and channels, scaled resolution, one head."""
         return arch.replace(num_classes=self.num_classes, in_chans=self.channels,
                             resolution=self.config.resolution(arch.resolution), distillation=False)
 
-    def train(self, arch: SwiftFormerArch, report: Callable[[int, float], None] | None = None,
-              keep_model: bool = False) -> ProxyResult:
-        """Train ``arch`` from scratch; ``report(epoch, val_accuracy)`` after each epoch may raise to stop early.
-
-        The loss stays on the device (no host sync per step); it is checked for divergence once per epoch.
-        """
+    def training(self, arch: SwiftFormerArch) -> Training:
+        """The protocol's training of ``arch`` as the engine runs it: a fresh model from the seed, timm's AdamW
+        and cosine schedule (per step, with warm-up), label smoothing, whole images resized to the side and
+        flipped at random."""
         cfg = self.config
-        start, cpu_start = time.perf_counter(), time.process_time()
         trained = self.proxy_arch(arch)
-        train_x, train_y = self.tensors("train", trained.resolution)
-        torch.manual_seed(cfg.seed)
-        model = SwiftFormer(trained).to(self.device, memory_format=torch.channels_last)
-        optimizer = create_optimizer_v2(model, "adamw", lr=cfg.lr, weight_decay=cfg.weight_decay)
-        steps_per_epoch = math.ceil(len(train_x) / cfg.batch_size)
+        seed_init(cfg.seed)
+        model = self.policy.place(SwiftFormer(trained))
+        graphed = self.cuda_graph and self.policy.cuda
+        optimizer = create_optimizer_v2(model, "adamw", lr=cfg.lr, weight_decay=cfg.weight_decay,
+                                        **({"capturable": True} if graphed else {}))
+        source = ResidentBatches(self._source["train"], self._labels["train"], self._indices["train"],
+                                 Augmentation(crop="none", hflip=0.5), trained.resolution, self.mean, self.std,
+                                 cfg.batch_size, cfg.seed, prepared=self.view("train", trained.resolution)[0])
+        steps_per_epoch = source.steps_per_epoch
         scheduler = CosineLRScheduler(optimizer, t_initial=cfg.epochs * steps_per_epoch, lr_min=cfg.lr * 0.01,
                                       warmup_t=int(cfg.warmup_epochs * steps_per_epoch), warmup_lr_init=cfg.lr * 0.01,
                                       t_in_epochs=False)
-        criterion = LabelSmoothingCrossEntropy(cfg.label_smoothing)
-        amp_dtype = torch.bfloat16 if self.cuda and torch.cuda.is_bf16_supported() else torch.float16
-        scaler = torch.amp.GradScaler("cuda", enabled=self.cuda and amp_dtype == torch.float16)
-        generator = torch.Generator().manual_seed(cfg.seed)
-        accuracy, loss_value, step = 0.0, float("nan"), 0
-        for epoch in range(1, cfg.epochs + 1):
-            model.train()
-            order = torch.randperm(len(train_x), generator=generator).to(self.device)
-            flips = (torch.rand(len(train_x), generator=generator) < 0.5).to(self.device)
-            loss_sum = torch.zeros((), device=self.device)
-            for i in range(0, len(order), cfg.batch_size):
-                idx = order[i: i + cfg.batch_size]
-                x = train_x[idx]
-                x = torch.where(flips[i: i + len(idx)].view(-1, 1, 1, 1), x.flip(-1), x)
-                with torch.autocast(self.device.type, dtype=amp_dtype, enabled=self.cuda):
-                    loss = criterion(model(x), train_y[idx])
-                optimizer.zero_grad(set_to_none=True)
-                scaler.scale(loss).backward()
-                scaler.step(optimizer)
-                scaler.update()
-                loss_sum += loss.detach().float()
-                step += 1
-                scheduler.step_update(step)
-            loss_value = loss_sum.item() / steps_per_epoch  # the one host sync of the epoch
-            if not math.isfinite(loss_value):
-                raise ProxyDiverged(f"loss became {loss_value} in epoch {epoch} (steps up to {step})")
+        scaler = self.policy.scaler()
+        step = classification_step(model, LabelSmoothingCrossEntropy(cfg.label_smoothing), self.policy, scaler)
+        return Training(model, optimizer, source, self.policy, step, scheduler, scaler, seed=cfg.seed,
+                        cuda_graph=graphed)
+
+    def train(self, arch: SwiftFormerArch, report: Callable[[int, float], None] | None = None,
+              keep_model: bool = False) -> ProxyResult:
+        """Train ``arch`` from scratch; ``report(epoch, val_accuracy)`` after each epoch may raise to stop early."""
+        cfg = self.config
+        start, cpu_start = time.perf_counter(), time.process_time()
+        training = self.training(arch)
+        model = training.model
+
+        def end_epoch(epoch: int, losses: list[float]) -> dict[str, Any]:
             accuracy = self.evaluate(model, "val")
             if report is not None:
                 report(epoch, accuracy)
-        return ProxyResult(accuracy, cfg.epochs, time.perf_counter() - start, time.process_time() - cpu_start,
-                           loss_value, trained.resolution, model if keep_model else None)
+            return {"val_accuracy": accuracy}
+
+        state = fit(training, cfg.epochs, end_epoch=end_epoch)
+        last = state.log[-1]
+        return ProxyResult(last["val_accuracy"], cfg.epochs, time.perf_counter() - start,
+                           time.process_time() - cpu_start, last["train_loss"], model.arch.resolution,
+                           model if keep_model else None)
 
     @torch.no_grad()
     def evaluate(self, model: torch.nn.Module, split: str = "val", recalibrate: bool = True) -> float:
-        """Top-1 accuracy on ``split`` after re-estimating BatchNorm statistics ("precise BN"); pass
-        ``recalibrate=False`` when the model was just evaluated and its statistics are already re-estimated.
-
-        After a few hundred steps the running averages still lag far behind the weights: on Fashion-MNIST they
-        put XS at 0.19 after one epoch against 0.75 with re-estimated statistics (0.74 against 0.81 after two).
-        """
+        """Top-1 accuracy on ``split`` after re-estimating BatchNorm statistics ("precise BN") on the first
+        ``bn_images`` training images; pass ``recalibrate=False`` when the model was just evaluated and its
+        statistics are already re-estimated."""
         resolution = model.arch.resolution
         if recalibrate:
-            train_x = self.tensors("train", resolution)[0]
             batch = self.config.batch_size
-            update_bn([train_x[i: i + batch] for i in range(0, min(len(train_x), self.config.bn_images), batch)],
-                      model)
-        model.eval()
-        x, y = self.tensors(split, resolution)
-        correct = torch.zeros((), dtype=torch.long, device=self.device)
-        with torch.autocast(self.device.type, enabled=self.cuda):
-            for i in range(0, len(x), 512):
-                correct += (model(x[i: i + 512]).argmax(1) == y[i: i + 512]).sum()
-        return correct.item() / len(x)
+            whole = -(-min(self.size("train"), self.config.bn_images) // batch) * batch  # whole batches, as before
+            bn = (x for x, _ in self.batches("train", resolution, whole, batch))
+            reestimate_bn(model, bn, self.policy.autocast() if self.cuda else None)
+        return evaluate(model, self.batches(split, resolution), self.policy).top1
 
 
 def attention_token_warnings(space: "SearchSpace", config: ProxyConfig) -> list[str]:

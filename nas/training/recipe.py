@@ -91,7 +91,7 @@ class Recipe:
     seed: int = 0
     amp: str = "auto"  # auto: bfloat16 (or float16 with a scaler) on CUDA, off on CPU
     sync_bn: bool = False
-    workers: int = 2  # DataLoader processes per training process
+    loader_workers: int = 2  # DataLoader processes per training process, where the images stream from disk
     val_fraction: float = 0.1  # the same hold-out as the search (part of the data's identity)
     val_seed: int = 0
 
@@ -114,8 +114,8 @@ class Recipe:
             raise RecipeError("recipe crop_pct and scale_min must be in (0, 1]")
         if not 0 < self.val_fraction < 1:
             raise RecipeError(f"recipe val_fraction {self.val_fraction!r} must be between 0 and 1 (exclusive)")
-        if self.workers < 0 or self.warmup_epochs < 0 or self.weight_decay < 0:
-            raise RecipeError("recipe workers, warmup_epochs and weight_decay must not be negative")
+        if self.loader_workers < 0 or self.warmup_epochs < 0 or self.weight_decay < 0:
+            raise RecipeError("recipe loader_workers, warmup_epochs and weight_decay must not be negative")
         if self.eval_model == "ema" and not self.model_ema:
             raise RecipeError("recipe eval_model 'ema' needs model_ema: true")
         if self.lr is not None and self.lr <= 0:
@@ -143,6 +143,8 @@ class Recipe:
     def from_dict(cls, data: Mapping[str, Any], base: "Recipe | None" = None, where: str = "recipe") -> "Recipe":
         """``base`` (default: the official recipe) with ``data``'s values; unknown keys and bad types are errors."""
         known = {f.name: f for f in fields(cls)}
+        if "workers" in data and "loader_workers" not in data:  # the key's name before --workers meant trainings
+            data = {("loader_workers" if k == "workers" else k): v for k, v in data.items()}
         unknown = sorted(set(data) - set(known))
         if unknown:
             raise RecipeError(f"{where}: unknown key(s) {', '.join(map(repr, unknown))}; accepted: "

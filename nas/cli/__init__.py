@@ -1,0 +1,72 @@
+"""The ``nas`` command line: one module per command group, the options they share in ``options``.
+
+Every command reports bad input as one line on stderr (``nas: error: ...``, exit status 2), never a traceback.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Callable, Sequence
+
+import swiftformer._torchvision_fix  # noqa: F401
+
+from search_spaces import SpaceError
+from swiftformer import ArchitectureError
+from swiftformer.export import ExportError
+
+from ..ablation.config import AblationError
+from ..ablation.grid import GridError
+from ..ablation.variants import VariantError
+from ..data import DatasetError
+from ..engine import PolicyError
+from ..latency.lut import TableMissError
+from ..latency.measure import BackendUnavailable
+from ..latency.measurements import MeasurementError
+from ..latency.predictor import PredictorError
+from ..models import ModelRefError
+from ..search.config import SearchError
+from ..supernet import SupernetError
+from ..training import TrainDeviceError
+from ..training.recipe import RecipeError, RetrainError
+from . import ablate, latency, models, retrain, search, spaces, supernet
+from .options import UsageError
+
+USER_ERRORS = (AblationError, ArchitectureError, BackendUnavailable, DatasetError, ExportError, GridError,
+               MeasurementError, ModelRefError, PolicyError, PredictorError, RecipeError, RetrainError, SearchError,
+               SpaceError, SupernetError, TableMissError, TrainDeviceError, VariantError)
+GROUPS = (models, spaces, latency, search, supernet, retrain, ablate)  # in the order ``nas --help`` lists them
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="nas", description="Hardware-aware NAS over the SwiftFormer family.")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for group in GROUPS:
+        group.register(commands)
+    return parser
+
+
+def _attach_negative_values(argv: list[str]) -> list[str]:
+    """``--latency-budget -1ms`` would read as a missing value; attach it so the budget check can explain."""
+    out: list[str] = []
+    for item in argv:
+        if out and out[-1] in ("--latency-budget", "--timeout") and item.startswith("-"):
+            out[-1] = f"{out[-1]}={item}"
+        else:
+            out.append(item)
+    return out
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(_attach_negative_values(list(sys.argv[1:] if argv is None else argv)))
+    func: Callable[[argparse.Namespace], None] = args.func
+    try:
+        func(args)
+    except (UsageError, *USER_ERRORS) as exc:
+        parser.exit(2, f"nas: error: {exc}\n")
+    except KeyboardInterrupt:
+        parser.exit(130, "nas: interrupted\n")
+    return 0
+
+
+__all__ = ["USER_ERRORS", "UsageError", "build_parser", "main"]

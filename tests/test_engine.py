@@ -1,0 +1,206 @@
+"""The training engine: the same numbers as before it, exact resumes, per-image draws that do not depend on the
+batch, BatchNorm re-estimation and evaluation as torch's and timm's give them, the GPU paths' logic on the CPU."""
+from __future__ import annotations
+
+import copy
+import math
+
+import numpy as np
+import pytest
+import torch
+from torch.optim.swa_utils import update_bn
+
+from nas.data import load_data
+from nas.engine import (Augmentation, Diverged, Policy, PolicyError, ResidentBatches, Training, evaluate, fit,
+                        reestimate_bn, resident, restore_checkpoint, save_checkpoint)
+from nas.engine.augment import erase, resize
+from nas.engine.batches import EpochPlans, epoch_positions
+from nas.engine.graphs import warm_up
+from nas.engine import eager_update
+from nas.engine.graphs import GraphedUpdate
+from nas.engine.loop import updater
+from nas.training import ProxyConfig, ProxyTask
+from swiftformer import SwiftFormer, SwiftFormerArch
+
+TINY = SwiftFormerArch.from_dict({"resolution": 64, "num_classes": 3, "stages": [
+    {"width": 8, "blocks": [{"type": "conv", "mlp_ratio": 2}]},
+    {"width": 16, "blocks": [{"type": "attn", "mlp_ratio": 2}]},
+    {"width": 16, "blocks": [{"type": "conv", "mlp_ratio": 2}]},
+    {"width": 24, "blocks": [{"type": "attn", "mlp_ratio": 2}]}]})
+CPU = Policy.for_device("cpu")
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tiny_imagefolder):
+    return load_data(f"imagefolder:{tiny_imagefolder}", image_size=16)
+
+
+def test_the_proxy_trains_to_the_numbers_recorded_before_the_engine(tiny_data):
+    """The proxy before the engine (PIL-free tensors prepared per side, ``update_bn``, its own loop) trained this
+    protocol to a final loss of 0.7464590072631836 on this machine type; the engine's proxy gives the same (its
+    flip draws, order, BN batches and arithmetic are kept). CIFAR-10 runs of the fidelity benchmark reproduce too
+    (experiments/RESULTS.md)."""
+    config = ProxyConfig(epochs=2, downscale=2.0, subset=None, val_subset=None, batch_size=16, bn_images=40, seed=1)
+    result = ProxyTask(tiny_data, config).train(TINY)
+    assert result.final_loss == pytest.approx(0.7464590072631836, rel=1e-5)
+    assert result.accuracy == 1.0 and result.resolution == 32
+
+
+def test_reestimated_batchnorm_is_update_bn_without_its_syncs():
+    torch.manual_seed(0)
+    model = SwiftFormer(TINY.replace(resolution=32))
+    batches = [torch.randn(8, 3, 32, 32) for _ in range(5)]
+    reference = copy.deepcopy(model)
+    update_bn(batches, reference)
+    momenta = [m.momentum for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    reestimate_bn(model, iter(batches))
+    for (name, ours), theirs in zip(model.named_buffers(), reference.buffers()):
+        assert torch.equal(ours, theirs), name
+    assert [m.momentum for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)] == momenta
+    assert not model.training
+
+
+def test_the_evaluator_counts_top1_top5_and_loss_over_every_batch():
+    torch.manual_seed(0)
+    logits = torch.randn(37, 7)
+    targets = torch.randint(0, 7, (37,))
+
+    class Fixed(torch.nn.Module):
+        def forward(self, index):
+            return logits[index]
+
+    batches = [(torch.arange(i, min(i + 10, 37)), targets[i: i + 10]) for i in range(0, 37, 10)]
+    scores = evaluate(Fixed(), batches, CPU)
+    top5 = logits.topk(5, 1).indices.eq(targets[:, None]).any(1).float().mean().item()
+    assert scores.images == 37
+    assert scores.top1 == pytest.approx((logits.argmax(1) == targets).float().mean().item())
+    assert scores.top5 == pytest.approx(top5)
+    assert scores.loss == pytest.approx(torch.nn.functional.cross_entropy(logits, targets).item(), rel=1e-6)
+
+
+def test_an_epoch_plan_follows_from_seed_and_epoch_alone():
+    augmentation = Augmentation(crop="resized", color_jitter=0.4, re_prob=0.25)
+    plans = EpochPlans(50, seed=3, augmentation=augmentation)
+    in_sequence = [plans.plan(e) for e in range(3)]
+    fresh = EpochPlans(50, seed=3, augmentation=augmentation).plan(2)  # replayed from epoch 0
+    assert torch.equal(fresh[0], in_sequence[2][0])
+    assert all(torch.equal(fresh[1][k], in_sequence[2][1][k]) for k in fresh[1])
+    assert not torch.equal(in_sequence[0][0], in_sequence[1][0])
+    assert sorted(in_sequence[1][0].tolist()) == list(range(50))
+
+
+def test_shards_and_repeats_order_images_as_timms_samplers_do():
+    perm = torch.randperm(10, generator=torch.Generator().manual_seed(0))
+    repeated = epoch_positions(10, perm, repeats=3, rank=0, world=1)
+    assert len(repeated) == 10 and repeated[:3].unique().numel() == 1  # each image 3 times in a row, n positions
+    shards = [epoch_positions(10, perm, 1, rank, 4) for rank in range(4)]
+    assert all(len(s) == 3 for s in shards)  # padded by wrapping to 12
+    assert sorted(torch.cat(shards).tolist()) == sorted(perm.tolist() + perm[:2].tolist())
+
+
+def test_batches_are_the_same_images_and_draws_whatever_the_batch_size(tiny_data):
+    images, labels = resident(tiny_data.train_x, "cpu"), torch.from_numpy(tiny_data.train_y)
+    mean, std = torch.full((3,), 0.5), torch.full((3,), 0.25)
+    augmentation = Augmentation(crop="resized", color_jitter=0.4, re_prob=0.5)
+    epochs = []
+    for batch in (8, 30):
+        source = ResidentBatches(images, labels, np.arange(100), augmentation, 24, mean, std, batch, seed=5)
+        xs, ys = zip(*source.epoch(1))
+        epochs.append((torch.cat(xs), torch.cat(ys)))
+    assert torch.equal(epochs[0][1], epochs[1][1])
+    assert torch.allclose(epochs[0][0], epochs[1][0], atol=1e-5)
+    assert epochs[0][0].shape == (100, 3, 24, 24) and epochs[0][0].is_contiguous(memory_format=torch.channels_last)
+
+
+def test_the_device_crop_resizes_mirrors_and_erases_as_asked():
+    torch.manual_seed(0)
+    x = torch.randint(0, 256, (2, 3, 8, 8), dtype=torch.uint8)
+    whole = {"flip": torch.tensor([False, True]), "box": torch.tensor([[0.5, 0.5, 1.0, 1.0]] * 2)}
+    out = Augmentation(crop="resized", interpolation="bilinear").apply(x, whole, 8, torch.zeros(1, 3, 1, 1),
+                                                                       torch.ones(1, 3, 1, 1))
+    assert torch.allclose(out[0], x[0].float() / 255, atol=1e-5)  # the whole image at its own size: itself
+    assert torch.allclose(out[1], x[1].float().flip(-1) / 255, atol=1e-5)  # mirrored
+    up = resize(x.float(), 16)
+    assert up.shape == (2, 3, 16, 16)
+    rect = torch.tensor([[1.0, 0.25, 0.5, 0.5, 0.25], [0.0, 0.0, 0.0, 1.0, 1.0]])
+    erased = erase(torch.zeros(2, 3, 8, 8), rect, torch.tensor([7, 8]), "pixel")
+    assert (erased[0, :, 2:6, 4:6] != 0).all() and (erased[0].abs().sum() > 0)
+    assert erased[0, :, :2].eq(0).all() and erased[1].eq(0).all()  # outside the rectangle, and switched off
+    again = erase(torch.zeros(1, 3, 8, 8), rect[:1], torch.tensor([7]), "pixel")
+    assert torch.equal(again[0], erased[0])  # the noise follows the image's seed, not the batch
+    for mode in ("pixel", "rand", "const"):  # the GPU's way (every element, then selected) gives the same values
+        assert torch.equal(erase(torch.ones(2, 3, 8, 8), rect, torch.tensor([7, 8]), mode, everywhere=True),
+                           erase(torch.ones(2, 3, 8, 8), rect, torch.tensor([7, 8]), mode, everywhere=False))
+
+
+def _training(tiny_data, seed: int = 0) -> Training:
+    task = ProxyTask(tiny_data, ProxyConfig(epochs=2, downscale=2.0, subset=None, batch_size=16, seed=seed))
+    return task.training(TINY)
+
+
+def test_a_training_stopped_inside_an_epoch_resumes_to_the_uninterrupted_one(tiny_data, tmp_path):
+    whole = _training(tiny_data)
+    fit(whole, 2)
+    first = _training(tiny_data)
+    calls = {"n": 0}
+
+    def stop() -> bool:
+        calls["n"] += 1
+        return calls["n"] == 3  # after the third step of the first epoch
+
+    state = fit(first, 2, stop=stop, checkpoint=lambda s: save_checkpoint(tmp_path / "last.pth", {}, first, s))
+    assert (state.epoch, state.step) == (0, 3)
+    resumed = _training(tiny_data)
+    payload = torch.load(tmp_path / "last.pth", weights_only=False)
+    again = fit(resumed, 2, restore_checkpoint(payload, resumed))
+    for (name, a), b in zip(whole.model.state_dict().items(), resumed.model.state_dict().values()):
+        assert torch.equal(a, b), name
+    assert again.updates == 2 * whole.source.steps_per_epoch
+
+
+def test_a_loss_that_stops_being_finite_ends_the_training(tiny_data):
+    training = _training(tiny_data)
+    training.step = lambda inputs, targets: torch.tensor(math.nan)
+    with pytest.raises(Diverged, match="loss became nan in epoch 1"):
+        fit(training, 1)
+
+
+def test_the_graph_warm_up_leaves_the_training_where_it_started(tiny_data):
+    """What capture needs first (a few updates) is undone: one update after it equals one update of a fresh
+    training. (Capture and replay themselves need CUDA; on the CPU the update is the eager one.)"""
+    fresh, warmed = _training(tiny_data), _training(tiny_data)
+    inputs, targets = next(iter(fresh.source.epoch(0)))
+    warm_up(warmed, inputs, targets, {k: v.clone() for k, v in warmed.model.state_dict().items()})
+    eager_update(fresh, inputs, targets)
+    eager_update(warmed, inputs, targets)
+    for (name, a), b in zip(fresh.model.state_dict().items(), warmed.model.state_dict().values()):
+        assert torch.equal(a, b), name
+    fresh.cuda_graph = True
+    assert not isinstance(updater(fresh), GraphedUpdate)  # no CUDA here: the eager step
+
+
+def test_the_precision_policy_refuses_what_the_device_cannot_run():
+    assert CPU.amp_dtype is None and CPU.scaler() is None and CPU.memory_format == torch.channels_last
+    with pytest.raises(PolicyError, match="amp 'bf16' needs a CUDA device"):
+        Policy.for_device("cpu", "bf16")
+    with pytest.raises(PolicyError, match="accepted: auto, off, bf16, fp16"):
+        Policy.for_device("cpu", "half")
+
+
+def test_streamed_batches_draw_the_same_whatever_the_loader_worker_count():
+    """The streaming path (RandAugment in loader workers) seeds each image from (seed, epoch, position)."""
+    from timm.data import create_transform
+
+    from nas.data.loaders import ArrayImages
+    from nas.engine import StreamingBatches
+
+    rng = np.random.default_rng(0)
+    images = ArrayImages(rng.integers(0, 255, (24, 20, 20, 3), dtype=np.uint8), np.arange(24) % 3)
+    transform = create_transform(16, is_training=True, auto_augment="rand-m9-mstd0.5-inc1", use_prefetcher=True)
+    augmentation = Augmentation(re_prob=0.5)
+    epochs = []
+    for workers in (0, 2):
+        source = StreamingBatches(images, transform, augmentation, torch.zeros(3), torch.ones(3), 8, seed=4,
+                                  device=torch.device("cpu"), workers=workers)
+        epochs.append([x for x, _ in source.epoch(1)] + [x for x, _ in source.epoch(2, start_step=1)])
+    assert len(epochs[0]) == 3 + 2 and all(torch.equal(a, b) for a, b in zip(*epochs))
