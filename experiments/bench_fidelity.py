@@ -2,8 +2,9 @@
 resumable), export the versioned CSV, and score any scorer against it.
 
     .venv/bin/python experiments/bench_fidelity.py select     # once: experiments/fidelity/architectures.jsonl
-    .venv/bin/python experiments/bench_fidelity.py run [--hours H] [--protocols ...]   # resumable; run again
-    .venv/bin/python experiments/bench_fidelity.py run --train-device cuda --journal experiments/fidelity/gpu.journal
+    .venv/bin/python experiments/bench_fidelity.py run [--minutes N] [--protocols ...]   # resumable; run again
+    .venv/bin/python experiments/bench_fidelity.py run --train-device cuda --workers 4 \
+        --journal experiments/fidelity/gpu.journal
     .venv/bin/python experiments/bench_fidelity.py export     # experiments/fidelity/results.csv from the studies
     .venv/bin/python experiments/bench_fidelity.py score [--scores FILE.csv --column COL]
 
@@ -36,6 +37,9 @@ def main() -> None:
     run = commands.add_parser("run")
     run.add_argument("--data", default=f"cifar10:{ARCHIVE}")
     run.add_argument("--hours", type=float, help="stop starting trainings after this long")
+    run.add_argument("--minutes", type=float, help="stop starting trainings after this long (a chunk)")
+    run.add_argument("--workers", type=int, default=1, help="trainings at once, each in its own process (on a GPU "
+                                                            "they share the device)")
     run.add_argument("--protocols", nargs="+", choices=list(benchmark.PROTOCOLS))
     run.add_argument("--train-device", default="auto")
     run.add_argument("--threads", type=int, default=torch.get_num_threads())
@@ -59,15 +63,22 @@ def main() -> None:
         from nas.data import load_data
         from nas.training import resolve_train_device
 
+        if args.workers < 1:
+            parser.error(f"--workers {args.workers} must be at least 1")
         torch.set_num_threads(args.threads)
         archs = benchmark.load_architectures(ARCHS)
-        data = load_data(args.data, image_size=32)
-        deadline = time.time() + args.hours * 3600 if args.hours else None
+        hours = args.minutes / 60 if args.minutes else args.hours
+        deadline = time.time() + hours * 3600 if hours else None
         device = resolve_train_device(args.train_device)
         work = benchmark.default_work(archs, protocols=args.protocols)
-        print(f"{len(work)} trainings in the plan on {device} with {args.threads} threads; finished ones are "
-              "skipped", file=sys.stderr)
-        benchmark.run_benchmark(archs, data, args.journal, work, str(device), deadline, benchmark.log_stderr)
+        print(f"{len(work)} trainings in the plan on {device}, {args.workers} at once with {args.threads} "
+              "thread(s) each; finished ones are skipped", file=sys.stderr)
+        if args.workers == 1:
+            benchmark.run_benchmark(archs, load_data(args.data), args.journal, work, str(device), deadline,
+                                    benchmark.log_stderr)
+        else:
+            benchmark.run_workers(archs, args.data, args.journal, work, args.workers, str(device), deadline,
+                                  max(1, args.threads // args.workers) if device.type == "cpu" else 1)
         export(args.journal, RESULTS if args.journal == JOURNAL else args.journal.with_suffix(".csv"))
     elif args.command == "export":
         export(args.journal, args.results)

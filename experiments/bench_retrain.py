@@ -1,13 +1,9 @@
-"""Retraining benchmarks: the trainer's throughput against a bare loop, and the end-to-end claim.
+"""The end-to-end retraining benchmark: a search's winner against the released variants, retrained.
 
-    .venv/bin/python experiments/bench_retrain.py throughput [--resolution 224] [--batch-size 32] [--train-device cuda]
     .venv/bin/python experiments/bench_retrain.py endtoend [--seeds 0 1 2] [--hours H]     # resumable; run again
     .venv/bin/python experiments/bench_retrain.py report
 
-throughput: XS trains on 512 CIFAR-10 images held in memory, once through ``nas retrain`` (the official XS
-recipe: colour jitter, random erasing, EMA, adaptive clipping, the loader's augmentation) and once through a bare
-PyTorch loop (the same model, batch, AdamW and loss on tensors already at the input size). Images/s of the
-second epoch of each (the first warms up).
+(The retraining's throughput against a bare loop is ``experiments/bench_engine.py --jobs retrain64 retrain224``.)
 
 endtoend: on CIFAR-10, a default search for the 1 ms iPhone 14 budget (``nas search``, the proxy's val split),
 then its winner and the released variants within the budget (XS 0.76 ms, S 0.89 ms by the iPhone 14
@@ -19,79 +15,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import swiftformer  # noqa: F401  (the torchvision fix precedes timm)
-import numpy as np
-import torch
 
 HERE = Path(__file__).resolve().parent / "retrain"
 ARCHIVE = Path(__file__).resolve().parents[2] / "shared/datasets/cifar10-jpeg.tar.gz"
 DATA = f"cifar10:{ARCHIVE}"
 BUDGET = "1ms"
-
-
-def throughput(args: argparse.Namespace) -> None:
-    from nas.data import load_data
-    from nas.data.datasets import Holdout
-    from nas.data.loaders import ArrayImages, ImageSplits
-    from nas.training import resolve_train_device
-    from nas.training.components import build_student, normalisation
-    from nas.training.retrain import RetrainSpec, retrain
-
-    device = resolve_train_device(args.train_device)
-    data = load_data(DATA)
-    n = args.images
-    images = ArrayImages(data.train_x[:n], data.train_y[:n])
-    held = ArrayImages(data.train_x[n:n + 64], data.train_y[n:n + 64])
-    splits = ImageSplits("cifar10-subset", data.classes, 3, images, held, held,
-                         Holdout(np.arange(n), np.arange(n, n + 64), 0.1, 0), False)
-    changes = {"epochs": 2, "batch_size": args.batch_size, "resolution": args.resolution, "workers": args.workers,
-               "eval_every": 2}
-    out = Path(args.scratch) / f"throughput-{args.resolution}"
-    for stale in out.glob("*"):
-        stale.unlink() if stale.is_file() else None
-    result = retrain(RetrainSpec("swiftformer:xs", DATA, out, recipe_changes=changes, train_device=str(device),
-                                 exports=()), splits=splits, log=lambda _: None)
-    ours = result.log[1]["images_per_s"]
-
-    arch = result.arch
-    model = build_student(arch, *normalisation(3)).to(device)
-    model.set_distilled_training(False)
-    layout = torch.channels_last if device.type == "cuda" else torch.contiguous_format
-    model = model.to(memory_format=layout)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.025)
-    x = torch.randn(n, 3, args.resolution, args.resolution)
-    y = torch.as_tensor(data.train_y[:n])
-    amp = torch.bfloat16 if device.type == "cuda" else None
-    steps = n // args.batch_size
-
-    def epoch() -> float:
-        start = time.perf_counter()
-        for i in range(steps):
-            xb = x[i * args.batch_size:(i + 1) * args.batch_size].to(device, non_blocking=True)
-            xb = xb.contiguous(memory_format=layout)
-            yb = y[i * args.batch_size:(i + 1) * args.batch_size].to(device, non_blocking=True)
-            with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
-                loss = torch.nn.functional.cross_entropy(model(xb), yb)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        return steps * args.batch_size / (time.perf_counter() - start)
-
-    epoch()
-    bare = epoch()
-    print(json.dumps({"model": "xs", "resolution": args.resolution, "batch": args.batch_size, "images": n,
-                      "loader_workers": args.workers, "nas_retrain_img_s": round(ours, 1),
-                      "bare_loop_img_s": round(bare, 1), "ratio": round(ours / bare, 3), "device": str(device),
-                      "threads": torch.get_num_threads(), "machine": platform.processor() or platform.machine(),
-                      "torch": torch.__version__}))
 
 
 def runs(seeds: list[int]) -> list[tuple[str, str, int]]:
@@ -161,20 +95,13 @@ def report(args: argparse.Namespace) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
-    t = commands.add_parser("throughput")
-    t.add_argument("--resolution", type=int, default=224)
-    t.add_argument("--batch-size", type=int, default=32)
-    t.add_argument("--images", type=int, default=512)
-    t.add_argument("--workers", type=int, default=0)
-    t.add_argument("--train-device", default="auto")
-    t.add_argument("--scratch", default="/tmp/swiftnas-bench-retrain")
     for name in ("endtoend", "report"):
         sub = commands.add_parser(name)
         sub.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
         if name == "endtoend":
             sub.add_argument("--hours", type=float, help="stop starting retrainings after this long")
     args = parser.parse_args()
-    {"throughput": throughput, "endtoend": endtoend, "report": report}[args.command](args)
+    {"endtoend": endtoend, "report": report}[args.command](args)
 
 
 if __name__ == "__main__":

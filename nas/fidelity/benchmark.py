@@ -126,8 +126,9 @@ def run_benchmark(archs: list[tuple[str, SwiftFormerArch]], data: ImageData, sto
             recover_interrupted(studies[key])  # a trial killed moments ago gets its grace period
         study = studies[key]
         trials = study.get_trials(deepcopy=False)
-        if any(t.user_attrs.get("name") == name and t.state == TrialState.COMPLETE for t in trials):
-            continue
+        if any(t.user_attrs.get("name") == name and t.state in (TrialState.COMPLETE, TrialState.RUNNING)
+               for t in trials):
+            continue  # finished, or being trained by another worker (a dead one's trial is recovered and queued)
         if not any(t.user_attrs.get("name") == name and t.state == TrialState.WAITING for t in trials):
             study.enqueue_trial(space.trial_params(by_name[name]), user_attrs={"name": name})
         if (protocol_name, seed) not in tasks:
@@ -157,6 +158,39 @@ def run_benchmark(archs: list[tuple[str, SwiftFormerArch]], data: ImageData, sto
         log(f"[{position}/{len(work)}] {key} {name}: val {result.val_accuracy:.4f}{test} ({result.seconds:.0f} s, "
             f"{result.resolution} px) {arch.summary()}")
     return ran
+
+
+def worker_process(payload: dict, worker: int, start=None) -> None:
+    """Entry point of one of ``run_workers``'s processes: its share of the work (every ``workers``-th item)."""
+    from ..data import load_data
+    from ..search.parallel import run_at_start_line
+
+    torch.set_num_threads(payload["threads"])
+
+    def prepare():
+        return load_data(payload["data"])
+
+    def loop(data: ImageData) -> None:
+        work = [tuple(item) for item in payload["work"]][worker:: payload["workers"]]
+        archs = [(n, SwiftFormerArch.from_dict(a)) for n, a in payload["archs"]]
+        run_benchmark(archs, data, Path(payload["journal"]), work, payload["device"], payload["deadline"],
+                      lambda text: log_stderr(f"[w{worker}] {text}"))
+
+    run_at_start_line(worker, start, prepare, loop)
+
+
+def run_workers(archs: list[tuple[str, SwiftFormerArch]], data_spec: str, storage_path: Path,
+                work: Iterable[tuple[str, int, str]], workers: int, device: str = "cpu",
+                deadline: float | None = None, threads: int = 1) -> None:
+    """``run_benchmark`` in ``workers`` processes sharing the journal, each training its share of ``work`` at
+    once on the same device (on a GPU several small trainings together use it far better than one; each process
+    holds its own copy of the data there)."""
+    from ..search.parallel import run_processes
+
+    payload = {"archs": [(n, a.to_dict()) for n, a in archs], "data": data_spec, "journal": str(storage_path),
+               "work": [list(w) for w in work], "workers": workers, "device": device, "deadline": deadline,
+               "threads": threads}
+    run_processes(worker_process, payload, workers)
 
 
 def results_frame(storage_path: Path) -> pd.DataFrame:
