@@ -144,7 +144,7 @@ def test_a_training_stopped_inside_an_epoch_resumes_to_the_uninterrupted_one(tin
     first = _training(tiny_data)
     calls = {"n": 0}
 
-    def stop() -> bool:
+    def stop(state) -> bool:
         calls["n"] += 1
         return calls["n"] == 3  # after the third step of the first epoch
 

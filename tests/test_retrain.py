@@ -288,3 +288,22 @@ def test_torchrun_two_processes_train_and_write_one_checkpoint(tmp_path, arch_fi
     results = json.loads((out / "results.json").read_text())
     assert results["processes"] == 2 and (out / "model.pth").is_file()
     assert sorted(p.name for p in out.glob("*.pth")) == ["last.pth", "model.pth", "model_ema.pth"]
+
+
+def test_chunks_stop_inside_an_epoch_alone_and_at_epoch_ends_under_torchrun(monkeypatch):
+    """Under torchrun every process must stop and save at the same step: they agree (one collective) at epoch
+    ends only, and save after each epoch; a single process stops at the first step past its deadline."""
+    from nas.engine import LoopState
+    from nas.training.components import chunk_rules
+
+    asked = []
+    monkeypatch.setattr(Processes, "any", lambda self, flag, device: asked.append(flag) or flag)
+    past, future = 0.0, 1e12
+    stop, every = chunk_rules(past, Processes(), torch.device("cpu"))
+    assert stop(LoopState(step=3)) and every is not None
+    stop, every = chunk_rules(past, Processes(rank=1, world=2), torch.device("cpu"))
+    assert every is None and not stop(LoopState(step=3)) and asked == []
+    assert stop(LoopState(epoch=1, step=0)) and asked == [True]
+    stop, _ = chunk_rules(future, Processes(rank=0, world=2), torch.device("cpu"))
+    assert not stop(LoopState(epoch=1, step=0))
+    assert chunk_rules(None, Processes(rank=0, world=2), torch.device("cpu")) == (None, None)

@@ -62,9 +62,10 @@ def updater(training: Training) -> Callable[[torch.Tensor, torch.Tensor], torch.
 def fit(training: Training, epochs: int, state: LoopState | None = None,
         end_epoch: Callable[[int, list[float]], dict[str, Any]] | None = None,
         checkpoint: Callable[[LoopState], None] | None = None, checkpoint_every_s: float | None = None,
-        stop: Callable[[], bool] | None = None, progress_label: str | None = None) -> LoopState:
-    """Train from ``state`` (a fresh one: from the start) until ``epochs`` epochs are done or ``stop()`` is true
-    (checked after every step; the state is checkpointed there and returned unfinished).
+        stop: Callable[[LoopState], bool] | None = None, progress_label: str | None = None) -> LoopState:
+    """Train from ``state`` (a fresh one: from the start) until ``epochs`` epochs are done or ``stop(state)`` is
+    true (asked after every step, ``state.step`` 0 at an epoch's end; the state is checkpointed there and returned
+    unfinished).
 
     ``end_epoch(epoch, mean_losses)`` runs after each epoch (evaluation, pruning reports: it may raise to end the
     training) and returns what goes into the epoch's log row; ``checkpoint(state)`` saves after each epoch, every
@@ -101,15 +102,15 @@ def fit(training: Training, epochs: int, state: LoopState | None = None,
             if report is not None:
                 report(state.step, steps)
             due = checkpoint_every_s is not None and time.monotonic() - last_save >= checkpoint_every_s
-            stopping = stop is not None and state.step < steps and stop()
-            if checkpoint is not None and (due or stopping):
+            stopping = stop is not None and state.step < steps and stop(state)
+            if due or stopping:
                 state.loss_sum, state.rng = loss_sum, rng_state()
                 state.seconds += time.perf_counter() - t0
                 t0 = time.perf_counter()
-                checkpoint(state)
+                if checkpoint is not None:
+                    checkpoint(state)
                 last_save = time.monotonic()
             if stopping:
-                state.loss_sum, state.rng = loss_sum, rng_state()
                 return state
         if training.scheduler is not None:
             training.scheduler.step(epoch + 1)
@@ -128,6 +129,6 @@ def fit(training: Training, epochs: int, state: LoopState | None = None,
         state.epoch, state.step, state.loss_sum, state.rng = epoch + 1, 0, None, None
         if checkpoint is not None:
             checkpoint(state)
-        if stop is not None and state.epoch < epochs and stop():
+        if stop is not None and state.epoch < epochs and stop(state):
             return state
     return state

@@ -29,7 +29,6 @@ import contextlib
 import dataclasses
 import random
 import sys
-import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -49,8 +48,8 @@ from swiftformer import SwiftFormerArch
 from ..data.loaders import ImageSplits, image_splits
 from ..engine import (LoopState, Policy, Training, backward, fit, load_checkpoint, restore_checkpoint,
                       save_checkpoint, seed_init)
-from ..engine import CHECKPOINT_EVERY_S
-from ..training.components import build_mixup, build_optimization, data_pipeline, label_criterion, recipe_policy
+from ..training.components import (build_mixup, build_optimization, chunk_rules, data_pipeline, label_criterion,
+                                   recipe_policy)
 from ..training.devices import resolve_train_device
 from ..training.processes import Processes
 from ..training.recipe import Recipe
@@ -272,8 +271,8 @@ def train_supernet(spec: SupernetSpec, stop_after_epoch: int | None = None, log:
                 f"{row['images_per_s'] * procs.world:.0f} img/s | ETA {format_duration(left)}")
 
     last_epoch = recipe.epochs if stop_after_epoch is None else min(recipe.epochs, stop_after_epoch)
-    stop = (lambda: time.time() > deadline) if deadline is not None else None
-    fit(training, last_epoch, state, end_epoch, checkpoint, CHECKPOINT_EVERY_S, stop,
+    stop, every_s = chunk_rules(deadline, procs, device)
+    fit(training, last_epoch, state, end_epoch, checkpoint, every_s, stop,
         f"epoch {{epoch}}/{recipe.epochs}" if procs.main else None)
     rows = [dict(r, images_per_s=r["images_per_s"] * procs.world) for r in state.log]
     result = SupernetResult(out, supernet, recipe, state.epoch, rows, state.seconds)

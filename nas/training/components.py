@@ -3,6 +3,7 @@ the student and teacher models, a warm start, timm's training task and Mixup, an
 engine's device-resident batches, or timm's transforms in loader workers, with sharded evaluation)."""
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable
@@ -25,8 +26,8 @@ import swiftformer
 from swiftformer import SwiftFormerArch
 
 from ..data.loaders import ArrayImages, ImageSplits, Transformed
-from ..engine import (Augmentation, EpochSource, Policy, PolicyError, ResidentBatches, ResidentImages, StreamingBatches,
-                      eval_batches, resident)
+from ..engine import (CHECKPOINT_EVERY_S, Augmentation, EpochSource, Policy, PolicyError, ResidentBatches,
+                      ResidentImages, StreamingBatches, eval_batches, resident)
 from ..engine.batches import stream_eval_batches
 from ..models import ModelRefError, parse_model_ref
 from .processes import Processes
@@ -274,3 +275,16 @@ def build_optimization(model: nn.Module, recipe: Recipe, world: int, updates_per
         optimizer, recipe.sched, num_epochs=recipe.epochs, warmup_epochs=recipe.warmup_epochs,
         warmup_lr=recipe.warmup_lr, min_lr=recipe.min_lr, step_on_epochs=False, updates_per_epoch=updates_per_epoch)
     return optimizer, scheduler, lr
+
+
+def chunk_rules(deadline: float | None, procs: Processes,
+                device: torch.device) -> tuple[Callable[[Any], bool] | None, float | None]:
+    """When a retraining or supernet training stops for ``deadline`` (a ``time.time()``), and how often it saves
+    inside an epoch. One process stops at the first step past the deadline and saves every
+    ``CHECKPOINT_EVERY_S``; under torchrun every process must stop and save at the same step, so they agree at
+    epoch ends only (one collective per epoch) and save after each epoch."""
+    if procs.world == 1:
+        return ((lambda state: time.time() > deadline) if deadline is not None else None), CHECKPOINT_EVERY_S
+    if deadline is None:
+        return None, None
+    return (lambda state: state.step == 0 and procs.any(time.time() > deadline, device)), None

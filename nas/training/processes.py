@@ -39,6 +39,14 @@ class Processes:
         if self.world > 1:
             torch_dist.barrier()
 
+    def any(self, flag: bool, device: torch.device) -> bool:
+        """Whether ``flag`` is true on any process (every process gets the same answer)."""
+        if self.world == 1:
+            return flag
+        tensor = torch.tensor([float(flag)], device=device)
+        torch_dist.all_reduce(tensor, op=torch_dist.ReduceOp.MAX)
+        return bool(tensor.item())
+
     def sum(self, values: list[float], device: torch.device) -> list[float]:
         if self.world == 1:
             return values

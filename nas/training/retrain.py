@@ -9,14 +9,14 @@ transforms in loader workers where RandAugment asks for them). The rest is timm'
 rebuilt for the data, the search's splits, and the outputs (checkpoints in the official naming, log, curve, model
 card, exports; ``outputs.py``). The parts are built in ``components.py``; ``processes.py`` knows the torchrun job.
 
-A killed run resumes to the result of an uninterrupted one: the engine's checkpoint (after every epoch, every
-``CHECKPOINT_EVERY_S`` inside one, and when a ``deadline`` stops it) holds the step reached and every random
-stream, and an epoch's order and augmentation follow from (seed, epoch) alone.
+A killed run resumes to the result of an uninterrupted one: the engine's checkpoint (after every epoch, and for a
+single process every ``CHECKPOINT_EVERY_S`` inside one and when a ``deadline`` stops it; a torchrun job stops and
+saves at epoch ends, where its processes agree) holds the step reached and every random stream, and an epoch's
+order and augmentation follow from (seed, epoch) alone.
 """
 from __future__ import annotations
 
 import sys
-import time
 from pathlib import Path
 from typing import Any, Callable
 
@@ -29,11 +29,11 @@ from torch import nn
 from swiftformer import SwiftFormerArch
 
 from ..data.loaders import ImageSplits, image_splits
-from ..engine import (CHECKPOINT_EVERY_S, STATE_FILE, LoopState, Training, backward, evaluate, fit, load_checkpoint,
+from ..engine import (STATE_FILE, LoopState, Training, backward, evaluate, fit, load_checkpoint,
                       restore_checkpoint, save_checkpoint, seed_init)
 from ..units import format_duration
-from .components import (RetrainError, build_mixup, build_optimization, build_student, build_task, data_pipeline,
-                         load_init, load_teacher, normalisation, recipe_policy, resolve_reference)
+from .components import (RetrainError, build_mixup, build_optimization, build_student, build_task, chunk_rules,
+                         data_pipeline, load_init, load_teacher, normalisation, recipe_policy, resolve_reference)
 from .devices import resolve_train_device
 from .processes import Processes
 from .outputs import write_log, write_outputs
@@ -74,8 +74,8 @@ def retrain(spec: RetrainSpec, stop_after_epoch: int | None = None, log: Callabl
     """Train (or resume, or finish) the run of ``spec`` in ``spec.out``.
 
     ``stop_after_epoch`` ends this call after that many epochs, ``deadline`` (a ``time.time()``) at the first step
-    after it, inside an epoch if need be; either leaves the run resumable, as a kill would (a checkpoint is also
-    written every ``CHECKPOINT_EVERY_S`` inside an epoch). ``splits`` replaces the images ``spec.data`` names (a
+    after it (``chunk_rules``: inside an epoch for one process, at an epoch's end under torchrun); either leaves
+    the run resumable, as a kill would. ``splits`` replaces the images ``spec.data`` names (a
     caller's own data, e.g. a benchmark's subset).
     """
     procs = Processes.from_env()
@@ -181,8 +181,8 @@ def retrain(spec: RetrainSpec, stop_after_epoch: int | None = None, log: Callabl
                 f"{row['lr']:.2e}, {row['images_per_s'] * procs.world:.0f} img/s | ETA {format_duration(left)}")
 
     last_epoch = recipe.epochs if stop_after_epoch is None else min(recipe.epochs, stop_after_epoch)
-    stop = (lambda: time.time() > deadline) if deadline is not None else None
-    state = fit(training, last_epoch, state, end_epoch, checkpoint, CHECKPOINT_EVERY_S, stop,
+    stop, every_s = chunk_rules(deadline, procs, device)
+    state = fit(training, last_epoch, state, end_epoch, checkpoint, every_s, stop,
                 f"epoch {{epoch}}/{recipe.epochs}" if procs.main else None)
     rows = [dict(row, images_per_s=row["images_per_s"] * procs.world) for row in state.log]
     result = RetrainResult(out, arch, recipe, state.epoch, rows, seconds=state.seconds)
