@@ -154,7 +154,7 @@ def reference_steps(data, device: torch.device, steps: int | None, warm: bool = 
 def _after(training, steps: int):
     counter = {"n": 0}
 
-    def stop() -> bool:
+    def stop(state) -> bool:
         counter["n"] += 1
         return counter["n"] >= steps
 
