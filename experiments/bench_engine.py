@@ -134,7 +134,7 @@ def reference_steps(data, device: torch.device, steps: int | None, warm: bool = 
     task = ProxyTask(data, REFERENCE.config, device)
     if warm:
         training = task.training(xs())
-        fit(training, 1, stop=_after(training, 10))
+        fit(training, 1, stop=_after(10))
         sync(device)
     start = time.perf_counter()
     if steps is None:
@@ -144,21 +144,16 @@ def reference_steps(data, device: torch.device, steps: int | None, warm: bool = 
         return {"seconds": seconds, "images_per_s": REFERENCE.config.epochs * task.size("train") / seconds,
                 "val_accuracy": result.accuracy, "whole": True}
     training = task.training(xs())
-    state = fit(training, 1, stop=_after(training, steps))
+    state = fit(training, 1, stop=_after(steps))
     sync(device)
     seconds = time.perf_counter() - start
     return {"seconds": seconds, "images_per_s": state.step * REFERENCE.config.batch_size / seconds,
             "steps": state.step, "whole": False}
 
 
-def _after(training, steps: int):
-    counter = {"n": 0}
-
-    def stop(state) -> bool:
-        counter["n"] += 1
-        return counter["n"] >= steps
-
-    return stop
+def _after(steps: int):
+    """A ``fit`` stop after ``steps`` steps of the first epoch."""
+    return lambda state: state.step >= steps
 
 
 def _concurrent_worker(payload: dict, rank: int, barrier, results) -> None:
@@ -173,12 +168,12 @@ def _concurrent_worker(payload: dict, rank: int, barrier, results) -> None:
 
     task = ProxyTask(data, REFERENCE.config, device)
     training = task.training(xs())
-    fit(training, 1, stop=_after(training, 10))  # warm-up, then all start together
+    fit(training, 1, stop=_after(10))  # warm-up, then all start together
     sync(device)
     barrier.wait()
     start = time.perf_counter()
     training = task.training(xs())
-    state = fit(training, 1, stop=_after(training, payload["steps"]))
+    state = fit(training, 1, stop=_after(payload["steps"]))
     sync(device)
     results[rank] = state.step * REFERENCE.config.batch_size / (time.perf_counter() - start)
 

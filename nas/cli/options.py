@@ -7,7 +7,7 @@ share it), ``--loader-workers`` how many DataLoader processes feed one training 
 from __future__ import annotations
 
 import argparse
-from typing import Sequence
+from typing import Callable, Sequence
 
 from ..units import parse_duration_s, parse_latency_ms
 
@@ -20,45 +20,32 @@ class UsageError(ValueError):
     """Bad input a user can fix; printed as one line."""
 
 
-def positive_int(text: str) -> int:
+def _checked(text: str, cast: Callable[[str], float], ok: Callable[[float], bool], expected: str):
+    """``cast(text)`` if it converts and ``ok`` accepts it, else argparse's one-line error naming what is accepted."""
     try:
-        value = int(text)
+        value = cast(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+        value = None
+    if value is None or not ok(value):
+        raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}")
     return value
+
+
+def positive_int(text: str) -> int:
+    return _checked(text, int, lambda v: v > 0, "a positive integer")
 
 
 def positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
-    if not value > 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
-    return value
+    return _checked(text, float, lambda v: 0 < v < float("inf"), "a positive number")
 
 
 def downscale(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = float("nan")
-    if not value >= 1:
-        raise argparse.ArgumentTypeError(f"expected a number of at least 1 (the architecture's resolution is "
-                                         f"divided by it), got {text!r}")
-    return value
+    return _checked(text, float, lambda v: v >= 1,
+                    "a number of at least 1 (the architecture's resolution is divided by it)")
 
 
 def fraction(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = float("nan")
-    if not 0 < value < 1:
-        raise argparse.ArgumentTypeError(f"expected a fraction between 0 and 1, got {text!r}")
-    return value
+    return _checked(text, float, lambda v: 0 < v < 1, "a fraction between 0 and 1")
 
 
 def budget(text: str) -> float:

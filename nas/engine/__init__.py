@@ -20,11 +20,11 @@ from .checkpoint import (CHECKPOINT_EVERY_S, STATE_FILE, CheckpointMismatch, loa
 from .evaluate import Scores, evaluate
 from .loop import Diverged, LoopState, fit
 from .policy import Policy, PolicyError, epoch_seed, seed_epoch, seed_init
-from .resident import ResidentImages, fits, resident
+from .resident import ResidentImages, resident
 from .step import Training, backward, classification_step, eager_update
 
 __all__ = ["Augmentation", "backward", "CHECKPOINT_EVERY_S", "CheckpointMismatch", "classification_step",
            "Diverged", "eager_update", "epoch_seed", "EpochSource", "eval_batches", "evaluate", "fit",
-           "fits", "load_checkpoint", "LoopState", "Policy", "PolicyError", "reestimate_bn", "resident",
+           "load_checkpoint", "LoopState", "Policy", "PolicyError", "reestimate_bn", "resident",
            "ResidentBatches", "ResidentImages", "restore_checkpoint", "save_checkpoint", "Scores",
            "seed_epoch", "seed_init", "STATE_FILE", "StreamingBatches", "Training"]

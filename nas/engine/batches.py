@@ -6,7 +6,7 @@ which position, and each position's augmentation parameters) is drawn on the CPU
 the training's seed and advanced epoch by epoch, so it is a function of (seed, epoch) alone: not of the batch size
 the device can afford, the worker count or the trainings sharing a device.
 
-- ``ResidentBatches``: datasets that fit (``resident.fits``) are held on the device as uint8 at their stored size
+- ``ResidentBatches``: datasets that fit (``nas.data.loaders.small_tree``, and every IDX or pickle set) are held on the device as uint8 at their stored size
   and every step is a gather, a resize and ``Augmentation.apply``: no loader, no host transfer per step.
 - ``StreamingBatches``: larger trees, and recipe steps with no batched form (RandAugment), read through a
   ``DataLoader`` whose workers only decode, crop and augment to uint8 (timm's prefetcher-style transform), each
@@ -116,7 +116,6 @@ class ResidentBatches:
         self.labels = labels.to(device)[self.indices]
         self.mean, self.std = mean.to(device).view(1, -1, 1, 1), std.to(device).view(1, -1, 1, 1)
         self.plans = EpochPlans(len(self.indices), seed, augmentation, repeats, rank, world)
-        self.drop_last = drop_last
         self.steps_per_epoch = self.plans.steps(batch_size, drop_last)
 
     def epoch(self, epoch: int, start_step: int = 0) -> Iterator[Batch]:

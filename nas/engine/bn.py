@@ -12,6 +12,7 @@ the Python float ``1 / (k + 1)`` is the same arithmetic (the same factor, the sa
 """
 from __future__ import annotations
 
+import contextlib
 from typing import Iterable
 
 import torch
@@ -19,7 +20,8 @@ from torch import nn
 
 
 @torch.no_grad()
-def reestimate_bn(model: nn.Module, batches: Iterable[torch.Tensor], autocast=None) -> None:
+def reestimate_bn(model: nn.Module, batches: Iterable[torch.Tensor],
+                  autocast: contextlib.AbstractContextManager | None = None) -> None:
     """Reset every BatchNorm's running statistics of ``model`` and set them to the mean over ``batches``.
 
     ``autocast`` is the context the forward passes run in (a ``Policy.autocast()``; None: float32). The model is
@@ -35,11 +37,8 @@ def reestimate_bn(model: nn.Module, batches: Iterable[torch.Tensor], autocast=No
         for k, batch in enumerate(batches):
             for m in norms:
                 m.momentum = 1.0 / (k + 1)
-            if autocast is None:
+            with autocast or contextlib.nullcontext():
                 model(batch)
-            else:
-                with autocast:
-                    model(batch)
     finally:
         for m, momentum in zip(norms, momenta):
             m.momentum = momentum

@@ -8,7 +8,7 @@ processes (each evaluates its shard) before the division.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Iterable
+from typing import Iterable
 
 import torch
 import torch.distributed as torch_dist
@@ -32,18 +32,15 @@ class Scores:
 
 @torch.no_grad()
 def evaluate(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor]], policy: Policy,
-             distributed: bool = False, logits_of: Callable[[torch.Tensor], torch.Tensor] | None = None) -> Scores:
-    """Scores of ``model`` (put in eval mode, and left in the mode it was in) over every batch.
-
-    ``logits_of`` replaces ``model(x)`` (e.g. a supernet's forward of one subnet)."""
+             distributed: bool = False) -> Scores:
+    """Scores of ``model`` (put in eval mode, and left in the mode it was in) over every batch."""
     was_training = model.training
     model.eval()
     sums = torch.zeros(3, dtype=torch.float64, device=policy.device)  # top-1 hits, top-5 hits, summed loss
     count = 0
-    forward = logits_of or model
     for inputs, targets in batches:
         with policy.autocast():
-            logits = forward(inputs)
+            logits = model(inputs)
         logits = logits.float()
         top = logits.topk(min(5, logits.shape[1]), dim=1).indices
         hits = top.eq(targets[:, None])

@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import random
 from dataclasses import dataclass
+
 import numpy as np
 import torch
 

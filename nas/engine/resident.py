@@ -14,8 +14,6 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..data.datasets import RESIDENT_BUDGET_BYTES
-
 _CACHE: dict[tuple[int, str], tuple[np.ndarray, "ResidentImages"]] = {}
 
 
@@ -32,18 +30,9 @@ class ResidentImages:
     def __len__(self) -> int:
         return self.nhwc.shape[0]
 
-    @property
-    def side(self) -> int:
-        return int(self.nhwc.shape[1])
-
     def take(self, indices: torch.Tensor) -> torch.Tensor:
         """Images ``indices`` (a tensor on the same device), uint8, (B, C, H, W) channels_last."""
         return self.nhwc[indices].permute(0, 3, 1, 2)
-
-
-def fits(images: np.ndarray, budget: int = RESIDENT_BUDGET_BYTES) -> bool:
-    """Whether an array of images is small enough to be held on a device."""
-    return images.nbytes <= budget
 
 
 def resident(images: np.ndarray, device: str | torch.device) -> ResidentImages:
@@ -60,7 +49,3 @@ def resident(images: np.ndarray, device: str | torch.device) -> ResidentImages:
         _CACHE[key] = (images, ResidentImages(tensor))  # the array is kept: its id stays its own
     return _CACHE[key][1]
 
-
-def release_all() -> None:
-    """Drop every cached copy (a process that ends its trainings gives the memory back)."""
-    _CACHE.clear()

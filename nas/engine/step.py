@@ -76,9 +76,10 @@ def apply_update(training: Training) -> None:
 
 
 def eager_update(training: Training, inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """One update: the step's forward and backward, the optimizer step, the gradients released (set to None, so a
-    parameter the next step does not reach, such as an unused supernet slice, is left alone by the optimizer)."""
+    """One update: gradients released (set to None, so a parameter this step does not reach, such as an unused
+    supernet slice, is left alone by the optimizer; and so a step after a replayed CUDA graph does not add to the
+    graph's gradients), the step's forward and backward, the optimizer step."""
+    training.optimizer.zero_grad(set_to_none=True)
     losses = training.step(inputs, targets)
     apply_update(training)
-    training.optimizer.zero_grad(set_to_none=True)
     return losses

@@ -26,7 +26,7 @@ from ..identity import ScoringConfig
 from ..data.loaders import ArrayImages
 from ..engine import Policy, Scores, evaluate, reestimate_bn
 from ..engine.augment import resize
-from ..training.components import eval_transform, normalisation
+from ..training.components import device_interpolation, eval_transform, normalisation
 from ..training.recipe import Recipe
 from .checkpoint import SupernetRecord
 from .model import SuperNet
@@ -73,7 +73,7 @@ class SupernetScorer:
             labels = torch.as_tensor(np.asarray(dataset.labels)[indices])
             if isinstance(dataset, ArrayImages):
                 x = torch.from_numpy(dataset.images[indices]).permute(0, 3, 1, 2).to(self.device).float().div_(255)
-                x = resize(x, side, _interpolation(self.recipe), self.recipe.crop_pct)
+                x = resize(x, side, device_interpolation(self.recipe), self.recipe.crop_pct)
             else:
                 transform = eval_transform(self.recipe, side, self.channels)
                 x = torch.stack([transform(dataset[int(i)][0]) for i in indices]).to(self.device).float().div_(255)
@@ -96,7 +96,7 @@ class SupernetScorer:
         calibration = self.tensors("calibration", side)[0]
         batch = self.config.batch_size
         reestimate_bn(model, (calibration[i: i + batch] for i in range(0, len(calibration), batch)),
-                      self.policy.autocast() if self.policy.cuda else None)
+                      self.policy.autocast())
         scores = self._evaluate(model, val_x, val_y)
         return SubnetScore(scores.top1, scores.loss, raw.top1 if raw else None, raw.loss if raw else None,
                            time.perf_counter() - start)
@@ -104,7 +104,3 @@ class SupernetScorer:
     def _evaluate(self, model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> Scores:
         batch = self.config.batch_size
         return evaluate(model, ((x[i: i + batch], y[i: i + batch]) for i in range(0, len(x), batch)), self.policy)
-
-
-def _interpolation(recipe: Recipe) -> str:
-    return recipe.interpolation if recipe.interpolation in ("bilinear", "nearest") else "bicubic"

@@ -184,14 +184,18 @@ class DataPipeline:
 
 def recipe_augmentation(recipe: Recipe) -> Augmentation:
     """The recipe's augmentation as the engine runs it on the device (RandomResizedCrop, flip, colour jitter when
-    there is no RandAugment, random erasing). ``random`` interpolation is bicubic there."""
+    there is no RandAugment, random erasing)."""
     if recipe.re_count != 1 and recipe.re_prob > 0:
         raise RecipeError(f"recipe re_count {recipe.re_count!r}: the engine's batched random erasing erases one "
                           "rectangle per image; set re_count=1")
-    interpolation = recipe.interpolation if recipe.interpolation in ("bilinear", "nearest") else "bicubic"
     return Augmentation(crop="resized", scale=(recipe.scale_min, 1.0), hflip=recipe.hflip,
                         color_jitter=recipe.color_jitter if recipe.auto_augment is None else 0.0,
-                        re_prob=recipe.re_prob, re_mode=recipe.re_mode, interpolation=interpolation)
+                        re_prob=recipe.re_prob, re_mode=recipe.re_mode, interpolation=device_interpolation(recipe))
+
+
+def device_interpolation(recipe: Recipe) -> str:
+    """The recipe's interpolation on the device: timm's ``random`` (a choice per image in PIL) is bicubic there."""
+    return recipe.interpolation if recipe.interpolation in ("bilinear", "nearest") else "bicubic"
 
 
 def data_pipeline(splits: ImageSplits, recipe: Recipe, resolution: int, procs: Processes,
