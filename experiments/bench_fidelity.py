@@ -7,6 +7,11 @@ resumable), export the versioned CSV, and score any scorer against it.
         --journal experiments/fidelity/gpu.journal
     .venv/bin/python experiments/bench_fidelity.py export     # experiments/fidelity/results.csv from the studies
     .venv/bin/python experiments/bench_fidelity.py score [--scores FILE.csv --column COL]
+    .venv/bin/python experiments/bench_fidelity.py zero-cost  # synflow and jacob_cov of every architecture: a CSV
+
+Version 2's pilot (experiments/fidelity/v2/pilot/): candidate references, 2 seeds each on 12 architectures
+    .venv/bin/python experiments/bench_fidelity.py pilot run --protocols 56px-10ep-crop [--minutes N] [--workers K]
+    .venv/bin/python experiments/bench_fidelity.py pilot report   # seed-to-seed tau per candidate; the choice
 
 The studies live in one journal file (experiments/fidelity/studies.journal); a killed run loses only the trial
 in flight, which the next run trains again. See experiments/fidelity/PROTOCOL.md.
@@ -25,7 +30,22 @@ HERE = Path(__file__).resolve().parent / "fidelity"
 ARCHS = HERE / "architectures.jsonl"
 JOURNAL = HERE / "studies.journal"
 RESULTS = HERE / "results.csv"
+ZERO_COST = HERE / "zero_cost.csv"
 ARCHIVE = Path(__file__).resolve().parents[2] / "shared/datasets/cifar10-jpeg.tar.gz"
+PILOT = HERE / "v2" / "pilot"
+
+
+def add_run_options(run: argparse.ArgumentParser, journal: Path, protocols: list[str]) -> None:
+    run.add_argument("--data", default=f"cifar10:{ARCHIVE}")
+    run.add_argument("--hours", type=float, help="stop starting trainings after this long")
+    run.add_argument("--minutes", type=float, help="stop starting trainings after this long (a chunk)")
+    run.add_argument("--workers", type=int, default=1, help="trainings at once, each in its own process (on a GPU "
+                                                            "they share the device)")
+    run.add_argument("--protocols", nargs="+", choices=protocols)
+    run.add_argument("--train-device", default="auto")
+    run.add_argument("--threads", type=int, default=torch.get_num_threads())
+    run.add_argument("--journal", type=Path, default=journal,
+                     help="the studies (default: the CPU run's); a run on other hardware keeps its own journal")
 
 
 def main() -> None:
@@ -34,17 +54,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("select")
-    run = commands.add_parser("run")
-    run.add_argument("--data", default=f"cifar10:{ARCHIVE}")
-    run.add_argument("--hours", type=float, help="stop starting trainings after this long")
-    run.add_argument("--minutes", type=float, help="stop starting trainings after this long (a chunk)")
-    run.add_argument("--workers", type=int, default=1, help="trainings at once, each in its own process (on a GPU "
-                                                            "they share the device)")
-    run.add_argument("--protocols", nargs="+", choices=list(benchmark.PROTOCOLS))
-    run.add_argument("--train-device", default="auto")
-    run.add_argument("--threads", type=int, default=torch.get_num_threads())
-    run.add_argument("--journal", type=Path, default=JOURNAL,
-                     help="the studies (default: the CPU run's); a run on other hardware keeps its own journal")
+    add_run_options(commands.add_parser("run"), JOURNAL, list(benchmark.PROTOCOLS))
     export_cmd = commands.add_parser("export")
     export_cmd.add_argument("--journal", type=Path, default=JOURNAL)
     export_cmd.add_argument("--results", type=Path, default=RESULTS)
@@ -53,6 +63,13 @@ def main() -> None:
                                                     "a score column; higher means better")
     score.add_argument("--column", default="score")
     score.add_argument("--results", type=Path, default=RESULTS)
+    zero_cost = commands.add_parser("zero-cost")
+    zero_cost.add_argument("--data", default=f"cifar10:{ARCHIVE}")
+    zero_cost.add_argument("--out", type=Path, default=ZERO_COST)
+    pilot = commands.add_parser("pilot").add_subparsers(dest="action", required=True)
+    add_run_options(pilot.add_parser("run"), PILOT / "studies.journal", list(benchmark.PILOT_PROTOCOLS))
+    pilot_report = pilot.add_parser("report")
+    pilot_report.add_argument("--results", type=Path, default=PILOT / "results.csv")
     args = parser.parse_args()
 
     if args.command == "select":
@@ -60,32 +77,90 @@ def main() -> None:
         benchmark.save_architectures(ARCHS, archs)
         print(f"wrote {ARCHS}: {len(archs)} architectures")
     elif args.command == "run":
-        from nas.data import load_data
-        from nas.training import resolve_train_device
-
-        if args.workers < 1:
-            parser.error(f"--workers {args.workers} must be at least 1")
-        torch.set_num_threads(args.threads)
         archs = benchmark.load_architectures(ARCHS)
-        hours = args.minutes / 60 if args.minutes else args.hours
-        deadline = time.time() + hours * 3600 if hours else None
-        device = resolve_train_device(args.train_device)
-        work = benchmark.default_work(archs, protocols=args.protocols)
-        print(f"{len(work)} trainings in the plan on {device}, {args.workers} at once with {args.threads} "
-              "thread(s) each; finished ones are skipped", file=sys.stderr)
-        if args.workers == 1:
-            benchmark.run_benchmark(archs, load_data(args.data), args.journal, work, str(device), deadline,
-                                    benchmark.log_stderr)
-        else:
-            benchmark.run_workers(archs, args.data, args.journal, work, args.workers, str(device), deadline,
-                                  max(1, args.threads // args.workers) if device.type == "cpu" else 1)
+        run(parser, args, archs, benchmark.default_work(archs, protocols=args.protocols), pilot=False)
         export(args.journal, RESULTS if args.journal == JOURNAL else args.journal.with_suffix(".csv"))
     elif args.command == "export":
         export(args.journal, args.results)
-    else:
+    elif args.command == "score":
         from nas.fidelity.report import score_report
 
         print(score_report(args.results, args.scores, args.column))
+    elif args.command == "zero-cost":
+        write_zero_cost(args.data, args.out)
+    elif args.action == "run":
+        archs = pilot_architectures()
+        if not args.protocols:
+            parser.error("pilot run: name the candidates to train with --protocols (accepted: "
+                         f"{', '.join(benchmark.PILOT_PROTOCOLS)})")
+        run(parser, args, archs, benchmark.pilot_work(archs, args.protocols), pilot=True)
+        default = PILOT / "studies.journal"
+        export(args.journal, PILOT / "results.csv" if args.journal == default else args.journal.with_suffix(".csv"))
+    else:
+        import pandas as pd
+
+        from nas.fidelity.pilot import pilot_report
+
+        if not args.results.exists():
+            parser.error(f"{args.results} does not exist; run `pilot run` first")
+        print(pilot_report(pd.read_csv(args.results)))
+
+
+def pilot_architectures() -> list:
+    """The pilot's architectures: chosen from version 1's once and kept in the pilot's own file."""
+    from nas.fidelity import benchmark
+
+    path = PILOT / "architectures.jsonl"
+    if not path.exists():
+        benchmark.save_architectures(path, benchmark.pilot_architectures(benchmark.load_architectures(ARCHS)))
+    return benchmark.load_architectures(path)
+
+
+def run(parser: argparse.ArgumentParser, args: argparse.Namespace, archs: list, work: list, pilot: bool) -> None:
+    from nas.data import load_data
+    from nas.fidelity import benchmark
+    from nas.training import resolve_train_device
+
+    if args.workers < 1:
+        parser.error(f"--workers {args.workers} must be at least 1")
+    torch.set_num_threads(args.threads)
+    hours = args.minutes / 60 if args.minutes else args.hours
+    deadline = time.time() + hours * 3600 if hours else None
+    device = resolve_train_device(args.train_device)
+    print(f"{len(work)} trainings in the plan on {device}, {args.workers} at once with {args.threads} "
+          "thread(s) each; finished ones are skipped", file=sys.stderr)
+    protocols = benchmark.PILOT_PROTOCOLS if pilot else benchmark.PROTOCOLS
+    if args.workers == 1:
+        benchmark.run_benchmark(archs, load_data(args.data), args.journal, work, str(device), deadline,
+                                benchmark.log_stderr, protocols)
+    else:
+        benchmark.run_workers(archs, args.data, args.journal, work, args.workers, str(device), deadline,
+                              max(1, args.threads // args.workers) if device.type == "cpu" else 1, pilot)
+
+
+def write_zero_cost(data_spec: str, out: Path) -> None:
+    """Synflow and jacob_cov of every benchmark architecture at initialisation (seed 0), as trained by the default
+    proxy (56 px; jacob_cov on its first 64 training images): a CSV that `score --scores` reads."""
+    import pandas as pd
+
+    from nas.data import load_data
+    from nas.fidelity import benchmark
+    from nas.fidelity.zero_cost import ZERO_COST, zero_cost_scores
+    from nas.training import ProxyTask
+
+    task = ProxyTask(load_data(data_spec), benchmark.PROXIES[0].config, "cpu")
+    rows = []
+    archs = benchmark.load_architectures(ARCHS)
+    for position, (name, arch) in enumerate(archs, start=1):
+        trained = task.proxy_arch(arch)
+        images = task.view("train", trained.resolution)[0][:64]
+        start = time.perf_counter()
+        rows.append({"name": name, **zero_cost_scores(trained, images), "seconds": time.perf_counter() - start})
+        print(f"[{position}/{len(archs)}] {name}: " + ", ".join(f"{k} {rows[-1][k]:.4g}" for k in ZERO_COST),
+              file=sys.stderr)
+    pd.DataFrame(rows).to_csv(out, index=False, float_format="%.6g")
+    print(f"wrote {out}: {len(rows)} architectures; score them with `score --scores {out} --column synflow` "
+          "(or jacob_cov)", file=sys.stderr)
 
 
 def export(journal: Path = JOURNAL, results: Path = RESULTS) -> None:

@@ -24,6 +24,9 @@ def training_side(resolution: int, downscale: float) -> int:
     return max(8, round(resolution / downscale))
 
 
+PROXY_AUGMENTATIONS = ("flip", "crop")
+
+
 @dataclass(frozen=True)
 class ProxyConfig:
     """A training protocol. Everything here is part of a study's identity: change one value, get other scores."""
@@ -41,21 +44,31 @@ class ProxyConfig:
     val_fraction: float = 0.1  # the val hold-out: this fraction of each class of the source's training split
     val_seed: int = 0  # which images it holds (kept when ``seed`` changes, so fresh seeds see the same split)
     bn_images: int = 1024  # training images that re-estimate BatchNorm statistics before each evaluation
+    augment: str = "flip"  # "flip": whole images flipped at random; "crop": also a random resized crop (35-100 %)
 
     def __post_init__(self) -> None:
         if not self.downscale >= 1:
             raise ValueError(f"proxy downscale {self.downscale!r} must be at least 1 (1 trains at full resolution)")
+        if self.augment not in PROXY_AUGMENTATIONS:
+            raise ValueError(f"proxy augment {self.augment!r} is not supported; accepted: "
+                             f"{', '.join(PROXY_AUGMENTATIONS)}")
 
     def resolution(self, arch_resolution: int) -> int:
         """The side an architecture of ``arch_resolution`` pixels is trained at."""
         return training_side(arch_resolution, self.downscale)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """Every field, except ``augment`` at its default: fields added later leave the identity of the studies
+        recorded before them unchanged."""
+        data = asdict(self)
+        if data["augment"] == "flip":
+            del data["augment"]
+        return data
 
     def describe(self) -> str:
         images = "all train images" if self.subset is None else f"{self.subset} train images"
-        return (f"{self.epochs} epoch(s) on {images} at 1/{self.downscale:g} of the architecture's resolution, "
+        crop = ", random resized crops" if self.augment == "crop" else ""
+        return (f"{self.epochs} epoch(s) on {images}{crop} at 1/{self.downscale:g} of the architecture's resolution, "
                 f"batch {self.batch_size}, AdamW lr {self.lr:g}, seed {self.seed}; scored on "
                 f"{'all' if self.val_subset is None else self.val_subset} val images")
 

@@ -14,7 +14,7 @@ import random
 import sys
 import time
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Mapping
 
 import optuna
 import pandas as pd
@@ -39,6 +39,23 @@ PROXIES = (
     Protocol("proxy-32px-2ep-4k", ProxyConfig(epochs=2, downscale=7.0, subset=4000)),  # the old default
 )
 PROTOCOLS = {p.name: p for p in (REFERENCE, *PROXIES)}
+
+# Version 2's pilot (issue 26): candidate references, each trained on the same 12 architectures with 2 seeds, to
+# pick the cheapest whose seed-to-seed Kendall tau reaches 0.8 (``nas.fidelity.pilot``). Every candidate trains at
+# 56 px or more (stage 3 sees at least 4x4 tokens, stage 4 at least 2x2) on all 45,000 train images and scores
+# all 5,000 val images; the "cpu-" ones are sized for a 2-core machine (a longer schedule on a subset of train).
+PILOT = (
+    Protocol("v1-reference", REFERENCE.config),  # version 1's reference (2 epochs, flips): its ceiling was 0.20
+    Protocol("56px-10ep-flip", ProxyConfig(epochs=10, downscale=4.0, subset=None, val_subset=None)),
+    Protocol("56px-10ep-crop", ProxyConfig(epochs=10, downscale=4.0, subset=None, val_subset=None, augment="crop")),
+    Protocol("56px-20ep-crop", ProxyConfig(epochs=20, downscale=4.0, subset=None, val_subset=None, augment="crop")),
+    Protocol("112px-10ep-crop", ProxyConfig(epochs=10, downscale=2.0, subset=None, val_subset=None,
+                                            augment="crop")),
+    Protocol("cpu-56px-4ep-10k-crop", ProxyConfig(epochs=4, downscale=4.0, subset=10000, val_subset=None,
+                                                  augment="crop")),
+)
+PILOT_PROTOCOLS = {p.name: p for p in PILOT}
+PILOT_SEEDS = (0, 1)
 
 
 # --------------------------------------------------------------------------------------------- selection
@@ -98,12 +115,15 @@ def study_name(protocol: str, seed: int) -> str:
 
 def run_benchmark(archs: list[tuple[str, SwiftFormerArch]], data: ImageData, storage_path: Path,
                   work: Iterable[tuple[str, int, str]], device: str = "cpu",
-                  deadline: float | None = None, log: Callable[[str], None] = print) -> int:
-    """Train every (protocol, seed, architecture name) of ``work`` not finished yet; returns how many ran.
+                  deadline: float | None = None, log: Callable[[str], None] = print,
+                  protocols: Mapping[str, Protocol] | None = None) -> int:
+    """Train every (protocol, seed, architecture name) of ``work`` not finished yet (protocols named in
+    ``protocols``: version 1's or the pilot's); returns how many ran.
 
     ``work`` is an ordered list, so a partial run leaves the most useful results (every protocol of the first
     architectures) rather than one protocol of all.
     """
+    protocols = PROTOCOLS if protocols is None else protocols
     storage = make_storage(str(storage_path))
     by_name = dict(archs)
     space = search_spaces.load_space("swiftformer")
@@ -117,7 +137,7 @@ def run_benchmark(archs: list[tuple[str, SwiftFormerArch]], data: ImageData, sto
         if deadline and time.time() > deadline:
             log("deadline reached; run the same command again to continue")
             break
-        protocol = PROTOCOLS[protocol_name]
+        protocol = protocols[protocol_name]
         key = study_name(protocol_name, seed)
         if key not in studies:
             studies[key] = optuna.create_study(study_name=key, storage=storage, direction="maximize",
@@ -150,6 +170,7 @@ def run_benchmark(archs: list[tuple[str, SwiftFormerArch]], data: ImageData, sto
             trial.set_user_attr("seconds", result.seconds)
             trial.set_user_attr("cpu_seconds", result.cpu_seconds)
             trial.set_user_attr("resolution", result.resolution)
+            trial.set_user_attr("train_loss_sum", result.loss_sum)
             if protocol.reads_test:
                 trial.set_user_attr("test_accuracy", result.test_accuracy)
         study.tell(trial, result.val_accuracy)
@@ -173,15 +194,16 @@ def worker_process(payload: dict, worker: int, start=None) -> None:
     def loop(data: ImageData) -> None:
         work = [tuple(item) for item in payload["work"]][worker:: payload["workers"]]
         archs = [(n, SwiftFormerArch.from_dict(a)) for n, a in payload["archs"]]
+        protocols = PILOT_PROTOCOLS if payload.get("pilot") else PROTOCOLS
         run_benchmark(archs, data, Path(payload["journal"]), work, payload["device"], payload["deadline"],
-                      lambda text: log_stderr(f"[w{worker}] {text}"))
+                      lambda text: log_stderr(f"[w{worker}] {text}"), protocols)
 
     run_at_start_line(worker, start, prepare, loop)
 
 
 def run_workers(archs: list[tuple[str, SwiftFormerArch]], data_spec: str, storage_path: Path,
                 work: Iterable[tuple[str, int, str]], workers: int, device: str = "cpu",
-                deadline: float | None = None, threads: int = 1) -> None:
+                deadline: float | None = None, threads: int = 1, pilot: bool = False) -> None:
     """``run_benchmark`` in ``workers`` processes sharing the journal, each training its share of ``work`` at
     once on the same device (on a GPU several small trainings together use it far better than one; each process
     holds its own copy of the data there)."""
@@ -189,7 +211,7 @@ def run_workers(archs: list[tuple[str, SwiftFormerArch]], data_spec: str, storag
 
     payload = {"archs": [(n, a.to_dict()) for n, a in archs], "data": data_spec, "journal": str(storage_path),
                "work": [list(w) for w in work], "workers": workers, "device": device, "deadline": deadline,
-               "threads": threads}
+               "threads": threads, "pilot": pilot}
     run_processes(worker_process, payload, workers)
 
 
@@ -208,10 +230,11 @@ def results_frame(storage_path: Path) -> pd.DataFrame:
                          "latency_iphone12_ms": a["latency_iphone12_ms"], "resolution": a["resolution"],
                          "seconds": a["seconds"], "cpu_seconds": a["cpu_seconds"], "threads": a["threads"],
                          "device": a["device"], "digest": a["digest"],
-                         "arch_json": json.dumps(a["arch"], sort_keys=True)})
+                         "arch_json": json.dumps(a["arch"], sort_keys=True),
+                         "train_loss_sum": a.get("train_loss_sum")})
     columns = ["protocol", "seed", "name", "architecture", "val_accuracy", "test_accuracy", "params", "macs",
                "latency_iphone14_ms", "latency_iphone12_ms", "resolution", "seconds", "cpu_seconds", "threads",
-               "device", "digest", "arch_json"]
+               "device", "digest", "arch_json", "train_loss_sum"]  # version 1's columns, then the loss sum
     frame = pd.DataFrame(rows, columns=columns)
     return frame.sort_values(["protocol", "seed", "name"]).reset_index(drop=True)
 
@@ -234,3 +257,19 @@ def default_work(archs: list[tuple[str, SwiftFormerArch]], second_seed_every: in
 
 def log_stderr(text: str) -> None:
     print(text, file=sys.stderr, flush=True)
+
+
+def pilot_architectures(archs: list[tuple[str, SwiftFormerArch]], count: int = 12) -> list[tuple[str, SwiftFormerArch]]:
+    """``count`` of version 1's architectures evenly spread over their order (its latency bins, fastest first), so
+    the pilot spans the benchmark's latency range and its results sit beside version 1's for the same ones."""
+    if not 2 <= count <= len(archs):
+        raise ValueError(f"pilot of {count} architectures: accepted 2 to {len(archs)}")
+    step = (len(archs) - 1) / (count - 1)
+    return [archs[round(i * step)] for i in range(count)]
+
+
+def pilot_work(archs: list[tuple[str, SwiftFormerArch]], protocols: Iterable[str],
+               seeds: Iterable[int] = PILOT_SEEDS) -> list[tuple[str, int, str]]:
+    """Per protocol, per architecture, every seed before the next architecture: a partial run already holds
+    complete seed pairs (the pilot's measure)."""
+    return [(p, seed, name) for p in protocols for name, _ in archs for seed in seeds]

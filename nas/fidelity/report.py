@@ -33,6 +33,9 @@ def scorer_table(results: pd.DataFrame, extra: dict[str, pd.Series] | None = Non
     for protocol, rows in results[results["protocol"] != REFERENCE.name].groupby("protocol"):
         rows = rows[rows["seed"] == 0].set_index("name")
         scorers[protocol] = (rows["val_accuracy"], rows["cpu_seconds"].mean())
+        if "train_loss_sum" in rows and rows["train_loss_sum"].notna().any():
+            # the same run's sum of training losses (Ru et al.'s SoTL): lower is better, so its negative
+            scorers[f"{protocol} loss sum"] = (-rows["train_loss_sum"], rows["cpu_seconds"].mean())
     scorers["#params"] = (ref["params"], 0.0)
     scorers["MACs"] = (ref["macs"], 0.0)
     for name, scores in (extra or {}).items():
@@ -70,7 +73,8 @@ def score_report(results_csv: Path, scores_csv: Path | None = None, column: str 
         if missing:
             raise ValueError(f"{scores_csv}: missing column(s) {', '.join(sorted(missing))}; expected 'name' (the "
                              f"benchmark's architecture names) and {column!r}")
-        extra = {scores_csv.stem: scores.set_index("name")[column]}
+        label = scores_csv.stem if column == "score" else f"{scores_csv.stem}:{column}"
+        extra = {label: scores.set_index("name")[column]}
     table = scorer_table(results, extra, n_boot)
     ref = results[(results["protocol"] == REFERENCE.name) & (results["seed"] == 0)]
     if "vs_default" not in table:

@@ -43,6 +43,7 @@ class Evaluation:
     seconds: float  # wall time of the training and its evaluations
     cpu_seconds: float
     resolution: int  # the side it was trained at
+    loss_sum: float = float("nan")  # the sum over epochs of each epoch's mean training loss (a cheap score itself)
 
 
 def train_and_evaluate(task: ProxyTask, arch: SwiftFormerArch, reads_test: bool,
@@ -53,4 +54,4 @@ def train_and_evaluate(task: ProxyTask, arch: SwiftFormerArch, reads_test: bool,
     if reads_test:
         # statistics as re-estimated for the last val evaluation (the same images): not again
         test = task.evaluate(result.model, "test", recalibrate=False)
-    return Evaluation(result.accuracy, test, result.seconds, result.cpu_seconds, result.resolution)
+    return Evaluation(result.accuracy, test, result.seconds, result.cpu_seconds, result.resolution, result.loss_sum)

@@ -39,6 +39,10 @@ if TYPE_CHECKING:
     from search_spaces import SearchSpace
 
 SPLITS = ("train", "val", "test")
+# a protocol's ``augment``: whole images flipped (every proxy before version 2 of the fidelity benchmark), or random
+# resized crops of 35-100 % of the image as well (the usual small-image recipe: longer schedules overfit less)
+PROXY_AUGMENTATION = {"flip": Augmentation(crop="none", hflip=0.5),
+                      "crop": Augmentation(crop="resized", scale=(0.35, 1.0), hflip=0.5)}
 
 
 ProxyDiverged = Diverged  # the training loss stopped being finite (the engine's error, under its old name)
@@ -53,6 +57,7 @@ class ProxyResult:
     final_loss: float
     resolution: int
     model: torch.nn.Module | None = None  # the trained model, for a final evaluation on another split
+    loss_sum: float = float("nan")  # the sum over epochs of each epoch's mean training loss (Ru et al.'s SoTL)
 
 
 class ProxyTask:
@@ -84,7 +89,6 @@ class ProxyTask:
         pixels = data.train_x[train].reshape(-1, self.channels)
         self.mean = torch.tensor(pixels.mean(0) / 255, dtype=torch.float32).view(1, -1, 1, 1)
         self.std = torch.tensor(pixels.std(0) / 255, dtype=torch.float32).view(1, -1, 1, 1)
-        self.cuda = self.policy.cuda
         self._views: dict[tuple[str, int], tuple[torch.Tensor, torch.Tensor]] = {}
 
     def size(self, split: str) -> int:
@@ -129,9 +133,10 @@ class ProxyTask:
         graphed = self.cuda_graph and self.policy.cuda
         optimizer = create_optimizer_v2(model, "adamw", lr=cfg.lr, weight_decay=cfg.weight_decay,
                                         **({"capturable": True} if graphed else {}))
-        source = ResidentBatches(self._source["train"], self._labels["train"], self._indices["train"],
-                                 Augmentation(crop="none", hflip=0.5), trained.resolution, self.mean, self.std,
-                                 cfg.batch_size, cfg.seed, prepared=self.view("train", trained.resolution)[0])
+        augmentation = PROXY_AUGMENTATION[cfg.augment]
+        prepared = self.view("train", trained.resolution)[0] if augmentation.cacheable else None
+        source = ResidentBatches(self._source["train"], self._labels["train"], self._indices["train"], augmentation,
+                                 trained.resolution, self.mean, self.std, cfg.batch_size, cfg.seed, prepared=prepared)
         steps_per_epoch = source.steps_per_epoch
         scheduler = CosineLRScheduler(optimizer, t_initial=cfg.epochs * steps_per_epoch, lr_min=cfg.lr * 0.01,
                                       warmup_t=int(cfg.warmup_epochs * steps_per_epoch), warmup_lr_init=cfg.lr * 0.01,
@@ -159,7 +164,7 @@ class ProxyTask:
         last = state.log[-1]
         return ProxyResult(last["val_accuracy"], cfg.epochs, time.perf_counter() - start,
                            time.process_time() - cpu_start, last["train_loss"], model.arch.resolution,
-                           model if keep_model else None)
+                           model if keep_model else None, sum(row["train_loss"] for row in state.log))
 
     @torch.no_grad()
     def evaluate(self, model: torch.nn.Module, split: str = "val", recalibrate: bool = True) -> float:
@@ -171,7 +176,7 @@ class ProxyTask:
             batch = self.config.batch_size
             whole = -(-min(self.size("train"), self.config.bn_images) // batch) * batch  # whole batches, as before
             bn = (x for x, _ in self.batches("train", resolution, whole, batch))
-            reestimate_bn(model, bn, self.policy.autocast() if self.cuda else None)
+            reestimate_bn(model, bn, self.policy.autocast())
         return evaluate(model, self.batches(split, resolution), self.policy).top1
 
 

@@ -1,0 +1,69 @@
+"""Zero-cost scores: rank architectures at initialisation, without training, from one batch or none.
+
+Two from the literature, as the fidelity benchmark scores them (higher means better, both):
+
+- ``synflow`` (Tanaka et al. 2020, used as a NAS score by Abdelfattah et al. 2021): with every parameter replaced
+  by its absolute value and an all-ones input, the sum over parameters of |theta * dR/dtheta| where R is the sum of
+  the outputs. Data-free. Computed in float64 with BatchNorm in eval mode (at initialisation an identity), and
+  reported as log10 so that the deepest architectures' products stay comparable.
+- ``jacob_cov`` (Mellor et al. 2020, "NAS without training", version 1): the correlation matrix of the input
+  Jacobians of a batch of real images; architectures whose Jacobians are less correlated across images score
+  higher: ``-sum(log(lambda + k) + 1 / (lambda + k))`` over its eigenvalues, ``k = 1e-5``.
+
+Both are deterministic for a seed (initialisation; jacob_cov's batch is the task's first training images).
+"""
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import numpy as np
+import torch
+
+from swiftformer import SwiftFormer, SwiftFormerArch
+
+ZERO_COST = ("synflow", "jacob_cov")
+
+
+def _fresh(arch: SwiftFormerArch, seed: int) -> torch.nn.Module:
+    from ..engine import seed_init
+
+    seed_init(seed)
+    return SwiftFormer(arch)
+
+
+def synflow(arch: SwiftFormerArch, seed: int = 0) -> float:
+    """log10 of the synaptic-flow score of ``arch`` (as trained: classes, channels and side already set)."""
+    model = _fresh(arch, seed).double().eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.abs_()
+    x = torch.ones(1, arch.in_chans, arch.resolution, arch.resolution, dtype=torch.float64)
+    out = model(x)
+    out = out[0] if isinstance(out, tuple) else out
+    out.sum().backward()
+    total = sum(float((p.detach() * p.grad).abs().sum()) for p in model.parameters() if p.grad is not None)
+    return math.log10(total) if total > 0 else -math.inf
+
+
+def jacob_cov(arch: SwiftFormerArch, images: torch.Tensor, seed: int = 0) -> float:
+    """The Jacobian-covariance score of ``arch`` on ``images`` (a normalised batch at the architecture's side)."""
+    model = _fresh(arch, seed).train()  # as at the first training step: BatchNorm on batch statistics
+    x = images.detach().float().clone().requires_grad_(True)
+    out = model(x)
+    out = out[0] if isinstance(out, tuple) else out
+    out.backward(torch.ones_like(out))
+    jacobians = x.grad.reshape(len(x), -1).double().numpy()
+    correlations = np.corrcoef(jacobians)
+    if not np.all(np.isfinite(correlations)):
+        return -math.inf  # a constant Jacobian: no image is told apart
+    eigenvalues = np.linalg.eigvalsh(correlations)
+    k = 1e-5
+    return float(-np.sum(np.log(eigenvalues + k) + 1.0 / (eigenvalues + k)))
+
+
+def zero_cost_scores(arch: SwiftFormerArch, images: torch.Tensor, seed: int = 0) -> dict[str, float]:
+    """Every zero-cost score of ``arch`` by name."""
+    scorers: dict[str, Callable[[], float]] = {"synflow": lambda: synflow(arch, seed),
+                                               "jacob_cov": lambda: jacob_cov(arch, images, seed)}
+    return {name: scorers[name]() for name in ZERO_COST}

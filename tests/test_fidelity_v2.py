@@ -1,0 +1,107 @@
+"""Fidelity benchmark version 2's parts: the crop augmentation of a protocol, the zero-cost scores, the training-loss
+sum, and the pilot that picks a reference by its seed-to-seed agreement (a tiny pilot of the same code runs here)."""
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from nas.data import load_data
+from nas.fidelity import benchmark
+from nas.fidelity.pilot import MIN_TOKENS, candidates, choose, pilot_report, tokens_ok
+from nas.fidelity.report import scorer_table
+from nas.fidelity.zero_cost import jacob_cov, synflow
+from nas.identity import ProxyConfig, digest
+from swiftformer import VARIANTS
+
+
+def test_the_crop_augmentation_is_part_of_a_protocol_only_when_chosen():
+    assert "augment" not in ProxyConfig().to_dict()  # studies recorded before the field keep their identity
+    crop = ProxyConfig(augment="crop")
+    assert crop.to_dict()["augment"] == "crop" and digest(crop.to_dict()) != digest(ProxyConfig().to_dict())
+    assert ProxyConfig(**crop.to_dict()) == crop
+    with pytest.raises(ValueError, match="proxy augment 'rotate' is not supported; accepted: flip, crop"):
+        ProxyConfig(augment="rotate")
+
+
+def test_zero_cost_scores_are_deterministic_and_order_sizes_as_synflow_should():
+    small = VARIANTS["xs"].replace(num_classes=10, resolution=32, distillation=False)
+    large = VARIANTS["l1"].replace(num_classes=10, resolution=32, distillation=False)
+    assert synflow(small) == synflow(small)
+    assert synflow(large) > synflow(small)  # more paths carry the flow: synflow grows with size
+    images = torch.randn(16, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    score = jacob_cov(small, images)
+    assert math.isfinite(score) and score == jacob_cov(small, images)
+    # eigenvalues of a 16x16 correlation matrix sum to 16; log(l) + 1/l >= 1, with equality at l = 1
+    assert score <= -16 + 1e-3
+
+
+def test_the_pilot_takes_version_1_architectures_across_its_range_and_pairs_seeds():
+    archs = [(f"a{i:02d}", VARIANTS["xs"]) for i in range(30)]
+    chosen = benchmark.pilot_architectures(archs, 12)
+    assert [n for n, _ in chosen][0] == "a00" and chosen[-1][0] == "a29" and len({n for n, _ in chosen}) == 12
+    with pytest.raises(ValueError, match="pilot of 40 architectures: accepted 2 to 30"):
+        benchmark.pilot_architectures(archs, 40)
+    work = benchmark.pilot_work(chosen[:2], ["56px-10ep-crop"])
+    assert work == [("56px-10ep-crop", 0, "a00"), ("56px-10ep-crop", 1, "a00"),
+                    ("56px-10ep-crop", 0, "a03"), ("56px-10ep-crop", 1, "a03")]
+
+
+def test_every_candidate_keeps_stage_3_and_4_tokens_and_a_too_small_side_is_refused():
+    assert all(tokens_ok(p) for p in benchmark.PILOT_PROTOCOLS.values())
+    small = benchmark.Protocol("40px", ProxyConfig(downscale=5.6))
+    assert MIN_TOKENS == {3: 16, 4: 4} and not tokens_ok(small)  # 40 px: stage 3 sees 3x3
+
+
+def _pilot_frame(agreeing: str, noisy: str, n: int = 12) -> pd.DataFrame:
+    rng = np.random.default_rng(0)
+    truth = np.linspace(0.5, 0.7, n)
+    rows = []
+    for protocol, noise in ((agreeing, 0.0005), (noisy, 0.05)):
+        for seed in (0, 1):
+            values = truth + rng.normal(0, noise, n)
+            rows += [{"protocol": protocol, "seed": seed, "name": f"a{i:02d}", "val_accuracy": v, "seconds": 10.0,
+                      "device": "cpu"} for i, v in enumerate(values)]
+    return pd.DataFrame(rows)
+
+
+def test_the_pilot_picks_the_cheapest_candidate_that_agrees_with_itself():
+    frame = _pilot_frame("56px-20ep-crop", "56px-10ep-crop")
+    found = {c.protocol: c for c in candidates(frame, n_boot=200)}
+    assert found["56px-20ep-crop"].tau > 0.95 and found["56px-10ep-crop"].tau < 0.8
+    assert found["56px-20ep-crop"].noise_share < 0.01 < found["56px-10ep-crop"].noise_share
+    best, why = choose(list(found.values()))
+    assert best.protocol == "56px-20ep-crop" and "cheapest candidate" in why  # the cheaper one does not agree
+    both = _pilot_frame("56px-20ep-crop", "56px-10ep-flip")
+    both.loc[both["protocol"] == "56px-10ep-flip", "val_accuracy"] = \
+        both.loc[both["protocol"] == "56px-20ep-crop", "val_accuracy"].to_numpy()
+    best, _ = choose(candidates(both, n_boot=50))
+    assert best.protocol == "56px-10ep-flip"  # both agree: half the images seen wins
+    noisy_only = frame[frame["protocol"] == "56px-10ep-crop"]
+    best, why = choose(candidates(noisy_only, n_boot=50))
+    assert best is None and why.startswith("no candidate reaches tau 0.8 yet; closest: 56px-10ep-crop")
+    assert "56px-20ep-crop" in pilot_report(frame, n_boot=50)
+    with pytest.raises(ValueError, match="protocol 'mine', which is not a candidate"):
+        candidates(frame.assign(protocol="mine"))
+
+
+def test_a_tiny_pilot_trains_seed_pairs_records_the_loss_sum_and_reports(tmp_path, tiny_imagefolder, monkeypatch):
+    monkeypatch.setenv("NAS_CACHE_DIR", str(tmp_path / "cache"))
+    tiny = {"tiny-crop": benchmark.Protocol("tiny-crop", ProxyConfig(epochs=2, downscale=14, subset=None,
+                                                                     val_subset=None, augment="crop"))}
+    archs = [(n, VARIANTS[n].replace(num_classes=3)) for n in ("xs", "s", "l1")]
+    data = load_data(f"imagefolder:{tiny_imagefolder}", image_size=16)
+    journal = tmp_path / "pilot.journal"
+    work = benchmark.pilot_work(archs, tiny)
+    assert benchmark.run_benchmark(archs, data, journal, work, log=lambda s: None, protocols=tiny) == 6
+    assert benchmark.run_benchmark(archs, data, journal, work, log=lambda s: None, protocols=tiny) == 0
+    frame = benchmark.results_frame(journal)
+    assert len(frame) == 6 and (frame["train_loss_sum"] > 0).all()
+    found = candidates(frame, n_boot=50, protocols=tiny)
+    assert len(found) == 1 and found[0].pairs == 3 and not found[0].tokens_ok  # 16 px: 1 token in stage 3
+    assert "tiny-crop" in pilot_report(frame, n_boot=50, protocols=tiny)
+    # the loss sum of a proxy run is a scorer of its own in the fidelity table
+    table = scorer_table(frame.assign(protocol=np.where(frame["seed"] == 0, "reference", "proxy"), seed=0),
+                         n_boot=20)
+    assert "proxy loss sum" in set(table["scorer"])
