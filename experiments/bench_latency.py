@@ -5,6 +5,7 @@ without the held-out rows), next to the MACs-only baseline on the same split, th
 no choice) and a wider grid of forms. Run by hand (not a test); record the output in experiments/RESULTS.md:
 
     OMP_NUM_THREADS=1 PYTHONPATH=. .venv/bin/python experiments/bench_latency.py
+    OMP_NUM_THREADS=1 PYTHONPATH=. .venv/bin/python experiments/bench_latency.py --family [EXTRA.csv]  # the family
 """
 from __future__ import annotations
 
@@ -123,7 +124,94 @@ def shipped() -> None:
               f"{p.band['lower']:+.0%} / {p.band['upper']:+.0%} |")
 
 
+# What the issue "Latency the searched family can trust" found before it: the four released variants as priced by
+# the predictors shipped then (our family's model / timm's port; the search prices ours).
+BEFORE = {"iPhone 14": {"xs": (0.900, 0.901), "s": (1.030, 1.031), "l1": (1.238, 1.239), "l3": (2.059, 2.059)},
+          "iPhone 12": {"xs": (0.740, 0.976), "s": (0.924, 1.177), "l1": (1.303, 1.607), "l3": (2.443, 2.860)}}
+PUBLISHED = {"iPhone 14": {"xs": 0.7, "s": 0.8, "l1": 1.1, "l3": 1.9}, "iPhone 12": {"xs": 1.0, "s": 1.2, "l1": 1.6,
+                                                                                      "l3": 2.9}}
+
+
+def family_report() -> None:
+    """The released variants priced by the shipped predictors (our model and timm's port), before and after, and
+    each variant's error when held out of its family's line (leave-one-model-out, the form kept)."""
+    from nas.latency import predict_latency
+
+    print("\n### The searched family priced as measured (shipped predictors)\n")
+    print("| phone | variant | published ms | before: ours / timm's port ms | now: ours / timm's port ms | now: error "
+          "| held out of its family's line: error |\n|---|---|---|---|---|---|---|")
+    for phone in PHONES:
+        predictor = load_device(phone)
+        held = predictor.families.get("swiftformer", {}).get("held_out", {})
+        for variant, published in PUBLISHED[phone].items():
+            ours = predict_latency(f"swiftformer:{variant}", predictor)
+            port = predict_latency(f"timm:swiftformer_{variant}", predictor)
+            before = BEFORE[phone][variant]
+            print(f"| {phone} | {variant.upper()} | {published:.1f} | {before[0]:.3f} / {before[1]:.3f} | {ours:.3f} / "
+                  f"{port:.3f} | {ours / published - 1:+.1%} | "
+                  f"{1 / (1 + held[f'timm:swiftformer_{variant}']) - 1:+.1%} |")
+        line = predictor.families["swiftformer"]
+        print(f"\n{phone}: the family's line has offset {line['offset_ms']:+.3f} ms and scale {line['scale']:.3f} over "
+              f"the shared costs (intercept {predictor.intercept_ms:.3f} ms); band from its held-out errors "
+              f"{line['band']['lower']:+.1%} / {line['band']['upper']:+.1%}; unseen-family band "
+              f"{predictor.band['lower']:+.1%} / {predictor.band['upper']:+.1%}")
+
+
+def shrinkage_report(data, strengths=(0.01, 0.1, 1.0, 3.0)) -> None:
+    """Each member of a family of 3 or more rows on a phone held out of its family's line (its model's rows out of
+    the fit, shared costs refitted in the phone's shipped form): mean error per family by ridge strength."""
+    from nas.latency import fitting
+    from nas.latency.calibration import group_labels
+    from nas.latency.fitting import ModelForm, Rows
+
+    rows, models = Rows.of(data.samples), group_labels(data.samples, "row")
+    print("\n### Family-line shrinkage: mean held-out error over families of 3 or more rows\n")
+    print("| phone (form) | " + " | ".join(f"{s:g}" for s in strengths) + " |\n|---|" + "---|" * len(strengths))
+    for phone in PHONES:
+        form = ModelForm(**load_device(phone).calibration["form"])
+        d = rows.devices.index(load_device(phone).device)
+        cells = []
+        for strength in strengths:
+            errors = []
+            for family in sorted(set(rows.family[rows.device == d])):
+                mine = np.flatnonzero((rows.device == d) & (rows.family == family))
+                if len(mine) < 3:
+                    continue
+                held = []
+                for i in mine:
+                    train = rows.take(models != models[i])
+                    shared = fitting.fit(train, dataclasses.replace(form, families=False))
+                    shared.effects = fitting.family_effects(train, shared, strength)
+                    held.append(abs(shared.predict(rows.take(np.array([i])))[0] / rows.latency_ms[i] - 1))
+                errors.append(np.mean(held))
+            cells.append(f"{np.mean(errors):.1%}")
+        print(f"| {phone} ({form.terms}) | " + " | ".join(cells) + " |")
+
+
+def extra_rows_report(data, extra: str) -> None:
+    """Nested leave-one-family-out MAPE of each phone with rows of another file added (e.g. rows of the shared
+    all_published.csv that the shipped files lack), beside the shipped files alone."""
+    from nas.latency.calibration import judge_procedures
+
+    more = read_measurements([*data.sources.split(", "), extra])
+    print(f"\n### Adding {extra} ({len(more.samples) - len(data.samples)} more usable rows)\n")
+    print("| phone | rows used | chosen among forms | form shipped before |\n|---|---|---|---|")
+    for label, source in (("shipped files", data), ("with the extra rows", more)):
+        for phone in PHONES:
+            judged = judge_procedures(source.samples, phone, "family")
+            print(f"| {phone}, {label} | {len(source.samples)} | " + " | ".join(f"{v[0]:.1%}" for v in judged.values())
+                  + " |")
+
+
 if __name__ == "__main__":
+    import sys
+
+    if sys.argv[1:2] == ["--family"]:  # the family table alone (seconds)
+        family_report()
+        shrinkage_report(samples())
+        if sys.argv[2:]:
+            extra_rows_report(samples(), sys.argv[2])
+        raise SystemExit
     torch.set_num_threads(1)
     print(f"# {platform.machine()}, Python {platform.python_version()}, torch {torch.__version__}, "
           f"{time.strftime('%Y-%m-%d')}; {len(FORMS)} forms")
@@ -133,6 +221,7 @@ if __name__ == "__main__":
         phone_report(data, phone)
     graph_report(data)
     shipped()
+    family_report()
     lut_speed()
     print("\nmean relative error of the shipped predictors in-sample: " + ", ".join(
         f"{d} {np.mean([abs(load_device(d).predict(s.profile) / s.latency_ms - 1) for s in data.of(d)]):.1%}"

@@ -84,10 +84,10 @@ def test_every_scorer_is_compared_with_the_default_proxy_on_the_same_resamples()
 
 
 def test_selection_is_stratified_over_latency_and_holds_the_released_variants():
-    # the range the shipped iPhone 14 predictor spans (its intercept is 0.70 ms: nothing of the space is below 0.75)
-    archs = benchmark.select_architectures(n_bins=4, per_bin=2, pool=3000, lo_ms=0.75)
+    # the family's line on iPhone 14 prices the default space from about 0.55 ms; XS 0.69 ms and S 0.83 ms
+    archs = benchmark.select_architectures(n_bins=4, per_bin=2, pool=3000, lo_ms=0.6)
     names = [n for n, _ in archs]
-    assert len(archs) == 8 and {"xs", "s"} <= set(names)  # both predicted within 0.75-1.5 ms on iPhone 14
+    assert len(archs) == 8 and {"xs", "s"} <= set(names)  # both predicted within 0.6-1.5 ms on iPhone 14
     assert len({a.digest() for _, a in archs}) == 8
 
 

@@ -48,5 +48,24 @@ def test_the_swiftformer_coreml_graph_drops_only_the_query_key_normalisation():
     timm_full, timm_measured = profile_ref("timm:swiftformer_xs", 224), profile_ref("timm:swiftformer_xs", 224,
                                                                                    "no-qk-l2norm")
     assert (timm_full.op_counts["linalg_vector_norm"], timm_measured.op_counts["linalg_vector_norm"]) == (12, 4)
+
+
+def test_one_architecture_one_graph_one_price():
+    """timm's port of each released variant is profiled as our family's model of it, so every shipped predictor
+    prices the two alike (they were 24 % apart on the iPhone 12 predictor)."""
+    from nas.latency import builtin_devices, load_device, predict_latency
+    from nas.latency.measurements import profiled_ref
+
+    assert profiled_ref("timm:swiftformer_l3") == "swiftformer:l3" and profiled_ref("timm:resnet18") == "timm:resnet18"
+    # the graph the phone ran keeps the port's five BatchNorms our exporter folds: calibration's shared costs see it
+    assert profile_ref("timm:swiftformer_xs", 224).op_counts["batch_norm"] == 5
+    assert profile_ref("swiftformer:xs", 224).op_counts["batch_norm"] == 0
+    for variant in ("xs", "s", "l1", "l3"):
+        ours, port = f"swiftformer:{variant}", f"timm:swiftformer_{variant}"
+        assert profile_ref(ours, 224).features == profile_ref(profiled_ref(port), 224).features
+        for device in builtin_devices():
+            predictor = load_device(device)
+            a, b = predict_latency(ours, predictor), predict_latency(port, predictor)
+            assert abs(a / b - 1) <= 0.02, (variant, device, a, b)
     with pytest.raises(MeasurementError, match="applies to SwiftFormer attention, which .* does not have"):
         profile_ref("timm:resnet18", 64, "no-qk-l2norm")

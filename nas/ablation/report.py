@@ -179,13 +179,14 @@ def omnibus_line(runs: pd.DataFrame, summary: pd.DataFrame) -> str:
 
 
 def band_lines(summary: pd.DataFrame, base: str) -> list[str]:
-    """The latency predictors' error band on an unseen family, applied to the base, against the spread of the
-    variants: whether the latency column can order them on a phone at all."""
-    from ..latency.predictor import resolve_predictor
+    """The latency predictors' error band for the searched family (its released variants' held-out errors where
+    the calibration measured them, else the band on unseen families), applied to the base, against the spread
+    of the variants: whether the latency column can order them on a phone at all."""
+    from ..latency.predictor import SEARCHED_FAMILY, resolve_predictor
 
     lines = []
     for phone in PHONES:
-        band = resolve_predictor(phone, None).band
+        band = resolve_predictor(phone, None).for_family(SEARCHED_FAMILY).band
         column = summary[f"latency_{phone}_ms"]
         spread = f"the variants span {column.min():.3f}-{column.max():.3f} ms"
         if not band:
@@ -193,11 +194,14 @@ def band_lines(summary: pd.DataFrame, base: str) -> list[str]:
             continue
         at = float(summary.loc[summary["variant"] == base, f"latency_{phone}_ms"].iloc[0]) if base else column.mean()
         low, high = band["lower"], band["upper"]
+        caveat = ("It was measured on the released variants alone (each held out of its family's line); variants "
+                  "that move attention or change depths differ from them in ways those few models do not span."
+                  if band["split"].startswith("leave-one-model-out") else
+                  "Differences between variants of one family are likely predicted better than that, but no phone "
+                  "measurement here says by how much.")
         lines.append(f"- {phone}: {spread}; the predictor's {band['split']} error band (quantiles "
-                     f"{band['quantile_low']:g}-{band['quantile_high']:g}) is {low:+.0%} / {high:+.0%} "
-                     f"({at * (1 + low):.3f}-{at * (1 + high):.3f} ms around the base). Differences between variants "
-                     "of one family are likely predicted better than that, but no phone measurement here says by how "
-                     "much.")
+                     f"{band['quantile_low']:g}-{band['quantile_high']:g}, {band['rows']} rows) is {low:+.0%} / "
+                     f"{high:+.0%} ({at * (1 + low):.3f}-{at * (1 + high):.3f} ms around the base). {caveat}")
     return lines
 
 

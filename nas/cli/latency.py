@@ -73,13 +73,18 @@ def cmd_latency_predict(args: argparse.Namespace) -> None:
     predictor = _predictor(args)
     ref = parse_model_ref(args.model)
     resolution = args.resolution or ref.default_resolution()
+    from ..latency.measurements import family_of
+
     ms = predict_latency(args.model, predictor, resolution)
-    low, high = predictor.lower_ms(ms), predictor.upper_ms(ms)
+    family = family_of(args.model)
+    priced = predictor.for_family(family)  # a measured family's band is its own held-out errors
+    low, high = priced.lower_ms(ms), priced.upper_ms(ms)
     if args.json:
         print(json.dumps({"model": args.model, "latency_ms": round(ms, 4), "lower_ms": round(low, 4),
                           "upper_ms": round(high, 4), "device": predictor.device, "resolution": resolution}))
     else:
-        band = f"; band {low:.3f}-{high:.3f} ms for an unseen family" if predictor.band else ""
+        whose = (f"the {family} family's held-out errors" if priced is not predictor else "an unseen family")
+        band = f"; band {low:.3f}-{high:.3f} ms from {whose}" if priced.band else ""
         print(f"{ms:.3f} ms  ({args.model} at {resolution}x{resolution} on {predictor.device}, predicted{band})")
 
 

@@ -12,7 +12,10 @@ __all__ = ["FEATURES", "LatencyPredictor", "MeasurementError", "OpProfile", "Pre
 
 
 def predict_latency(model: str, predictor: LatencyPredictor, resolution: int | None = None) -> float:
-    """Predicted milliseconds for a model reference at ``resolution`` (default: the model's own)."""
+    """Predicted milliseconds for a model reference at ``resolution`` (default: the model's own), by its family's
+    own line where the predictor's calibration measured the family."""
     from ..models import parse_model_ref
+    from .measurements import family_of, profiled_ref
 
-    return predictor.predict(profile_ref(model, resolution or parse_model_ref(model).default_resolution()))
+    profile = profile_ref(profiled_ref(model), resolution or parse_model_ref(model).default_resolution())
+    return predictor.predict(profile, family_of(model))

@@ -8,6 +8,7 @@ held out from every device at once, so a phone cannot borrow a family's latency 
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
@@ -26,7 +27,8 @@ BAND_QUANTILES = (0.1, 0.9)  # the error band: these quantiles of measured / pre
 # of lower nested leave-one-family-out MAPE on its own rows. Choosing between two procedures on those same figures
 # flatters the winner's by a little; the benchmark says so.
 CHOICE = "chosen among forms"  # the procedure ``evaluate_calibration`` cross-validates by default
-PROCEDURES: dict[str, tuple[ModelForm, ...]] = {CHOICE: FORMS, "form shipped before": (PREVIOUS,)}
+PROCEDURES: dict[str, tuple[ModelForm, ...]] = {CHOICE: FORMS,
+                                                "form shipped before": (dataclasses.replace(PREVIOUS, families=True),)}
 
 
 def group_labels(samples: Sequence[Sample], split: str) -> np.ndarray:
@@ -116,9 +118,11 @@ def cross_validate(samples: Sequence[Sample], split: str, forms: Sequence[ModelF
         chosen = choose_forms(train_rows, families[train], models[train], forms)
         fits: dict[ModelForm, Fit] = {}
         for j in np.flatnonzero(test):
-            form = chosen[int(rows.device[j])][0]
-            fits.setdefault(form, fit(train_rows, form))
+            if int(rows.device[j]) in chosen:  # (a device whose rows are all held out here has nothing to predict by)
+                fits.setdefault(chosen[int(rows.device[j])][0], fit(train_rows, chosen[int(rows.device[j])][0]))
         for k, j in enumerate(np.flatnonzero(test)):
+            if int(rows.device[j]) not in chosen:
+                continue
             form = chosen[int(rows.device[j])][0]
             predicted[j] = fits[form].predict(test_rows.take(np.array([k])))[0]
             chosen_names[j] = form.describe()
@@ -178,7 +182,8 @@ def calibrate(samples: Sequence[Sample], device: str, procedures: dict[str, Sequ
     rows = Rows.of(samples)
     d = rows.devices.index(device_key(device))
     form, form_split = choose_forms(rows, group_labels(samples, "family"), group_labels(samples, "row"), forms)[d]
-    costs, intercept = fit(rows, form).of_device(device)
+    fitted = fit(rows, form)
+    costs, intercept = fitted.of_device(device)
     how = (f"leave-one-{form_split}-out MAPE, one-standard-error rule, among {len(forms)} forms" if len(forms) > 1
            else "fixed")
     info: dict[str, Any] = dict(calibration or {}, rows=len(mine), rows_all_devices=len(samples),
@@ -187,4 +192,35 @@ def calibrate(samples: Sequence[Sample], device: str, procedures: dict[str, Sequ
                                 form_chosen_by=f"{name} ({how}), the procedure of lower nested leave-one-{split}-out "
                                                f"MAPE among {len(judged)}")
     band = dict(band_of(measured, predicted), split=f"nested leave-one-{split}-out")
-    return LatencyPredictor(device_key(device), costs, intercept, {t: TERMS[t] for t in costs}, info, band)
+    families = family_lines(samples, device, form, fitted)
+    return LatencyPredictor(device_key(device), costs, intercept, {t: TERMS[t] for t in costs}, info, band, families)
+
+
+def family_lines(samples: Sequence[Sample], device: str, form: ModelForm, fitted: Fit) -> dict[str, dict]:
+    """Every family with its own line on ``device``: offset, scale, rows, and (from 2 rows) each row's error when
+    its model is held out of the calibration (from every device, the form kept) with the band of those errors:
+    what a new member of that family can expect."""
+    rows = Rows.of(samples)
+    models = group_labels(samples, "row")
+    d = rows.devices.index(device_key(device))
+    out = {}
+    for family, (offset, scale) in sorted(fitted.families_of(device).items()):
+        mine = np.flatnonzero((rows.device == d) & (rows.family == family))
+        smallest = min(mine, key=lambda i: rows.latency_ms[i])
+        entry: dict[str, Any] = {"offset_ms": round(offset, 6), "scale": round(scale, 6), "rows": int(len(mine)),
+                                 "smallest_ms": float(rows.latency_ms[smallest]),
+                                 "smallest_model": samples[smallest].model}
+        if len(mine) >= 2:
+            held = {}
+            for i in mine:
+                train = models != models[i]
+                predicted = fit(rows.take(train), form).predict(rows.take(np.array([i])))[0]
+                held[samples[i].model] = round(float(rows.latency_ms[i] / predicted - 1.0), 4)
+            entry["held_out"] = held  # measured / predicted - 1, each model held out of the calibration
+            ratios = np.array(list(held.values()))
+            low, high = np.quantile(ratios, BAND_QUANTILES)
+            entry["band"] = {"quantile_low": BAND_QUANTILES[0], "quantile_high": BAND_QUANTILES[1],
+                             "lower": round(float(low), 4), "upper": round(float(high), 4), "rows": int(len(mine)),
+                             "split": f"leave-one-model-out within family {family}"}
+        out[family] = entry
+    return out

@@ -90,7 +90,7 @@ def evaluate_predictor(predictor: LatencyPredictor, samples: Sequence[Sample]) -
         keep = np.arange(len(samples)) != i
         baseline[i] = fit(rows.take(keep), BASELINE).predict(rows.take(np.array([i])))[0]
     result = Evaluation(predictor.device, f"predictor {predictor.device}", samples)
-    result.predicted["fixed"] = np.array([predictor.predict(s.profile) for s in samples])
+    result.predicted["fixed"] = np.array([predictor.predict(s.profile, s.family) for s in samples])
     result.baseline["fixed"] = baseline
     return result
 

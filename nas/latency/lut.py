@@ -22,7 +22,7 @@ from swiftformer.counting import feature_sizes
 from swiftformer.model import Embedding, Stem, make_block
 
 from .graph import profile_module
-from .predictor import LatencyPredictor
+from .predictor import SEARCHED_FAMILY, LatencyPredictor
 
 PHONES = ("iphone14", "iphone12")  # the shipped predictors every job's results are priced on
 
@@ -160,7 +160,9 @@ def table_for_archs(archs: Iterable[SwiftFormerArch], predictor: LatencyPredicto
 
 def price_parts(keys: list[Key], predictor: LatencyPredictor, name: str,
                 progress: Callable[[int, int], Any] | None = None) -> LatencyTable:
-    """Profile each part alone in its deployed form and price it with ``predictor``."""
+    """Profile each part alone in its deployed form and price it with ``predictor`` as it prices the searched
+    family (its own line, where the calibration measured the family)."""
+    predictor = predictor.for_family(SEARCHED_FAMILY)
     table = LatencyTable(predictor.device, name, predictor.intercept_ms)
     torch.manual_seed(0)
     for i, key in enumerate(keys):

@@ -47,7 +47,14 @@ class Sample:
 
     @property
     def profile(self) -> OpProfile:
+        """The graph the phone ran: what the shared costs are fitted on."""
         return profile_ref(self.model, self.resolution, self.graph)
+
+    @property
+    def priced_profile(self) -> OpProfile:
+        """The graph the model is priced by (``profiled_ref``), as measured: what its family's own line is fitted
+        on."""
+        return profile_ref(profiled_ref(self.model), self.resolution, self.graph)
 
 
 def family_of(model: str) -> str:
@@ -172,6 +179,21 @@ def _model_ref(row: dict) -> str | None:
     if timm_name:  # a timm name was given but is not in this timm: that is an error, not a skip
         parse_model_ref(f"timm:{timm_name}")
     return None
+
+
+def profiled_ref(model: str) -> str:
+    """The reference whose graph *prices* ``model``: timm's port of a released SwiftFormer variant is priced as
+    our family's model of that variant. They are one architecture with one function; the port writes its 1x1
+    convolutions as linears on permuted tokens and keeps five BatchNorms our exporter folds, which priced the two
+    24 % apart on the iPhone 12 predictor. Calibration still learns the shared costs from the graph the phone ran
+    (``Sample.profile``: the official export, BatchNorms and all); a measured family's own line
+    (``fitting.family_effects``) is fitted on the graph it is priced by (``Sample.priced_profile``), so it maps
+    the graph we deploy onto what the phone measured of that family."""
+    from swiftformer import VARIANTS
+
+    ref = parse_model_ref(model)
+    variant = ref.name.removeprefix("swiftformer_") if ref.kind == "timm" else None
+    return f"swiftformer:{variant}" if variant in VARIANTS and ref.name.startswith("swiftformer_") else model
 
 
 @lru_cache(maxsize=512)

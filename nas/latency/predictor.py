@@ -38,6 +38,9 @@ TERMS: dict[str, float] = {
 }
 
 
+SEARCHED_FAMILY = "swiftformer"  # the family every search space and the released variants belong to
+
+
 class PredictorError(ValueError):
     """A predictor file or device name that cannot be used."""
 
@@ -56,17 +59,34 @@ class LatencyPredictor:
     units: dict[str, float] = field(default_factory=lambda: dict(TERMS))
     calibration: dict = field(default_factory=dict)  # rows used, their source, the model form chosen, fit figures
     band: dict = field(default_factory=dict)  # relative error band on unseen families: quantile, lower, upper
+    # measured families' own lines on this device: family -> {"offset_ms", "scale", "rows", "band", "held_out"}
+    families: dict = field(default_factory=dict)
 
-    def predict(self, profile: OpProfile) -> float:
-        """Milliseconds for one inference of the profiled, deployed graph."""
-        return self.intercept_ms + self.predict_parts(profile)
+    def predict(self, profile: OpProfile, family: str | None = None) -> float:
+        """Milliseconds for one inference of the profiled, deployed graph (of ``family``: a measured family is
+        priced by its own line)."""
+        predictor = self.for_family(family)
+        return predictor.intercept_ms + predictor.predict_parts(profile)
 
     def predict_parts(self, profile: OpProfile) -> float:
         """The work-dependent part only: what a piece of a network adds (used for per-block tables)."""
         return float(work_vector(profile, list(self.costs)) @ np.array(list(self.costs.values())))
 
+    def for_family(self, family: str | None) -> "LatencyPredictor":
+        """This predictor as it prices ``family``: its own offset and scale, and the band of its own held-out
+        errors, where the calibration had rows of it; else this predictor (the shared costs, the band measured
+        on unseen families). Still additive over parts, so a per-block table built from it sums to its price."""
+        own = self.families.get(family or "")
+        if not own:
+            return self
+        return LatencyPredictor(self.device, {k: v * own["scale"] for k, v in self.costs.items()},
+                                self.intercept_ms + own["offset_ms"], dict(self.units),
+                                {**self.calibration, "family": family, "family_line": own},
+                                own.get("band") or self.band)
+
     def upper_ms(self, predicted_ms: float) -> float:
-        """The band's upper edge for a prediction: what a model of an unseen family may take."""
+        """The band's upper edge for a prediction: what a model may take (of an unseen family; for a predictor
+        ``for_family`` returned, a new member of that family)."""
         return predicted_ms * (1.0 + self.band["upper"]) if self.band else predicted_ms
 
     def lower_ms(self, predicted_ms: float) -> float:

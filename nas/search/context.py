@@ -19,7 +19,7 @@ from ..data import load_data
 from ..supernet.scoring import SupernetScorer
 from ..latency import LatencyPredictor
 from ..latency.lut import LatencyTable, build_table
-from ..latency.predictor import resolve_predictor
+from ..latency.predictor import SEARCHED_FAMILY, resolve_predictor
 from ..progress import progress
 from ..training import ProxyTask, attention_token_warnings, resolve_train_device
 from ..supernet import SupernetError
@@ -44,7 +44,8 @@ class SearchContext:
 
 def build_context(cfg: SearchConfig, quiet: bool = False, worker: int = 0) -> SearchContext:
     """``worker`` picks the training GPU (each local worker its own)."""
-    predictor = resolve_predictor(cfg.device, cfg.predictor)
+    # every candidate is of the searched family: priced by its own line and band where the calibration measured it
+    predictor = resolve_predictor(cfg.device, cfg.predictor).for_family(SEARCHED_FAMILY)
     if cfg.latency_margin == "band" and not predictor.band:
         raise SearchError(f"predictor {predictor.device} has no error band; recalibrate it with `nas latency "
                           "calibrate` or use --latency-margin none")

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import optuna
 
+from ..latency.predictor import SEARCHED_FAMILY
 from .config import SearchConfig
 from .context import build_context, check_priced_alike
 from .parallel import run_processes
@@ -38,6 +39,12 @@ def run_search(cfg: SearchConfig) -> tuple[optuna.Study, str]:
           f"trained so far; budget {cfg.budget_ms:g} ms on {ctx.predictor.device}; space {ctx.space.name} "
           f"({ctx.space.size():,} architectures); data {cfg.data}: {holdout}, selecting on val; training on "
           f"{ctx.task.device} with {cfg.threads} thread(s) per worker", file=sys.stderr)
+    line = ctx.predictor.calibration.get("family_line") or {}
+    if line.get("smallest_ms") and cfg.budget_ms < line["smallest_ms"]:
+        print(f"note: the budget ({cfg.budget_ms:g} ms) is below the fastest measured {SEARCHED_FAMILY} model on "
+              f"{ctx.predictor.device} ({line['smallest_model']}, {line['smallest_ms']:g} ms): candidates under it are "
+              f"priced by extrapolating the family's line in work (never below its fixed cost, "
+              f"{ctx.predictor.intercept_ms:.3f} ms)", file=sys.stderr)
     recover_interrupted(study)  # once, here: a killed run's trials are failed and queued again
     references = enqueue_references(study, ctx)
     if references:

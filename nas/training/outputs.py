@@ -52,12 +52,13 @@ def plot_curve(frame: pd.DataFrame, path: Path) -> None:
 def predicted_latencies(arch) -> dict[str, float]:
     """Predicted latency on every shipped phone at the architecture's resolution."""
     from ..latency import builtin_devices, load_device, profile_model
+    from ..latency.predictor import SEARCHED_FAMILY
     from swiftformer import SwiftFormer
 
     with torch.random.fork_rng():
         torch.manual_seed(0)
         profile = profile_model(SwiftFormer(arch), (1, arch.in_chans, arch.resolution, arch.resolution))
-    return {device: load_device(device).predict(profile) for device in builtin_devices()}
+    return {device: load_device(device).predict(profile, SEARCHED_FAMILY) for device in builtin_devices()}
 
 
 def write_outputs(result: "RetrainResult", model: nn.Module, ema: nn.Module | None, spec: "RetrainSpec",
