@@ -66,10 +66,12 @@ def main() -> None:
     zero_cost = commands.add_parser("zero-cost")
     zero_cost.add_argument("--data", default=f"cifar10:{ARCHIVE}")
     zero_cost.add_argument("--out", type=Path, default=ZERO_COST)
+    commands.add_parser("select-v2", help="version 2's architectures: experiments/fidelity/v2/architectures.jsonl")
     pilot = commands.add_parser("pilot").add_subparsers(dest="action", required=True)
     add_run_options(pilot.add_parser("run"), PILOT / "studies.journal", list(benchmark.PILOT_PROTOCOLS))
     pilot_report = pilot.add_parser("report")
-    pilot_report.add_argument("--results", type=Path, default=PILOT / "results.csv")
+    pilot_report.add_argument("--results", type=Path, nargs="+", default=[PILOT / "results.csv"],
+                              help="the pilot's CSVs (the CPU run's and a GPU run's journal export, e.g. gpu.csv)")
     args = parser.parse_args()
 
     if args.command == "select":
@@ -86,6 +88,16 @@ def main() -> None:
         from nas.fidelity.report import score_report
 
         print(score_report(args.results, args.scores, args.column))
+    elif args.command == "select-v2":
+        import search_spaces
+
+        path = HERE / "v2" / "architectures.jsonl"
+        if path.exists():
+            parser.error(f"{path} exists: version 2's architectures are chosen once (delete it to choose again)")
+        space = search_spaces.load_space(str(Path(__file__).resolve().parent / "supernet" / "swiftformer-cifar.yaml"))
+        archs = benchmark.select_version2(space)
+        benchmark.save_architectures(path, archs)
+        print(f"wrote {path}: {len(archs)} architectures")
     elif args.command == "zero-cost":
         write_zero_cost(args.data, args.out)
     elif args.action == "run":
@@ -101,9 +113,10 @@ def main() -> None:
 
         from nas.fidelity.pilot import pilot_report
 
-        if not args.results.exists():
-            parser.error(f"{args.results} does not exist; run `pilot run` first")
-        print(pilot_report(pd.read_csv(args.results)))
+        missing = [str(p) for p in args.results if not p.exists()]
+        if missing:
+            parser.error(f"{', '.join(missing)} does not exist; run `pilot run` first")
+        print(pilot_report(pd.concat([pd.read_csv(p) for p in args.results], ignore_index=True)))
 
 
 def pilot_architectures() -> list:

@@ -105,3 +105,17 @@ def test_a_tiny_pilot_trains_seed_pairs_records_the_loss_sum_and_reports(tmp_pat
     table = scorer_table(frame.assign(protocol=np.where(frame["seed"] == 0, "reference", "proxy"), seed=0),
                          n_boot=20)
     assert "proxy loss sum" in set(table["scorer"])
+
+
+@pytest.mark.slow
+def test_version_2_architectures_span_the_latency_range_and_the_supernet_space():
+    import search_spaces
+    from pathlib import Path
+
+    space = search_spaces.load_space(str(Path(__file__).resolve().parents[1] / "experiments" / "supernet"
+                                         / "swiftformer-cifar.yaml"))
+    archs = benchmark.select_version2(space, per_bin=1, supernet_count=3)
+    names = [n for n, _ in archs]
+    assert len(archs) == 13 and len(set(names)) == 13 and {"xs", "s", "l1"} <= set(names)
+    assert names[-3:] == ["s01", "s02", "s03"] and all(a in space for _, a in archs[-3:])
+    assert len({a.digest() for _, a in archs}) == 13

@@ -24,7 +24,7 @@ def test_the_gpu_check_script_runs_every_stage_on_the_cpu(tiny_imagefolder, tmp_
     stage_table = summary.split("## bench_engine")[0]
     rows = [line.split("|") for line in stage_table.splitlines() if line.startswith("| ") and "stage" not in line]
     stages = {row[1].strip(): row[2].strip() for row in rows}
-    assert list(stages) == ["install", "bench", "search", "fidelity", "supernet", "oneshot", "torchrun", "onnx"]
+    assert list(stages) == ["install", "bench", "search", "fidelity", "pilot", "supernet", "oneshot", "torchrun", "onnx"]
     assert all(code == "0" for name, code in stages.items() if name != "install"), summary
     assert "vs PyTorch" in (tmp_path / "out/onnx.log").read_text()
     # the benchmark ran its jobs against the bare loop, and its table is in the summary

@@ -4,12 +4,15 @@
 #   bash experiments/gpu/check.sh [STAGE ...]       # on the GPU machine, from the repository root
 #   bash experiments/gpu/check.sh --dry-run [STAGE ...]   # the same commands at toy sizes on the CPU (the suite)
 #
-# Stages (default: all, in this order): install bench search fidelity supernet oneshot torchrun onnx
+# Stages (default: all, in this order): install bench search fidelity pilot supernet oneshot torchrun onnx
 #   install   the carried wheels (.whl/: optuna, alembic, sqlalchemy, mako, colorlog, timm) into /tmp/site
 #   bench     experiments/bench_engine.py --train-device cuda (every job against the bare loop; CUDA graphs
 #             against the eager step); $BENCH_ARGS replaces its arguments
 #   search    nas search --workers 4 on one GPU (K trainings at once) at a 1 ms budget on CIFAR-10
 #   fidelity  a one-minute chunk of the fidelity benchmark with 4 workers, into its own journal
+#   pilot     a chunk ($PILOT_MINUTES, default 2) of fidelity benchmark version 2's pilot with 4 workers: the GPU
+#             candidates ($PILOT_PROTOCOLS), into experiments/fidelity/v2/pilot/gpu.journal (committed, so the next
+#             GPU session continues it; a copy comes back in $OUT: commit it with the figures)
 #   supernet  one epoch of nas supernet train over the CIFAR-scale space
 #   oneshot   a one-shot search scored by that supernet
 #   torchrun  torchrun --nproc_per_node 1 nas retrain of XS at 64 px for one epoch (NCCL), with its ONNX export
@@ -27,7 +30,7 @@ cd "$(dirname "$0")/../.."
 DRY=0
 if [ "${1:-}" = "--dry-run" ]; then DRY=1; shift; fi
 STAGES=("$@")
-[ ${#STAGES[@]} -eq 0 ] && STAGES=(install bench search fidelity supernet oneshot torchrun onnx)
+[ ${#STAGES[@]} -eq 0 ] && STAGES=(install bench search fidelity pilot supernet oneshot torchrun onnx)
 OUT=${OUT:-/tmp/gpu-check}
 mkdir -p "$OUT"
 WORK=${WORK:-/tmp/swiftnas-gpu}
@@ -42,12 +45,14 @@ if [ $DRY = 1 ]; then
   TRIALS=2; WORKERS=2; SN_EPOCHS=1; SN_SET="--set batch_size=16"; RT_EXPORT=none
   RT_SET="--set batch_size=16 --loader-workers 0"
   FID_MIN=0.02; ONESHOT=4; BENCH="--quick --jobs proxy retrain64 supernet"; PROXY_SET="--proxy-subset 64"
+  PILOT_MIN=0.02; PILOT_JOURNAL=$WORK/pilot.journal
 else
   PY=${PY:-python3}
   DEV=cuda
   DATA=${CHECK_DATA:-cifar10:.carry/cifar10-jpeg.tar.gz}
   TRIALS=16; WORKERS=4; SN_EPOCHS=1; SN_SET=""; RT_SET="--loader-workers 8"; RT_EXPORT=onnx
   FID_MIN=1; ONESHOT=200; BENCH=${BENCH_ARGS:-}; PROXY_SET=""
+  PILOT_MIN=${PILOT_MINUTES:-2}; PILOT_JOURNAL=experiments/fidelity/v2/pilot/gpu.journal
 fi
 NAS="$PY -m nas"
 
@@ -92,6 +97,11 @@ for s in "${STAGES[@]}"; do
     fidelity)
       stage fidelity $PY experiments/bench_fidelity.py run --data "$DATA" --train-device $DEV --workers $WORKERS \
         --minutes $FID_MIN --protocols proxy-56px-2ep-4k reference --journal "$WORK/fidelity.journal" ;;
+    pilot)
+      stage pilot $PY experiments/bench_fidelity.py pilot run --data "$DATA" --train-device $DEV --workers $WORKERS \
+        --minutes $PILOT_MIN --journal "$PILOT_JOURNAL" \
+        --protocols ${PILOT_PROTOCOLS:-v1-reference 56px-10ep-crop 56px-20ep-crop 56px-10ep-flip 112px-10ep-crop}
+      cp "$PILOT_JOURNAL" "${PILOT_JOURNAL%.journal}.csv" "$OUT/" 2>/dev/null || true ;;
     supernet)
       stage supernet $NAS supernet train --space experiments/supernet/swiftformer-cifar.yaml --data "$DATA" \
         --epochs $SN_EPOCHS --train-device $DEV --out "$WORK/supernet" $SN_SET ;;
@@ -105,7 +115,8 @@ for s in "${STAGES[@]}"; do
     onnx)
       stage onnx $NAS export "$WORK/retrain/arch.json" --checkpoint "$WORK/retrain/model.pth" --format onnx \
         --out "$WORK/retrain/check.onnx" ;;
-    *) echo "unknown stage $s; accepted: install bench search fidelity supernet oneshot torchrun onnx" >&2; exit 2 ;;
+    *) echo "unknown stage $s; accepted: install bench search fidelity pilot supernet oneshot torchrun onnx" >&2
+       exit 2 ;;
   esac
 done
 cp "$WORK"/search/*.csv "$OUT/" 2>/dev/null || true

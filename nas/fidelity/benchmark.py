@@ -98,6 +98,25 @@ def select_architectures(n_bins: int = 10, per_bin: int = 3, lo_ms: float = 0.5,
     return chosen
 
 
+def select_version2(supernet_space: "search_spaces.SearchSpace", per_bin: int = 6, supernet_count: int = 20,
+                    seed: int = 2) -> list[tuple[str, SwiftFormerArch]]:
+    """Version 2's architectures: ``10 * per_bin`` of the default space stratified over predicted iPhone 14
+    latency 0.5-1.5 ms (the released variants in range among them, priced by the family's own line), named
+    ``a01``...; then ``supernet_count`` uniform draws of the supernet's CIFAR space (``s01``...), so a supernet can
+    be scored on architectures of its own space. A fresh seed: version 1's architectures were drawn by a predictor
+    since corrected."""
+    chosen = select_architectures(per_bin=per_bin, seed=seed)
+    seen = {arch.digest() for _, arch in chosen}
+    rng = random.Random(seed)
+    extra: list[tuple[str, SwiftFormerArch]] = []
+    while len(extra) < supernet_count:
+        arch = supernet_space.sample(rng)
+        if arch.digest() not in seen:
+            seen.add(arch.digest())
+            extra.append((f"s{len(extra) + 1:02d}", arch))
+    return chosen + extra
+
+
 def save_architectures(path: Path, archs: list[tuple[str, SwiftFormerArch]]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("".join(json.dumps({"name": n, "arch": a.to_dict()}, sort_keys=True) + "\n" for n, a in archs))
