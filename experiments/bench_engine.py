@@ -268,7 +268,7 @@ def comparable_jobs(data, device: torch.device, jobs: list[str], quick: bool, sc
             elif job in sizes:
                 out[job] = retrain_epoch(data, device, *sizes[job], scratch)
             elif job == "supernet":
-                out[job] = supernet_epoch(data, device, 256 if quick else (1024 if device.type == "cpu" else 8192),
+                out[job] = supernet_epoch(data, device, 64 if quick else (1024 if device.type == "cpu" else 8192),
                                           scratch, 32 if quick else 128)
         except Exception as exc:  # noqa: BLE001 (one failing job must not hide the others' figures)
             out[job] = {"error": f"{type(exc).__name__}: {str(exc).splitlines()[0][:300]}"}

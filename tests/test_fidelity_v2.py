@@ -88,7 +88,7 @@ def test_the_pilot_picks_the_cheapest_candidate_that_agrees_with_itself():
 
 def test_a_tiny_pilot_trains_seed_pairs_records_the_loss_sum_and_reports(tmp_path, tiny_imagefolder, monkeypatch):
     monkeypatch.setenv("NAS_CACHE_DIR", str(tmp_path / "cache"))
-    tiny = {"tiny-crop": benchmark.Protocol("tiny-crop", ProxyConfig(epochs=2, downscale=14, subset=None,
+    tiny = {"tiny-crop": benchmark.Protocol("tiny-crop", ProxyConfig(epochs=1, downscale=14, subset=None,
                                                                      val_subset=None, augment="crop"))}
     archs = [(n, VARIANTS[n].replace(num_classes=3)) for n in ("xs", "s", "l1")]
     data = load_data(f"imagefolder:{tiny_imagefolder}", image_size=16)

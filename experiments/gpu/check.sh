@@ -45,14 +45,14 @@ if [ $DRY = 1 ]; then
   TRIALS=2; WORKERS=2; SN_EPOCHS=1; SN_SET="--set batch_size=16"; RT_EXPORT=none
   RT_SET="--set batch_size=16 --loader-workers 0"
   FID_MIN=0.02; ONESHOT=4; BENCH="--quick --jobs proxy retrain64 supernet"; PROXY_SET="--proxy-subset 64"
-  PILOT_MIN=0.02; PILOT_JOURNAL=$WORK/pilot.journal
+  PILOT_MIN=0.02; PILOT_JOURNAL=$WORK/pilot.journal; PILOT_WORKERS=1
 else
   PY=${PY:-python3}
   DEV=cuda
   DATA=${CHECK_DATA:-cifar10:.carry/cifar10-jpeg.tar.gz}
   TRIALS=16; WORKERS=4; SN_EPOCHS=1; SN_SET=""; RT_SET="--loader-workers 8"; RT_EXPORT=onnx
   FID_MIN=1; ONESHOT=200; BENCH=${BENCH_ARGS:-}; PROXY_SET=""
-  PILOT_MIN=${PILOT_MINUTES:-2}; PILOT_JOURNAL=experiments/fidelity/v2/pilot/gpu.journal
+  PILOT_MIN=${PILOT_MINUTES:-2}; PILOT_JOURNAL=experiments/fidelity/v2/pilot/gpu.journal; PILOT_WORKERS=4
 fi
 NAS="$PY -m nas"
 
@@ -98,7 +98,7 @@ for s in "${STAGES[@]}"; do
       stage fidelity $PY experiments/bench_fidelity.py run --data "$DATA" --train-device $DEV --workers $WORKERS \
         --minutes $FID_MIN --protocols proxy-56px-2ep-4k reference --journal "$WORK/fidelity.journal" ;;
     pilot)
-      stage pilot $PY experiments/bench_fidelity.py pilot run --data "$DATA" --train-device $DEV --workers $WORKERS \
+      stage pilot $PY experiments/bench_fidelity.py pilot run --data "$DATA" --train-device $DEV --workers $PILOT_WORKERS \
         --minutes $PILOT_MIN --journal "$PILOT_JOURNAL" \
         --protocols ${PILOT_PROTOCOLS:-v1-reference 56px-10ep-crop 56px-20ep-crop 56px-10ep-flip 112px-10ep-crop}
       cp "$PILOT_JOURNAL" "${PILOT_JOURNAL%.journal}.csv" "$OUT/" 2>/dev/null || true ;;
