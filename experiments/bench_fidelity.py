@@ -116,7 +116,10 @@ def main() -> None:
         missing = [str(p) for p in args.results if not p.exists()]
         if missing:
             parser.error(f"{', '.join(missing)} does not exist; run `pilot run` first")
-        print(pilot_report(pd.concat([pd.read_csv(p) for p in args.results], ignore_index=True)))
+        version1 = pd.read_csv(RESULTS)
+        version1 = version1[(version1["protocol"] == "reference") & (version1["seed"] == 0)]
+        print(pilot_report(pd.concat([pd.read_csv(p) for p in args.results], ignore_index=True),
+                           version1=version1.set_index("name")["val_accuracy"]))
 
 
 def pilot_architectures() -> list:

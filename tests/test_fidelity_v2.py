@@ -82,6 +82,10 @@ def test_the_pilot_picks_the_cheapest_candidate_that_agrees_with_itself():
     best, why = choose(candidates(noisy_only, n_boot=50))
     assert best is None and why.startswith("no candidate reaches tau 0.8 yet; closest: 56px-10ep-crop")
     assert "56px-20ep-crop" in pilot_report(frame, n_boot=50)
+    truth = pd.Series(np.linspace(0.5, 0.7, 12), index=[f"a{i:02d}" for i in range(12)])
+    beside = {c.protocol: c for c in candidates(frame, n_boot=20, version1=truth)}
+    assert beside["56px-20ep-crop"].tau_v1 > 0.95 > beside["56px-10ep-crop"].tau_v1  # the noisy one's mean is off
+    assert math.isnan(found["56px-20ep-crop"].tau_v1)  # nothing to set it beside
     with pytest.raises(ValueError, match="protocol 'mine', which is not a candidate"):
         candidates(frame.assign(protocol="mine"))
 

@@ -40,13 +40,14 @@ class Candidate:
     seconds: float  # mean wall seconds per training
     device: str
     tokens_ok: bool
+    tau_v1: float = math.nan  # its seed mean against version 1's reference (seed 0) on the same architectures
 
     def row(self) -> dict:
         return {"protocol": self.protocol, "pairs": self.pairs,
                 "tau (seed 1 vs 0)": f"{self.tau:.2f} [{self.tau_ci[0]:.2f}, {self.tau_ci[1]:.2f}]",
                 "seed SD (pt)": self.seed_sd, "spread SD (pt)": self.spread_sd, "noise share": self.noise_share,
                 "mean val": self.mean_val, "s / training": self.seconds, "device": self.device,
-                "tokens ok": "yes" if self.tokens_ok else "no"}
+                "tokens ok": "yes" if self.tokens_ok else "no", "tau vs v1 reference": self.tau_v1}
 
 
 def tokens_ok(protocol: Protocol, resolution: int = 224) -> bool:
@@ -57,8 +58,10 @@ def tokens_ok(protocol: Protocol, resolution: int = 224) -> bool:
 
 
 def candidates(results: pd.DataFrame, n_boot: int = 2000, seed: int = 0,
-               protocols: Mapping[str, Protocol] = PILOT_PROTOCOLS) -> list[Candidate]:
-    """One ``Candidate`` per protocol of ``results`` (the pilot's CSV as a frame) with at least 3 seed pairs."""
+               protocols: Mapping[str, Protocol] = PILOT_PROTOCOLS,
+               version1: pd.Series | None = None) -> list[Candidate]:
+    """One ``Candidate`` per protocol of ``results`` (the pilot's CSV as a frame) with at least 3 seed pairs;
+    ``version1``: version 1's reference val accuracy by architecture name, to set each candidate beside."""
     out = []
     for protocol, rows in results.groupby("protocol"):
         if protocol not in protocols:
@@ -73,13 +76,19 @@ def candidates(results: pd.DataFrame, n_boot: int = 2000, seed: int = 0,
         a, b = wide[0].to_numpy() * 100, wide[1].to_numpy() * 100
         rng = np.random.default_rng(seed)
         boot = [tau_b(a[i], b[i]) for i in (rng.integers(0, len(a), len(a)) for _ in range(n_boot))]
+        v1 = math.nan
+        if version1 is not None:
+            common = [n for n in wide.index if n in version1.index]
+            if len(common) >= 3:
+                v1 = tau_b(wide.loc[common].mean(axis=1).to_numpy(), version1[common].to_numpy())
         seed_var = float(np.var(a - b, ddof=1) / 2)
         means_var = float(np.var((a + b) / 2, ddof=1))
         true_var = max(means_var - seed_var / 2, 0.0)  # the mean of 2 seeds carries half a run's noise
         out.append(Candidate(str(protocol), len(wide), tau_b(a, b), _interval(boot), math.sqrt(seed_var),
                              math.sqrt(means_var), seed_var / (seed_var + true_var) if seed_var + true_var else
                              math.nan, float((a.mean() + b.mean()) / 200), float(rows["seconds"].mean()),
-                             ", ".join(sorted(set(rows["device"].astype(str)))), tokens_ok(protocols[protocol])))
+                             ", ".join(sorted(set(rows["device"].astype(str)))), tokens_ok(protocols[protocol]),
+                             v1))
     order = {name: i for i, name in enumerate(protocols)}
     return sorted(out, key=lambda c: order.get(c.protocol, len(order)))
 
@@ -107,8 +116,8 @@ def choose(found: list[Candidate], protocols: Mapping[str, Protocol] = PILOT_PRO
 
 
 def pilot_report(results: pd.DataFrame, n_boot: int = 2000,
-                 protocols: Mapping[str, Protocol] = PILOT_PROTOCOLS) -> str:
-    found = candidates(results, n_boot, protocols=protocols)
+                 protocols: Mapping[str, Protocol] = PILOT_PROTOCOLS, version1: pd.Series | None = None) -> str:
+    found = candidates(results, n_boot, protocols=protocols, version1=version1)
     if not found:
         return "the pilot holds no candidate with 3 architectures trained with both seeds yet"
     table = pd.DataFrame([c.row() for c in found])
@@ -117,5 +126,7 @@ def pilot_report(results: pd.DataFrame, n_boot: int = 2000,
               "architectures; Kendall tau-b of seed 1 against seed 0 on val (all 5,000 images) with a bootstrap 95 % "
               "interval over architectures; seed SD: one run's SD from the paired differences; spread SD: SD of the "
               "seed means across architectures; noise share: seed variance over seed plus architecture variance; "
-              "tokens ok: stage 3 sees at least 4x4 tokens and stage 4 at least 2x2.")
+              "tokens ok: stage 3 sees at least 4x4 tokens and stage 4 at least 2x2; tau vs v1 reference: the seed "
+              "means against version 1's reference (seed 0, val) on the same architectures; s / training: wall "
+              "seconds, as loaded as the machine was.")
     return header + "\n\n" + table.to_markdown(index=False, floatfmt=".2f") + "\n\n" + verdict + "\n"
