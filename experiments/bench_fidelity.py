@@ -118,8 +118,11 @@ def main() -> None:
             parser.error(f"{', '.join(missing)} does not exist; run `pilot run` first")
         version1 = pd.read_csv(RESULTS)
         version1 = version1[(version1["protocol"] == "reference") & (version1["seed"] == 0)]
-        print(pilot_report(pd.concat([pd.read_csv(p) for p in args.results], ignore_index=True),
-                           version1=version1.set_index("name")["val_accuracy"]))
+        try:
+            print(pilot_report(pd.concat([pd.read_csv(p) for p in args.results], ignore_index=True),
+                               version1=version1.set_index("name")["val_accuracy"]))
+        except ValueError as exc:  # a CSV of another benchmark: one line, not a traceback
+            parser.error(str(exc))
 
 
 def pilot_architectures() -> list:
