@@ -21,7 +21,7 @@ from swiftformer.counting import feature_sizes
 
 from ..training.protocols import Protocol
 from .benchmark import PILOT_PROTOCOLS
-from .scoring import _interval, tau_b
+from .scoring import percentile_interval, tau_b
 
 TARGET_TAU = 0.8
 MIN_TOKENS = {3: 16, 4: 4}  # stage -> tokens it must see at the candidate's side (224 px architectures)
@@ -84,7 +84,7 @@ def candidates(results: pd.DataFrame, n_boot: int = 2000, seed: int = 0,
         seed_var = float(np.var(a - b, ddof=1) / 2)
         means_var = float(np.var((a + b) / 2, ddof=1))
         true_var = max(means_var - seed_var / 2, 0.0)  # the mean of 2 seeds carries half a run's noise
-        out.append(Candidate(str(protocol), len(wide), tau_b(a, b), _interval(boot), math.sqrt(seed_var),
+        out.append(Candidate(str(protocol), len(wide), tau_b(a, b), percentile_interval(boot), math.sqrt(seed_var),
                              math.sqrt(means_var), seed_var / (seed_var + true_var) if seed_var + true_var else
                              math.nan, float((a.mean() + b.mean()) / 200), float(rows["seconds"].mean()),
                              ", ".join(sorted(set(rows["device"].astype(str)))), tokens_ok(protocols[protocol]),

@@ -35,7 +35,7 @@ class Agreement:
         """tau of this scorer minus tau of ``other`` with a paired 95 % interval: both were resampled with the same
         seed over the same architectures (the caller makes sure), so each resample compares them on one set."""
         difference = self.resampled - other.resampled
-        return (self.tau - other.tau, *_interval(list(difference)))
+        return (self.tau - other.tau, *percentile_interval(list(difference)))
 
     def row(self) -> dict:
         return {"scorer": self.scorer, "n": self.n, "tau": self.tau, "tau_lo": self.tau_ci[0], "tau_hi": self.tau_ci[1],
@@ -94,13 +94,14 @@ def agreement(scorer: str, score, reference, latency, n_boot: int = 2000, seed: 
         idx = rng.integers(0, n, n)
         taus.append(tau_b(score[idx], reference[idx]))
         bin_taus.append(tau_within_bins(score[idx], reference[idx], bins[idx]))
-    return Agreement(scorer, n, tau_b(score, reference), _interval(taus),
-                     tau_within_bins(score, reference, bins), _interval(bin_taus),
+    return Agreement(scorer, n, tau_b(score, reference), percentile_interval(taus),
+                     tau_within_bins(score, reference, bins), percentile_interval(bin_taus),
                      top_k_overlap(score, reference, 5), top_k_overlap(score, reference, 10),
                      best_found(score, reference), np.asarray(taus))
 
 
-def _interval(values: list[float]) -> tuple[float, float]:
+def percentile_interval(values: list[float]) -> tuple[float, float]:
+    """The 2.5th and 97.5th percentiles of the finite ``values`` (a bootstrap 95 % interval)."""
     finite = np.asarray([v for v in values if not math.isnan(v)])
     if not len(finite):
         return (math.nan, math.nan)

@@ -192,15 +192,15 @@ def calibrate(samples: Sequence[Sample], device: str, procedures: dict[str, Sequ
                                 form_chosen_by=f"{name} ({how}), the procedure of lower nested leave-one-{split}-out "
                                                f"MAPE among {len(judged)}")
     band = dict(band_of(measured, predicted), split=f"nested leave-one-{split}-out")
-    families = family_lines(samples, device, form, fitted)
+    families = family_lines(samples, rows, device, form, fitted)
     return LatencyPredictor(device_key(device), costs, intercept, {t: TERMS[t] for t in costs}, info, band, families)
 
 
-def family_lines(samples: Sequence[Sample], device: str, form: ModelForm, fitted: Fit) -> dict[str, dict]:
+def family_lines(samples: Sequence[Sample], rows: Rows, device: str, form: ModelForm,
+                 fitted: Fit) -> dict[str, dict]:
     """Every family with its own line on ``device``: offset, scale, rows, and (from 2 rows) each row's error when
     its model is held out of the calibration (from every device, the form kept) with the band of those errors:
-    what a new member of that family can expect."""
-    rows = Rows.of(samples)
+    what a new member of that family can expect. ``rows`` are ``samples`` as arrays."""
     models = group_labels(samples, "row")
     d = rows.devices.index(device_key(device))
     out = {}
