@@ -321,6 +321,8 @@ def test_killed_mid_run_resumes_without_redoing_finished_runs(tmp_path, tiny_ima
     (["ablate", "placement", "--kinds", "conv"], "--kinds belongs to the type ablation"),
     (["ablate", "placement", "--seeds", "20"], "16 variants x 20 seeds = 320 runs, more than --max-runs 100"),
     (["ablate", "placement", "--protocol", "reference", "--proxy-epochs", "3"], "--proxy-epochs sets the proxy"),
+    (["ablate", "placement", "--protocol", "56px-20ep-crop", "--proxy-subset", "3"],
+     "--proxy-subset sets the proxy protocol; the 56px-20ep-crop protocol is fixed"),
     (["ablate", "report"], "needs the ablation's folder"),
     (["ablate", "report", "/nonexistent/abl"], "holds no ablation"),
     (["ablate", "/nonexistent/grid.yaml"], "cannot read grid"),
@@ -341,6 +343,18 @@ def test_bad_ablation_options_are_refused_by_the_parser(capsys, args, message):
     with pytest.raises(SystemExit) as exit_info:
         main(["ablate", "placement", *args])
     assert exit_info.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_a_version2_candidate_reference_is_an_ablation_protocol():
+    """`--protocol NAME` trains every run as fidelity version 2's candidate NAME does, reading test once."""
+    from nas.ablation import AblationConfig
+    from nas.fidelity.benchmark import PILOT_PROTOCOLS
+
+    cfg = AblationConfig(ablation="placement", protocol="56px-20ep-crop", out="unused")
+    protocol = cfg.training_protocol()
+    assert protocol.config == PILOT_PROTOCOLS["56px-20ep-crop"].config and protocol.reads_test
+    assert protocol.config.epochs == 20 and protocol.config.augment == "crop" and protocol.config.subset is None
+    assert cfg.identity()["protocol"] == "56px-20ep-crop" and cfg.study == "ablate-placement-xs-56px-20ep-crop"
 
 
 def test_a_bad_grid_file_is_one_line(tmp_path, capsys):

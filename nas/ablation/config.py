@@ -11,12 +11,12 @@ from swiftformer import SwiftFormerArch
 
 from ..models import parse_model_ref
 from ..training import ProxyConfig
-from ..training.protocols import REFERENCE, Protocol
+from ..training.protocols import CANDIDATES, Protocol, named_protocol
 from .grid import Grid, grid_variants
 from .variants import Variant, placement_variants, type_variants
 
 ABLATIONS = ("placement", "type", "grid")
-PROTOCOLS = ("proxy", "reference")
+PROTOCOLS = ("proxy", "reference", *CANDIDATES)  # the search's proxy, or a named one (nas/training/protocols.py)
 DEFAULT_BASE = "swiftformer:xs"
 DEFAULT_MAX_RUNS = 100
 
@@ -33,7 +33,8 @@ class AblationConfig:
     kinds: list[str] | None = None  # block kinds of the type ablation (default: every kind of BLOCK_TYPES)
     data: str = "fashion-mnist"
     seeds: int = 3  # seeds 0..seeds-1, the same for every variant
-    protocol: str = "proxy"  # the search's proxy (set by ``proxy``) or the fidelity benchmark's reference
+    protocol: str = "proxy"  # the search's proxy (set by ``proxy``), the fidelity benchmark's reference or a
+    # version-2 candidate reference (``nas.training.protocols.CANDIDATES``)
     proxy: ProxyConfig = field(default_factory=ProxyConfig)
     max_runs: int = DEFAULT_MAX_RUNS  # variants x seeds above this is refused before anything trains
     reuse: list[str] = field(default_factory=list)  # other ablations' folders whose matching runs are copied
@@ -74,7 +75,7 @@ class AblationConfig:
 
     def training_protocol(self) -> Protocol:
         """The protocol every run trains under (its seed set per run)."""
-        return REFERENCE if self.protocol == "reference" else Protocol("proxy", self.proxy)
+        return Protocol("proxy", self.proxy) if self.protocol == "proxy" else named_protocol(self.protocol)
 
     def storage_url(self) -> str:
         """``--storage`` if given, else the journal file in ``--out`` (several workers and Ray may share it)."""

@@ -4,10 +4,12 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ..training.protocols import CANDIDATES
 from .options import (MODEL_REF_HELP, UsageError, add_concurrency, add_train_device, downscale, duration, fraction,
                       positive_int)
 
 
+PROTOCOLS = ("proxy", "reference", *CANDIDATES)
 PROXY_OPTIONS = ("proxy_epochs", "proxy_downscale", "proxy_subset", "val_fraction", "val_seed")
 
 
@@ -33,8 +35,8 @@ def cmd_ablate(args: argparse.Namespace) -> None:
         raise UsageError(f"unknown ablation {args.what!r}; accepted: placement, type, a grid .yaml file, or "
                          "report DIR")
     given = [f"--{name.replace('_', '-')}" for name in PROXY_OPTIONS if getattr(args, name) is not None]
-    if args.protocol == "reference" and given:
-        raise UsageError(f"{given[0]} sets the proxy protocol; the reference protocol is fixed (see "
+    if args.protocol != "proxy" and given:
+        raise UsageError(f"{given[0]} sets the proxy protocol; the {args.protocol} protocol is fixed (see "
                          "nas/training/protocols.py)")
     defaults = ProxyConfig()
     proxy = ProxyConfig(**{name: getattr(defaults, name) if getattr(args, name) is None else getattr(args, name)
@@ -67,9 +69,10 @@ def register(commands) -> None:
                                                             "imagefolder:PATH, with the search's splits")
     ab.add_argument("--seeds", type=positive_int, default=3, help="seeds 0..N-1, the same for every variant "
                                                                     "(default 3); more later adds runs")
-    ab.add_argument("--protocol", choices=("proxy", "reference"), default="proxy",
+    ab.add_argument("--protocol", choices=PROTOCOLS, default="proxy",
                     help="proxy: the search's proxy (set by --proxy-*); reference: the fidelity benchmark's "
-                         "reference protocol, which also reads test once per run")
+                         "reference protocol; or a version-2 candidate reference (e.g. 56px-20ep-crop: 20 epochs "
+                         "of every train image with crops); the named ones also read test once per run")
     ab.add_argument("--kinds", help="type ablation: block kinds, comma-separated (default: every kind of "
                                     "swiftformer.arch.BLOCK_TYPES)")
     ab.add_argument("--max-runs", type=positive_int, default=100,

@@ -30,7 +30,7 @@ from ..latency.predictor import resolve_predictor
 from ..search.study import Heartbeat, make_storage, recover_interrupted
 from ..latency.lut import PHONES
 from ..training import ProxyConfig, ProxyTask
-from ..training.protocols import REFERENCE, Protocol, train_and_evaluate
+from ..training.protocols import CANDIDATES, REFERENCE, Protocol, train_and_evaluate
 
 PROXIES = (
     Protocol("proxy-56px-2ep-4k", ProxyConfig(epochs=2, downscale=4.0, subset=4000)),
@@ -40,19 +40,12 @@ PROXIES = (
 )
 PROTOCOLS = {p.name: p for p in (REFERENCE, *PROXIES)}
 
-# Version 2's pilot (issue 26): candidate references, each trained on the same 12 architectures with 2 seeds, to
-# pick the cheapest whose seed-to-seed Kendall tau reaches 0.8 (``nas.fidelity.pilot``). Every candidate trains at
-# 56 px or more (stage 3 sees at least 4x4 tokens, stage 4 at least 2x2) on all 45,000 train images and scores
-# all 5,000 val images; the "cpu-" ones are sized for a 2-core machine (a longer schedule on a subset of train).
+# Version 2's pilot (issue 26): candidate references (``nas.training.protocols.CANDIDATES``), each trained on the
+# same 12 architectures with 2 seeds, to pick the cheapest whose seed-to-seed Kendall tau reaches 0.8
+# (``nas.fidelity.pilot``); the "cpu-" one is sized for a 2-core machine (a longer schedule on a subset of train).
 PILOT = (
     Protocol("v1-reference", REFERENCE.config),  # version 1's reference (2 epochs, flips): its ceiling was 0.20
-    Protocol("56px-10ep-flip", ProxyConfig(epochs=10, downscale=4.0, subset=None, val_subset=None)),
-    Protocol("56px-10ep-crop", ProxyConfig(epochs=10, downscale=4.0, subset=None, val_subset=None, augment="crop")),
-    Protocol("56px-20ep-crop", ProxyConfig(epochs=20, downscale=4.0, subset=None, val_subset=None, augment="crop")),
-    Protocol("112px-10ep-crop", ProxyConfig(epochs=10, downscale=2.0, subset=None, val_subset=None,
-                                            augment="crop")),
-    Protocol("cpu-56px-4ep-10k-crop", ProxyConfig(epochs=4, downscale=4.0, subset=10000, val_subset=None,
-                                                  augment="crop")),
+    *(Protocol(name, config) for name, config in CANDIDATES.items()),
 )
 PILOT_PROTOCOLS = {p.name: p for p in PILOT}
 PILOT_SEEDS = (0, 1)
