@@ -5,6 +5,7 @@
 #   bash experiments/gpu/check.sh --dry-run [STAGE ...]   # the same commands at toy sizes on the CPU (the suite)
 #
 # Stages (default: all, in this order): install bench search fidelity pilot supernet oneshot torchrun onnx
+# (and verdicts, only when named):
 #   install   the carried wheels (.whl/: optuna, alembic, sqlalchemy, mako, colorlog, timm) into /tmp/site
 #   bench     experiments/bench_engine.py --train-device cuda (every job against the bare loop; CUDA graphs
 #             against the eager step); $BENCH_ARGS replaces its arguments
@@ -13,6 +14,9 @@
 #   pilot     a chunk ($PILOT_MINUTES, default 2) of fidelity benchmark version 2's pilot with 4 workers: the GPU
 #             candidates ($PILOT_PROTOCOLS), into experiments/fidelity/v2/pilot/gpu.journal (committed, so the next
 #             GPU session continues it; a copy comes back in $OUT: commit it with the figures)
+#   verdicts  a chunk ($VERDICT_MINUTES, default 6) of the headline plan, experiments/verdicts/gpu.yaml
+#             (bench_verdicts.py run): its folder comes back in $OUT as verdicts-gpu.tar.gz (no weights); unpack
+#             it over experiments/verdicts/ and commit it, so the next session continues the plan
 #   supernet  one epoch of nas supernet train over the CIFAR-scale space
 #   oneshot   a one-shot search scored by that supernet
 #   torchrun  torchrun --nproc_per_node 1 nas retrain of XS at 64 px for one epoch (NCCL), with its ONNX export
@@ -46,6 +50,15 @@ if [ $DRY = 1 ]; then
   RT_SET="--set batch_size=16 --loader-workers 0"
   FID_MIN=0.02; ONESHOT=4; BENCH="--quick --jobs proxy retrain64 supernet"; PROXY_SET="--proxy-subset 64"
   PILOT_MIN=0.02; PILOT_JOURNAL=$WORK/pilot.journal; PILOT_WORKERS=1
+  VERDICT_PLAN=$WORK/verdicts/dry.yaml; VERDICT_MIN=0.15
+  mkdir -p "$WORK/verdicts"
+  cat > "$VERDICT_PLAN" <<EOF
+name: dry
+data: $DATA
+recipe: experiments/verdicts/recipe-gpu.yaml
+seeds: 2
+search: {budgets: [1ms], trials: 1, args: [--proxy-subset, "64", --proxy-epochs, "1"]}
+EOF
 else
   PY=${PY:-python3}
   DEV=cuda
@@ -53,6 +66,7 @@ else
   TRIALS=16; WORKERS=4; SN_EPOCHS=1; SN_SET=""; RT_SET="--loader-workers 8"; RT_EXPORT=onnx
   FID_MIN=1; ONESHOT=200; BENCH=${BENCH_ARGS:-}; PROXY_SET=""
   PILOT_MIN=${PILOT_MINUTES:-2}; PILOT_JOURNAL=experiments/fidelity/v2/pilot/gpu.journal; PILOT_WORKERS=4
+  VERDICT_PLAN=experiments/verdicts/gpu.yaml; VERDICT_MIN=${VERDICT_MINUTES:-6}
 fi
 NAS="$PY -m nas"
 
@@ -102,6 +116,12 @@ for s in "${STAGES[@]}"; do
         --minutes $PILOT_MIN --journal "$PILOT_JOURNAL" \
         --protocols ${PILOT_PROTOCOLS:-v1-reference 56px-10ep-crop 56px-20ep-crop 56px-10ep-flip 112px-10ep-crop}
       cp "$PILOT_JOURNAL" "${PILOT_JOURNAL%.journal}.csv" "$OUT/" 2>/dev/null || true ;;
+    verdicts)
+      stage verdicts $PY experiments/bench_verdicts.py run --plan "$VERDICT_PLAN" --train-device $DEV \
+        --minutes $VERDICT_MIN
+      name=$(basename "${VERDICT_PLAN%.yaml}")
+      tar --exclude='*.pth' -czf "$OUT/verdicts-$name.tar.gz" -C "$(dirname "$VERDICT_PLAN")" "$name" 2>/dev/null \
+        || true ;;
     supernet)
       stage supernet $NAS supernet train --space experiments/supernet/swiftformer-cifar.yaml --data "$DATA" \
         --epochs $SN_EPOCHS --train-device $DEV --out "$WORK/supernet" $SN_SET ;;
@@ -115,7 +135,7 @@ for s in "${STAGES[@]}"; do
     onnx)
       stage onnx $NAS export "$WORK/retrain/arch.json" --checkpoint "$WORK/retrain/model.pth" --format onnx \
         --out "$WORK/retrain/check.onnx" ;;
-    *) echo "unknown stage $s; accepted: install bench search fidelity pilot supernet oneshot torchrun onnx" >&2
+    *) echo "unknown stage $s; accepted: install bench search fidelity pilot verdicts supernet oneshot torchrun onnx" >&2
        exit 2 ;;
   esac
 done
