@@ -58,8 +58,15 @@ def is_done(root: Path, step: Step) -> bool:
 
 # ---------------------------------------------------------------------------------------------- the models
 def released_within(plan: Plan, budget_ms: float) -> list[str]:
-    """The released variants whose predicted latency on the plan's phone fits ``budget_ms``."""
-    return [name for name in ("xs", "s", "l1", "l3") if latency_of(VARIANTS[name])[plan.phone] <= budget_ms]
+    """The released variants whose predicted latency on the plan's phone fits ``budget_ms``. They are priced in
+    size order and the first over the budget ends the list: each variant has more of every cost term than the one
+    before (blocks, widths, MACs), so the family's line prices it higher, and pricing a model means building it."""
+    fitting = []
+    for name in ("xs", "s", "l1", "l3"):
+        if latency_of(VARIANTS[name])[plan.phone] > budget_ms:
+            break
+        fitting.append(name)
+    return fitting
 
 
 @functools.lru_cache(maxsize=256)
