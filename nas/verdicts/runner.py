@@ -9,8 +9,11 @@ its own process: on one GPU they share it, as the search's workers do). Output o
 """
 from __future__ import annotations
 
+import functools
 import json
+import os
 import platform
+import shutil
 import subprocess
 import sys
 import time
@@ -23,16 +26,16 @@ from .steps import Phase, Step, is_done, marker, phases
 GRACE_S = 5.0  # a command that returns this long before its time ran out ended on its own
 
 
+@functools.lru_cache(maxsize=8)
 def machine(train_device: str) -> str:
-    """The machine a step ran on, as the results record it."""
-    text = f"{platform.node()} ({platform.machine()}), training on {train_device}"
-    try:
-        import torch
-
-        if train_device.startswith("cuda") and torch.cuda.is_available():
-            text += f": {torch.cuda.get_device_name(0)}"
-    except Exception:  # noqa: BLE001  (a record; never fatal)
-        pass
+    """The machine a step ran on, as the results record it (the GPU's name from nvidia-smi: the runner itself
+    never opens a CUDA context, which would hold device memory beside its trainings)."""
+    text = f"{platform.node()} ({platform.machine()}, {os.cpu_count()} cores), training on {train_device}"
+    if train_device != "cpu" and shutil.which("nvidia-smi"):
+        found = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"], capture_output=True,
+                               text=True)
+        names = sorted(set(found.stdout.split("\n")) - {""}) if found.returncode == 0 else []
+        text += f": {', '.join(names)}" if names else ""
     return text
 
 
