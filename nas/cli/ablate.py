@@ -4,12 +4,11 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..training.protocols import CANDIDATES
+from ..ablation.config import PROTOCOLS
 from .options import (MODEL_REF_HELP, UsageError, add_concurrency, add_train_device, downscale, duration, fraction,
                       positive_int)
 
 
-PROTOCOLS = ("proxy", "reference", *CANDIDATES)
 PROXY_OPTIONS = ("proxy_epochs", "proxy_downscale", "proxy_subset", "val_fraction", "val_seed")
 
 
