@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from nas.verdicts import PlanError, load_plan, run_plan, write_report  # noqa: E402
 from nas.verdicts.plan import VERDICTS  # noqa: E402
-from nas.verdicts.steps import is_done, phases  # noqa: E402
+from nas.verdicts.steps import phases  # noqa: E402
 
 
 def status(plan) -> str:
@@ -32,7 +32,7 @@ def status(plan) -> str:
         if phase is None:
             lines.append(f"{verdict}: every step done")
             continue
-        left = [s.key for s in phase.steps if not is_done(plan.root, s)]
+        left = [s.key for s in phase.steps]  # (a phase holds only the steps not done)
         lines.append(f"{verdict}: {len(left)} step(s) left in its current phase: {', '.join(left[:8])}"
                      f"{' ...' if len(left) > 8 else ''}")
     return "\n".join(lines)

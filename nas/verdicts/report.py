@@ -69,12 +69,13 @@ def search_table(plan: Plan, root: Path) -> pd.DataFrame:
             winner = _resolve(models, name)
             for ref in released_within(plan, budget):
                 a, b = scores(root, winner), scores(root, _resolve(models, ref))
+                mine, theirs = describe(a), describe(b)
                 row = {"budget_ms": budget, "search": kind, "winner": models[name]["summary"],
                        "winner_same_as": models[name].get("same_as") or "",
                        "winner_latency_ms": models[name]["latency_ms"][plan.phone], "reference": ref,
                        "reference_latency_ms": models[ref]["latency_ms"][plan.phone] if ref in models else math.nan,
-                       "winner_test_mean": describe(a)["mean"], "winner_test_sd": describe(a)["sd"],
-                       "reference_test_mean": describe(b)["mean"], "reference_test_sd": describe(b)["sd"],
+                       "winner_test_mean": mine["mean"], "winner_test_sd": mine["sd"],
+                       "reference_test_mean": theirs["mean"], "reference_test_sd": theirs["sd"],
                        **stats.paired(a, b)}
                 same = _resolve(models, ref) == winner
                 row["verdict"] = f"the winner is {ref.upper()} itself" if same else words(row)

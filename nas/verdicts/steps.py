@@ -156,8 +156,8 @@ def retrain_step(plan: Plan, root: Path, name: str, seed: int, train_device: str
 def retrain_phase(plan: Plan, root: Path, verdict: str, names: list[str], train_device: str) -> Phase:
     """Every model's retrainings, seed-major (seed 0 of every model first), so a partial run holds whole pairs."""
     unique = list(dict.fromkeys(names))
-    steps = [retrain_step(plan, root, name, seed, train_device) for seed in range(plan.seeds) for name in unique]
-    return Phase(verdict, [s for s in steps if not is_done(root, s)], parallel=True)
+    return Phase(verdict, [retrain_step(plan, root, name, seed, train_device) for seed in range(plan.seeds)
+                           for name in unique], parallel=True)
 
 
 def ablation_step(plan: Plan, what: str, seeds: int, train_device: str) -> Step:
