@@ -1,4 +1,7 @@
-"""Declarative search spaces over the SwiftFormer family, in Python or in YAML/JSON files.
+"""Search spaces: declarative ones over the SwiftFormer family (in Python or YAML/JSON files), and the two
+spaces of the public tabular benchmarks, NAS-Bench-201's cell (``nb201``) and HW-NAS-Bench's FBNet (``fbnet``).
+All three implement one interface (``interface.Space``), which is all the search, the latency tables and the
+scorers use.
 
 ``load_space("swiftformer")`` gives a shipped space by name; ``load_space("my_space.yaml")`` reads a file.
 """
@@ -11,10 +14,16 @@ from typing import Any, Mapping
 
 import yaml
 
+from .fbnet import FBNetArch, FBNetSpace
+from .interface import Architecture, Space
+from .nb201 import NB201Arch, NB201Space
 from .space import ATTENTION_MODES, DEFAULT_ATTN_KINDS, SearchSpace, SpaceError, StageChoices
 
-__all__ = ["ATTENTION_MODES", "DEFAULT_ATTN_KINDS", "SearchSpace", "SpaceError", "StageChoices", "builtin_spaces",
-           "load_space", "space_from_dict"]
+__all__ = ["ATTENTION_MODES", "Architecture", "DEFAULT_ATTN_KINDS", "FBNetArch", "FBNetSpace", "NB201Arch",
+           "NB201Space", "SearchSpace", "Space", "SpaceError", "StageChoices", "builtin_spaces", "load_space",
+           "space_from_dict"]
+
+TABULAR_SPACES = {"nb201": NB201Space, "fbnet": FBNetSpace}  # defined in code: the benchmarks' fixed spaces
 
 _TOP_FIELDS = {"name", "description", "resolution", "stem_width", "stages", "num_classes", "in_chans",
                "distillation"}
@@ -23,13 +32,16 @@ _STAGE_FIELDS = {"depth", "width", "mlp_ratio", "attention", "attn_blocks", "att
 
 def builtin_spaces() -> list[str]:
     folder = resources.files(__name__) / "spaces"
-    return sorted(p.name.rsplit(".", 1)[0] for p in folder.iterdir() if p.name.endswith((".yaml", ".json")))
+    return sorted([p.name.rsplit(".", 1)[0] for p in folder.iterdir() if p.name.endswith((".yaml", ".json"))]
+                  + list(TABULAR_SPACES))
 
 
-def load_space(name_or_path: str | Path) -> SearchSpace:
-    """A shipped space by name, or a space file (.yaml, .yml, .json)."""
+def load_space(name_or_path: str | Path) -> Space:
+    """A shipped space by name, or a SwiftFormer space file (.yaml, .yml, .json)."""
     text = str(name_or_path)
     path = Path(text)
+    if text in TABULAR_SPACES:
+        return TABULAR_SPACES[text]()
     if path.suffix in (".yaml", ".yml", ".json") or path.is_file():
         if not path.is_file():
             raise SpaceError(f"space file {text!r} does not exist")

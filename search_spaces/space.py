@@ -11,12 +11,17 @@ attention encoder); every operation works on decisions and builds the value.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 import random
 from dataclasses import dataclass
 from typing import Any, Iterator, Mapping, Sequence
 
-from swiftformer import ATTENTION_TYPES, Block, Stage, SwiftFormerArch
+from torch import nn
+
+from swiftformer import ATTENTION_TYPES, Block, Stage, SwiftFormer, SwiftFormerArch, count_macs, count_params
+
+from . import swiftformer_parts
 
 ATTENTION_MODES = ("last", "mask")
 #: What a stage's attention encoders are unless the space says otherwise: SwiftFormer's additive attention.
@@ -294,6 +299,32 @@ class SearchSpace:
     @property
     def encoding_size(self) -> int:
         return 2 + sum(4 + max(c.depths) + (len(c.attn_kinds) > 1) for c in self.stages)
+
+    # ------------------------------------------------------------------------- the interface's records, parts
+    def arch_from_dict(self, data: Mapping[str, Any]) -> SwiftFormerArch:
+        return SwiftFormerArch.from_dict(data)
+
+    def for_task(self, num_classes: int, in_chans: int) -> "SearchSpace":
+        return dataclasses.replace(self, num_classes=num_classes, in_chans=in_chans)
+
+    def build_model(self, arch: SwiftFormerArch) -> nn.Module:
+        return SwiftFormer(arch)
+
+    def input_shape(self, arch: SwiftFormerArch) -> tuple[int, int, int, int]:
+        return (1, arch.in_chans, arch.resolution, arch.resolution)
+
+    def part_keys(self, arch: SwiftFormerArch) -> list[tuple]:
+        return swiftformer_parts.part_keys(arch)
+
+    def part_module(self, key: tuple) -> tuple[nn.Module, tuple[int, ...]]:
+        return swiftformer_parts.part_module(key)
+
+    def every_part_key(self) -> list[tuple]:
+        return swiftformer_parts.space_part_keys(self)
+
+    def counts(self, arch: SwiftFormerArch) -> dict[str, int]:
+        """In closed form (``swiftformer.counting``): microseconds a candidate."""
+        return {"params": count_params(arch), "macs": count_macs(arch)}
 
     # -------------------------------------------------------------------------------------- description
     def describe(self) -> list[str]:

@@ -123,7 +123,7 @@ def test_malformed_space_files_name_the_field(tmp_path, content, message):
 
 
 def test_unknown_space_name():
-    with pytest.raises(SpaceError, match="unknown space 'nope'; accepted: swiftformer"):
+    with pytest.raises(SpaceError, match="unknown space 'nope'; accepted: fbnet, nb201, swiftformer"):
         load_space("nope")
     with pytest.raises(SpaceError, match="does not exist"):
         load_space("missing.yaml")

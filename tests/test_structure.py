@@ -93,3 +93,12 @@ def test_the_identity_pieces_load_without_torch():
     assert done.returncode == 0, done.stderr
     side, digest, resolution = done.stdout.split()
     assert side == resolution == "56" and len(digest) == 12 and int(digest, 16) >= 0
+
+
+def test_the_benchmark_tables_sit_below_the_search_and_the_spaces_below_nas():
+    """``nas.benchmarks`` (tables, tabular scores) is what the search reads; ``nas.proving`` runs searches on it."""
+    tables = {m: t for m, t in _imports("nas").items() if m.startswith("nas.benchmarks")}
+    assert not any(t.startswith(("nas.search", "nas.proving", "nas.cli")) for targets in tables.values()
+                   for t in targets), tables
+    spaces = _imports("search_spaces")
+    assert not any(t.startswith("nas") for targets in spaces.values() for t in targets), spaces

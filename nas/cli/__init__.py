@@ -17,6 +17,7 @@ from swiftformer.export import ExportError
 from ..ablation.config import AblationError
 from ..ablation.grid import GridError
 from ..ablation.variants import VariantError
+from ..benchmarks import BenchmarkError
 from ..data import DatasetError
 from ..engine import PolicyError
 from ..latency.lut import TableMissError
@@ -28,13 +29,13 @@ from ..search.config import SearchError
 from ..supernet import SupernetError
 from ..training import TrainDeviceError
 from ..training.recipe import RecipeError, RetrainError
-from . import ablate, latency, models, retrain, search, spaces, supernet
+from . import ablate, benchmark, latency, models, retrain, search, spaces, supernet
 from .options import UsageError
 
-USER_ERRORS = (AblationError, ArchitectureError, BackendUnavailable, DatasetError, ExportError, GridError,
+USER_ERRORS = (AblationError, ArchitectureError, BackendUnavailable, BenchmarkError, DatasetError, ExportError, GridError,
                MeasurementError, ModelRefError, PolicyError, PredictorError, RecipeError, RetrainError, SearchError,
                SpaceError, SupernetError, TableMissError, TrainDeviceError, VariantError)
-GROUPS = (models, spaces, latency, search, supernet, retrain, ablate)  # in the order ``nas --help`` lists them
+GROUPS = (models, spaces, latency, search, supernet, retrain, ablate, benchmark)  # in the order ``nas --help`` lists them
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 
 from ..identity import ScoringConfig
-from ..search.config import MARGINS
+from ..search.config import MARGINS, SAMPLERS
 from .options import (SPACE_HELP, add_concurrency, add_predictor_choice, add_train_device, budget, downscale,
                       duration, fraction, positive_float, positive_int)
 
@@ -23,6 +23,7 @@ def cmd_search(args: argparse.Namespace) -> None:
                        train_device=args.train_device, cpus_per_trial=args.cpus_per_trial,
                        gpus_per_trial=args.gpus_per_trial, evaluator=args.evaluator,
                        storage_patience_s=args.storage_patience, latency_margin=args.latency_margin,
+                       table_score=args.table_score, latency_shots=args.latency_shots,
                        scoring=ScoringConfig(bn_images=args.supernet_bn_images, val_images=args.supernet_val_images,
                                              uncalibrated=args.supernet_uncalibrated))
     _, summary = run_search(cfg)
@@ -54,11 +55,21 @@ def register(commands) -> None:
     search.add_argument("--space", default="swiftformer", help=SPACE_HELP)
     search.add_argument("--data", default="fashion-mnist",
                         help="fashion-mnist (default), cifar10:PATH (folder or .tar.gz) or imagefolder:PATH "
-                             "(train/ and val/ or test/)")
+                             "(train/ and val/ or test/); or a tabular benchmark, nb201:cifar10|cifar100|"
+                             "imagenet16-120 with --space nb201 (nothing trained: scores and latencies from the "
+                             "shipped tables; --device names one of its devices, e.g. pixel2)")
+    search.add_argument("--table-score", choices=("12ep", "200ep-run", "200ep-mean"), default="12ep",
+                        help="tabular benchmarks: what a candidate scores, 12ep (default: the 12-epoch accuracy, "
+                             "the benchmark's cheap proxy), 200ep-run (one 200-epoch run) or 200ep-mean")
+    search.add_argument("--latency-shots", type=positive_int, metavar="K",
+                        help="tabular benchmarks: price candidates with a predictor calibrated on K measured "
+                             "architectures of --device (the realistic case) instead of the measured table")
     search.add_argument("--trials", type=positive_int, default=25,
                         help="architectures to train (default 25; over-budget ones are rejected without training)")
     search.add_argument("--timeout", type=duration, help="stop starting trials after this long, e.g. 30m")
-    search.add_argument("--sampler", choices=("tpe", "nsga2", "random", "evolution"), default="tpe")
+    search.add_argument("--sampler", choices=SAMPLERS, default="tpe",
+                        help="tpe (default), nsga2, random, evolution (regularised evolution over the space's "
+                             "mutation and crossover) or gp (Gaussian-process BO: for few, costly trials)")
     search.add_argument("--objective", choices=("constrained", "pareto"), default="constrained",
                         help="constrained: best accuracy under the budget (with pruning); pareto: accuracy "
                              "against latency (NSGA-II or MOTPE) with the budget as a constraint")

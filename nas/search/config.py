@@ -9,7 +9,7 @@ from typing import Any
 
 from ..identity import ProxyConfig, ScoringConfig
 
-SAMPLERS = ("tpe", "nsga2", "random", "evolution")
+SAMPLERS = ("tpe", "nsga2", "random", "evolution", "gp")
 OBJECTIVES = ("constrained", "pareto")
 MARGINS = ("none", "band")  # what must fit the budget: the predicted latency, or its error band's upper edge
 
@@ -45,6 +45,10 @@ class SearchConfig:
     gpus_per_trial: float = 0.0  # GPUs each Ray trial requests (local workers take one GPU each)
     storage_patience_s: float = 120.0  # how long workers retry an unreachable database before they stop
     latency_margin: str = "none"  # "band": the upper edge of the predictor's error band must fit the budget
+    # tabular benchmarks (--data nb201:<dataset>): the table column scored, and whether latency is the device's
+    # measured figure (None) or a predictor's calibrated on this many measured architectures of the device
+    table_score: str = "12ep"
+    latency_shots: int | None = None
 
     def __post_init__(self) -> None:
         if self.sampler not in SAMPLERS:
@@ -71,10 +75,31 @@ class SearchConfig:
                               "callable:MODULE:FUNCTION")
         if kind == "supernet":  # absolute: Ray workers run in other folders
             self.evaluator = f"supernet:{Path(folder).expanduser().resolve()}"
+        if self.tabular:
+            if self.evaluator != "proxy":
+                raise SearchError(f"--evaluator {self.evaluator} does not apply to --data {self.data}: the table "
+                                  "scores every architecture")
+            if self.predictor:
+                raise SearchError(f"--predictor does not apply to --data {self.data}: latency is the device's "
+                                  "measured figure, or --latency-shots K calibrates a predictor on K of them")
+        elif self.latency_shots is not None or self.table_score != "12ep":
+            raise SearchError("--latency-shots and --table-score apply to tabular benchmarks only (--data nb201:...)")
+        if self.latency_shots is not None and self.latency_shots < 3:
+            raise SearchError(f"--latency-shots {self.latency_shots} must be at least 3 measured architectures")
         budget = f"{self.budget_ms:g}ms".replace(".", "p")
         budget += "" if self.latency_margin == "none" else f"-{self.latency_margin}"
-        self.study = self.study or f"{Path(self.space).stem}-{self.device or Path(self.predictor or 'custom').stem}-{budget}"
+        device = self.device or Path(self.predictor or 'custom').stem
+        if self.tabular:  # the table's dataset, and how latency and score are had, name the study too
+            device = f"{self.data.partition(':')[2]}-{device}"
+            budget += "" if self.latency_shots is None else f"-{self.latency_shots}shot"
+            budget += "" if self.table_score == "12ep" else f"-{self.table_score}"
+        self.study = self.study or f"{Path(self.space).stem}-{device}-{budget}"
         self.out = self.out or str(Path("runs") / self.study)
+
+    @property
+    def tabular(self) -> bool:
+        """Whether candidates are scored from a benchmark's table (``--data nb201:<dataset>``) instead of trained."""
+        return self.data.startswith("nb201:")
 
     @property
     def threads(self) -> int:
@@ -89,7 +114,8 @@ class SearchConfig:
         if url is None:
             if (out / "study.db").exists():
                 url = f"sqlite:///{out / 'study.db'}"
-            elif (out / "study.journal").exists() or self.workers > 1 or self.backend == "ray":
+            elif (out / "study.journal").exists() or self.workers > 1 or self.backend == "ray" or self.tabular:
+                # (a tabular trial takes microseconds: SQLite's commit per attribute would be most of the run)
                 url = str(out / "study.journal")
             else:
                 url = f"sqlite:///{out / 'study.db'}"
@@ -104,6 +130,11 @@ class SearchConfig:
         margin is part of it when one is kept (absent for none, so studies from before the option resume)."""
         identity = {"budget_ms": self.budget_ms, "device": self.device, "predictor": self.predictor,
                     "space": self.space, "data": self.data, "objective": self.objective, "proxy": self.proxy.to_dict()}
+        if self.tabular:  # nothing is trained: the score column and the latency source say what a trial is
+            del identity["proxy"]
+            identity["score"] = self.table_score
+            identity["latency"] = "measured" if self.latency_shots is None else \
+                {"shots": self.latency_shots, "seed": self.seed}
         if self.supernet_dir is not None:  # (absent for the proxy, so studies made before evaluators still resume)
             scoring = {k: v for k, v in self.scoring.to_dict().items() if k != "uncalibrated"}  # a record, not a score
             identity["evaluator"] = {"supernet": supernet_digest(self.supernet_dir), "scoring": scoring}
@@ -123,6 +154,10 @@ class SearchConfig:
                     "no candidate is trained")
         if self.evaluator.startswith("callable:"):
             return "evaluator accuracy", f"given by the user's function {self.evaluator.partition(':')[2]}"
+        if self.tabular:
+            from ..benchmarks.tabular import SCORES
+
+            return f"{self.table_score} accuracy", f"read from the benchmark's table: {SCORES[self.table_score]}"
         return "proxy accuracy", f"proxy training: {self.proxy.describe()}"
 
     @property

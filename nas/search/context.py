@@ -1,6 +1,7 @@
 """What every worker of a search needs, built once per process: predictor, space, latency table, data, proxy,
 and the supernet scorer when ``--evaluator supernet:DIR`` replaces proxy training, or the user's function when
-``--evaluator callable:MODULE:FUNCTION`` does."""
+``--evaluator callable:MODULE:FUNCTION`` does, or a benchmark's table when ``--data nb201:<dataset>`` does (then
+there is no data to load and nothing to train)."""
 from __future__ import annotations
 
 import dataclasses
@@ -8,11 +9,11 @@ import importlib
 import math
 import sys
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import optuna
 import search_spaces
-from search_spaces import SearchSpace
+from search_spaces import SearchSpace, Space
 from swiftformer import SwiftFormerArch
 
 from ..data import load_data
@@ -31,11 +32,12 @@ from .config import SearchConfig, SearchError
 class SearchContext:
     cfg: SearchConfig
     predictor: LatencyPredictor
-    space: SearchSpace  # with the data's classes and channels: its architectures are the ones that ship
-    table: LatencyTable
-    task: ProxyTask
+    space: Space  # with the data's classes and channels: its architectures are the ones that ship
+    table: LatencyTable  # (or anything with its ``predict(arch) -> ms``: a benchmark's measured latency)
+    task: ProxyTask | None  # None: nothing is trained (a tabular benchmark)
     scorer: SupernetScorer | None = None  # --evaluator supernet:DIR: candidates are scored, not trained
-    evaluate: Callable[[SwiftFormerArch], float] | None = None  # --evaluator callable:MODULE:FUNCTION
+    evaluate: Callable[[Any], float] | None = None  # --evaluator callable:MODULE:FUNCTION, or a benchmark's table
+    truth: Callable[[Any], dict[str, float]] | None = None  # a benchmark's truth, recorded beside each score
 
     def checked_ms(self, predicted_ms: float) -> float:
         """What must fit the budget: the prediction, or with ``--latency-margin band`` its band's upper edge."""
@@ -44,6 +46,8 @@ class SearchContext:
 
 def build_context(cfg: SearchConfig, quiet: bool = False, worker: int = 0) -> SearchContext:
     """``worker`` picks the training GPU (each local worker its own)."""
+    if cfg.tabular:
+        return _tabular_context(cfg)
     # every candidate is of the searched family: priced by its own line and band where the calibration measured it
     predictor = resolve_predictor(cfg.device, cfg.predictor).for_family(SEARCHED_FAMILY)
     if cfg.latency_margin == "band" and not predictor.band:
@@ -75,6 +79,25 @@ def build_context(cfg: SearchConfig, quiet: bool = False, worker: int = 0) -> Se
     return SearchContext(cfg, predictor, space, table, ProxyTask(data, cfg.proxy, device), scorer, evaluate)
 
 
+def _tabular_context(cfg: SearchConfig) -> SearchContext:
+    from ..benchmarks import BenchmarkError
+    from ..benchmarks.tabular import tabular_setup
+
+    try:
+        setup = tabular_setup(cfg.data, cfg.space, cfg.device or "", cfg.table_score, cfg.latency_shots, cfg.seed)
+    except BenchmarkError as exc:
+        raise SearchError(str(exc)) from None
+    if cfg.latency_margin == "band":
+        raise SearchError("--latency-margin band needs a predictor's error band; a tabular search has none")
+    fastest = min((setup.space.parse(key) for key in setup.keys), key=setup.table.predict)
+    if setup.table.predict(fastest) > cfg.budget_ms:
+        raise SearchError(f"no {setup.space.name} architecture fits {cfg.budget_ms:g} ms on {cfg.device} "
+                          f"({'measured' if cfg.latency_shots is None else 'predicted'}); the fastest is "
+                          f"{setup.table.predict(fastest):.3f} ms: {fastest.digest()}")
+    return SearchContext(cfg, setup.predictor, setup.space, setup.table, None, evaluate=setup.evaluate,
+                         truth=setup.truth)
+
+
 def check_priced_alike(study: optuna.Study, ctx: SearchContext, sample: int = 3) -> None:
     """Refuse to resume a study whose trials were priced by another predictor (one recalibrated since): its
     budget verdicts and constraint values would mix two price lists. A few recorded prices are enough, as every
@@ -86,7 +109,7 @@ def check_priced_alike(study: optuna.Study, ctx: SearchContext, sample: int = 3)
         if "arch" not in trial.user_attrs or "latency_ms" not in trial.user_attrs:
             continue
         then = float(trial.user_attrs["latency_ms"])
-        now = ctx.table.predict(SwiftFormerArch.from_dict(trial.user_attrs["arch"]))
+        now = ctx.table.predict(ctx.space.arch_from_dict(trial.user_attrs["arch"]))
         if not math.isclose(now, then, rel_tol=1e-6, abs_tol=1e-9):
             raise SearchError(f"study {study.study_name!r} was priced by another {ctx.predictor.device} predictor "
                               f"(trial #{trial.number}: {then:.3f} ms then, {now:.3f} ms now); resume it with that "

@@ -1,4 +1,5 @@
-"""``--sampler evolution``: regularised evolution (Real et al., 2019) over the space's mutate and crossover.
+"""``--sampler evolution``: regularised evolution (Real et al., 2019) over the space's mutate and crossover; and
+the way out for any sampler stuck on known architectures (``enqueue_unseen``).
 
 The child of a tournament among the most recent trained architectures is enqueued into the study, so
 ``study.ask()`` proposes it and the study records its parent. Children are mutated until one fits the budget and
@@ -12,8 +13,6 @@ import random
 
 import optuna
 from optuna.trial import TrialState
-
-from swiftformer import SwiftFormerArch
 
 from .context import SearchContext
 from .study import KNOWN, status_of
@@ -39,12 +38,28 @@ def enqueue_child(study: optuna.Study, ctx: SearchContext) -> bool:
 
     for _ in range(ATTEMPTS):
         parent = tournament()
-        arch = SwiftFormerArch.from_dict(parent.user_attrs["arch"])
+        arch = ctx.space.arch_from_dict(parent.user_attrs["arch"])
         if rng.random() < CROSSOVER:
-            arch = ctx.space.crossover(arch, SwiftFormerArch.from_dict(tournament().user_attrs["arch"]), rng)
+            arch = ctx.space.crossover(arch, ctx.space.arch_from_dict(tournament().user_attrs["arch"]), rng)
         child = ctx.space.mutate(arch, rng)
-        if child.digest() in known or ctx.table.predict(child) > ctx.cfg.budget_ms:
+        if child.digest() in known or ctx.checked_ms(ctx.table.predict(child)) > ctx.cfg.budget_ms:
             continue
         study.enqueue_trial(ctx.space.trial_params(child), user_attrs={"parent": parent.number})
+        return True
+    return False
+
+
+def enqueue_unseen(study: optuna.Study, ctx: SearchContext) -> bool:
+    """Queue a uniformly random architecture the study has not seen that fits the budget (False when ``ATTEMPTS``
+    draws found none). A sampler that keeps proposing known architectures (NSGA-II's population converges to
+    copies of itself on a small discrete space) gets a new one instead of ending the search early."""
+    trials = study.get_trials(deepcopy=False)
+    known = {t.user_attrs.get("digest") for t in trials}
+    rng = random.Random(f"unseen:{ctx.cfg.seed}:{len(trials)}")
+    for _ in range(ATTEMPTS):
+        arch = ctx.space.sample(rng)
+        if arch.digest() in known or ctx.checked_ms(ctx.table.predict(arch)) > ctx.cfg.budget_ms:
+            continue
+        study.enqueue_trial(ctx.space.trial_params(arch), user_attrs={"origin": "unseen, after known proposals"})
         return True
     return False

@@ -34,11 +34,17 @@ def run_search(cfg: SearchConfig) -> tuple[optuna.Study, str]:
     deadline = time.time() + cfg.timeout_s if cfg.timeout_s else None
     study = open_study(cfg, storage=storage)
     check_priced_alike(study, ctx)
-    holdout = ctx.task.holdout.describe()
+    done = "trained"
+    if ctx.task is not None:
+        how = (f"{ctx.task.holdout.describe()}, selecting on val; training on {ctx.task.device} with "
+               f"{cfg.threads} thread(s) per worker")
+    else:
+        latency = "measured" if cfg.latency_shots is None else \
+            f"predicted, calibrated on {cfg.latency_shots} measured architectures"
+        how, done = f"scored by its table ({cfg.score_name()[1]}); latency {latency}", "evaluated"
     print(f"study {cfg.study!r} in {url}: {counted(study.get_trials(deepcopy=False))}/{cfg.trials} "
-          f"trained so far; budget {cfg.budget_ms:g} ms on {ctx.predictor.device}; space {ctx.space.name} "
-          f"({ctx.space.size():,} architectures); data {cfg.data}: {holdout}, selecting on val; training on "
-          f"{ctx.task.device} with {cfg.threads} thread(s) per worker", file=sys.stderr)
+          f"{done} so far; budget {cfg.budget_ms:g} ms on {ctx.predictor.device}; space {ctx.space.name} "
+          f"({ctx.space.size():,} architectures); data {cfg.data}: {how}", file=sys.stderr)
     line = ctx.predictor.calibration.get("family_line") or {}
     if line.get("smallest_ms") and cfg.budget_ms < line["smallest_ms"]:
         print(f"note: the budget ({cfg.budget_ms:g} ms) is below the fastest measured {SEARCHED_FAMILY} model on "

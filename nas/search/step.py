@@ -15,7 +15,9 @@ higher rival, would train too). Otherwise it is proxy-trained, reporting
 validation accuracy after each epoch so the pruner can stop it, and the study is told. With ``--evaluator
 supernet:DIR`` it is scored instead by its inherited weights (calibrated BN; status "trained" all the same, with
 ``evaluator: supernet`` among its attributes); one the supernet cannot hold is "not scorable". With
-``--evaluator callable:MODULE:FUNCTION`` the user's function gives its val accuracy.
+``--evaluator callable:MODULE:FUNCTION`` the user's function gives its val accuracy; with ``--data
+nb201:<dataset>`` the benchmark's table does, and the trial also records the truth the search does not see (the
+measured latency and the 200-epoch accuracy).
 """
 from __future__ import annotations
 
@@ -28,14 +30,15 @@ import optuna
 import torch
 from optuna.trial import TrialState
 
-from swiftformer import VARIANTS, count_macs, count_params
+from search_spaces import SearchSpace
+from swiftformer import VARIANTS
 
 from ..supernet import SupernetError
 from ..training import ProxyDiverged
 from .context import SearchContext, task_arch
 from .evolution import enqueue_child
 from .storage import StorageUnavailable
-from .study import KNOWN, Heartbeat, counted, in_flight, status_of
+from .study import KNOWN, Heartbeat, TrialIndex, index_of, status_of, tally
 
 PROCESS = f"{socket.gethostname()}:{os.getpid()}"  # which machine and process evaluated a trial
 WAIT_FOR_PROPOSALS_S = 20.0  # the longest a trial waits for a lower-numbered one to write its architecture
@@ -43,11 +46,12 @@ UNTRAINED = 0.0  # the objective placeholder of an over-budget trial: no sampler
 
 
 def enqueue_references(study: optuna.Study, ctx: SearchContext) -> list[str]:
-    """Queue the released variants that fit the budget, once per study; returns their names."""
+    """Queue the released variants that fit the budget, once per study; returns their names (a space other than
+    SwiftFormer's has none)."""
     if study.user_attrs.get("nas_references_queued"):
         return list(study.user_attrs.get("nas_references", []))
     names = []
-    for name, arch in VARIANTS.items():
+    for name, arch in VARIANTS.items() if isinstance(ctx.space, SearchSpace) else ():
         arch = task_arch(arch, ctx.space)
         if arch not in ctx.space:
             print(f"reference {name.upper()} is outside space {ctx.space.name!r}; not evaluated", file=sys.stderr)
@@ -73,11 +77,12 @@ def _carry(study: optuna.Study, ctx: SearchContext, trial: optuna.Trial,
            worker: str) -> tuple[str, optuna.trial.FrozenTrial]:
     cfg = ctx.cfg
     arch = ctx.space.suggest(trial)
+    digest = arch.digest()
     latency = ctx.table.predict(arch)
     checked = ctx.checked_ms(latency)
-    for key, value in {"arch": arch.to_dict(), "summary": arch.summary(), "digest": arch.digest(),
-                       "params": count_params(arch), "macs": count_macs(arch), "latency_ms": latency,
-                       "latency_upper_ms": ctx.predictor.upper_ms(latency), "worker": worker, "process": PROCESS}.items():
+    for key, value in {"arch": arch.to_dict(), "summary": arch.summary(), "digest": digest,
+                       **ctx.space.counts(arch), "latency_ms": latency,
+                       "latency_upper_ms": ctx.predictor.upper_ms(latency) if ctx.predictor.band else None, "worker": worker, "process": PROCESS}.items():
         trial.set_user_attr(key, value)
     trial.set_constraint("latency", checked - cfg.budget_ms)
 
@@ -102,9 +107,12 @@ def _carry(study: optuna.Study, ctx: SearchContext, trial: optuna.Trial,
     reference = trial.user_attrs.get("reference")
     # the same architecture elsewhere in the study; a reference only counts other references (two processes
     # that open a new study together both queue the released variants)
-    same = [t for t in _proposals_before_looking(study, trial.number)
-            if t.number != trial.number and t.user_attrs.get("digest") == arch.digest()
-            and (not reference or t.user_attrs.get("reference"))]
+    index = index_of(study)
+    running = _proposals_before_looking(study, trial.number, index)
+    same = sorted((t for t in index.by_digest.get(digest, []) + [u for u in running
+                                                                  if u.user_attrs.get("digest") == digest]
+                   if t.number != trial.number and (not reference or t.user_attrs.get("reference"))),
+                  key=lambda t: t.number)
     twin = next((t for t in same if t.state != TrialState.RUNNING and status_of(t) in KNOWN), None)
     if twin is not None:
         trial.set_user_attr("duplicate_of", twin.number)
@@ -168,32 +176,33 @@ def _carry(study: optuna.Study, ctx: SearchContext, trial: optuna.Trial,
                 trial.set_user_attr(key, value)
         return tell("reference" if reference else "trained", objective(scored.top1))
     if ctx.evaluate is not None:
-        trial.set_user_attr("evaluator", cfg.evaluator)
+        trial.set_user_attr("evaluator", "table" if cfg.tabular else cfg.evaluator)
+        for key, truth in (ctx.truth(arch) if ctx.truth else {}).items():  # what the search does not see
+            trial.set_user_attr(key, truth)
         return tell("reference" if reference else "trained", objective(value))
     trial.set_user_attr("train_seconds", result.seconds)
     trial.set_user_attr("train_cpu_seconds", result.cpu_seconds)
     return tell("reference" if reference else "trained", objective(result.accuracy))
 
 
-def _proposals_before_looking(study: optuna.Study, number: int) -> list[optuna.trial.FrozenTrial]:
-    """The study's finished and running trials, once every running trial numbered below ``number`` has written its
-    architecture (or after ``WAIT_FOR_PROPOSALS_S``: a process that died between asking and writing is failed
-    by the recovery of stale trials, and meanwhile is not waited for longer)."""
+def _proposals_before_looking(study: optuna.Study, number: int, index: TrialIndex) -> list[optuna.trial.FrozenTrial]:
+    """The study's running trials (its finished ones go to ``index``), once every running trial numbered below
+    ``number`` has written its architecture (or after ``WAIT_FOR_PROPOSALS_S``: a process that died between asking
+    and writing is failed by the recovery of stale trials, and meanwhile is not waited for longer)."""
     states = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)
     deadline = time.monotonic() + WAIT_FOR_PROPOSALS_S
     while True:
-        trials = study.get_trials(deepcopy=False, states=states)
-        unwritten = any(t.state == TrialState.RUNNING and t.number < number and "digest" not in t.user_attrs
-                        for t in trials)
+        running = index.update(study.get_trials(deepcopy=False, states=states))
+        unwritten = any(t.number < number and "digest" not in t.user_attrs for t in running)
         if not unwritten or time.monotonic() > deadline:
-            return trials
+            return running
         time.sleep(0.05)
 
 
 def _places_taken(study: optuna.Study, number: int) -> int:
     """Searched trials that used training time, plus those evaluating now that started before trial ``number``."""
-    trials = study.get_trials(deepcopy=False)
-    return counted(trials) + in_flight(trials, before=number)
+    done, flying, _ = tally(study.get_trials(deepcopy=False), before=number, index=index_of(study))
+    return done + flying
 
 
 def is_out_of_memory(exc: BaseException) -> bool:

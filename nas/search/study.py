@@ -12,6 +12,7 @@ from __future__ import annotations
 import sys
 import threading
 import time
+import weakref
 from typing import Iterable
 
 import warnings
@@ -23,7 +24,7 @@ from optuna.trial import TrialState
 
 from .storage import HEARTBEAT_S, MAX_RETRIES, STALE_AFTER_S, make_storage, seconds_since_outage
 
-__all__ = ["make_storage", "status_of", "counted", "in_flight", "best_feasible", "retry_of", "Heartbeat", "recover_interrupted"]
+__all__ = ["make_storage", "status_of", "counted", "tally", "TrialIndex", "index_of", "in_flight", "best_feasible", "retry_of", "Heartbeat", "recover_interrupted"]
 
 KNOWN = ("trained", "reference", "pruned")  # statuses whose result is known: a re-proposal reuses it
 FAILURES = ("diverged", "out of memory", "error", "not scorable", "claimed elsewhere", "surplus", "interrupted")
@@ -53,7 +54,69 @@ def status_of(trial: optuna.trial.FrozenTrial) -> str:
 
 def counted(trials: Iterable[optuna.trial.FrozenTrial]) -> int:
     """Searched trials that used training time (trained, pruned, failed while training), references excluded."""
-    return sum(1 for t in trials if status_of(t) in TRAINING_STATUSES and "reference" not in t.user_attrs)
+    return tally(trials)[0]
+
+
+def tally(trials: Iterable[optuna.trial.FrozenTrial], before: int | None = None,
+          index: "TrialIndex | None" = None) -> tuple[int, int, bool]:
+    """In one pass (a worker reads the study before every step): ``counted``, ``in_flight`` (numbered below
+    ``before`` when given), and whether anything is queued. With the study's ``index``, finished trials are
+    counted once each instead of at every read."""
+    if index is not None:
+        unfinished, done = index.update(trials), index.done
+    else:
+        unfinished, done = [], 0
+        for t in trials:
+            if not t.state.is_finished():
+                unfinished.append(t)
+            elif status_of(t) in TRAINING_STATUSES and "reference" not in t.user_attrs:
+                done += 1
+    flying = sum(1 for t in unfinished if t.state == TrialState.RUNNING and "reference" not in t.user_attrs
+                 and (before is None or t.number < before))
+    return done, flying, any(t.state == TrialState.WAITING for t in unfinished)
+
+
+_UNFINISHED = frozenset((TrialState.RUNNING, TrialState.WAITING))
+
+
+class TrialIndex:
+    """The finished trials of one study as a worker keeps re-reading them, indexed once each (a finished trial
+    never changes): how many used training time, and the finished trials of each architecture. The study stays the
+    single source of truth: every read still starts from ``get_trials``, the index only skips re-deriving what a
+    finished trial already said. A search of thousands of trials (a tabular benchmark's) would otherwise spend its
+    time re-reading them before every step."""
+
+    def __init__(self) -> None:
+        self.seen: set[int] = set()
+        self.done = 0
+        self.by_digest: dict[str, list[optuna.trial.FrozenTrial]] = {}
+
+    def update(self, trials: Iterable[optuna.trial.FrozenTrial]) -> list[optuna.trial.FrozenTrial]:
+        """Index the trials finished since the last update; returns the unfinished ones (running, queued)."""
+        unfinished, seen = [], self.seen
+        for t in trials:
+            if t._trial_id in seen:  # (only finished trials are seen)
+                continue
+            if t.state in _UNFINISHED:
+                unfinished.append(t)
+                continue
+            seen.add(t._trial_id)
+            if status_of(t) in TRAINING_STATUSES and "reference" not in t.user_attrs:
+                self.done += 1
+            digest = t.user_attrs.get("digest")
+            if digest is not None:
+                self.by_digest.setdefault(digest, []).append(t)
+        return unfinished
+
+
+_INDEXES: "weakref.WeakKeyDictionary[optuna.Study, TrialIndex]" = weakref.WeakKeyDictionary()
+
+
+def index_of(study: optuna.Study) -> TrialIndex:
+    """This process's index of ``study`` (one per study object)."""
+    if study not in _INDEXES:
+        _INDEXES[study] = TrialIndex()
+    return _INDEXES[study]
 
 
 def best_feasible(trials: Iterable[optuna.trial.FrozenTrial]) -> optuna.trial.FrozenTrial | None:

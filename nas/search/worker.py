@@ -11,18 +11,19 @@ from typing import Any
 
 import optuna
 import torch
-from optuna.trial import TrialState
 
 from ..units import format_duration
 from .config import SearchConfig, SearchError
 from .context import SearchContext, build_context
+from .evolution import enqueue_unseen
 from .parallel import run_at_start_line
 from .pruning import SearchedMedianPruner
 from .step import run_step
-from .study import best_feasible, counted, in_flight, make_storage, recover_interrupted, status_of
+from .study import best_feasible, counted, index_of, make_storage, recover_interrupted, status_of, tally
 
 MAX_REJECTED_IN_A_ROW = 2000
 MAX_DUPLICATES_IN_A_ROW = 200
+EXPLORE_AFTER_DUPLICATES = 20  # known proposals in a row after which an unseen architecture is queued instead
 POLL_S = 1.0  # how often a worker with nothing left to start looks at the trials others are training
 RECOVER_EVERY_S = 5.0  # how often a worker looks for trials whose process stopped beating (stale after 10 s)
 
@@ -61,14 +62,19 @@ def _sampler(cfg: SearchConfig, seed: int) -> optuna.samplers.BaseSampler:
                                           n_startup_trials=10)
     if cfg.sampler == "nsga2":
         return optuna.samplers.NSGAIISampler(seed=seed, population_size=max(4, min(20, cfg.trials // 3)))
+    if cfg.sampler == "gp":  # Gaussian-process Bayesian optimisation: for few, costly trials (cubic in their number)
+        return optuna.samplers.GPSampler(seed=seed, n_startup_trials=10)
     return optuna.samplers.RandomSampler(seed=seed)  # random, and evolution (whose children are enqueued)
 
 
 def worker_loop(cfg: SearchConfig, worker: int = 0, ctx: SearchContext | None = None, deadline: float | None = None,
-                max_trained: int | None = None, study: optuna.Study | None = None, name: str | None = None) -> None:
+                max_trained: int | None = None, study: optuna.Study | None = None, name: str | None = None,
+                quiet: bool = False) -> None:
     """Run steps until ``cfg.trials`` searched trials have used training time and nothing is queued; or until
     the deadline, ``max_trained`` steps of this worker, or a long run of proposals that were all known already
-    (a space smaller than the trial count).
+    when no unseen architecture within the budget can be found (a space smaller than the trial count). After
+    ``EXPLORE_AFTER_DUPLICATES`` known proposals in a row an unseen architecture is queued, so a sampler stuck on
+    known ones does not end the search early. ``quiet``: no progress lines (a benchmark runs thousands of searches).
 
     ``cfg.trials`` counts the whole study, whichever process trains: when the places left are all being trained
     by other workers (of this run, or of another ``nas search`` on the same study), this one waits for them instead
@@ -81,9 +87,7 @@ def worker_loop(cfg: SearchConfig, worker: int = 0, ctx: SearchContext | None = 
     unscorable_in_a_row, recovered_at = 0, time.monotonic()  # (the runner recovered just before the workers started)
     times: list[float] = []
     while True:
-        trials = study.get_trials(deepcopy=False)
-        queued = any(t.state == TrialState.WAITING for t in trials)
-        done = counted(trials)
+        done, flying, queued = tally(study.get_trials(deepcopy=False), index=index_of(study))
         if (done >= cfg.trials and not queued) or (deadline and time.time() > deadline):
             break
         if max_trained is not None and trained_here >= max_trained:
@@ -91,7 +95,7 @@ def worker_loop(cfg: SearchConfig, worker: int = 0, ctx: SearchContext | None = 
         if time.monotonic() - recovered_at >= RECOVER_EVERY_S:
             recover_interrupted(study, wait=False)
             recovered_at = time.monotonic()
-        if not queued and done + in_flight(trials) >= cfg.trials:
+        if not queued and done + flying >= cfg.trials:
             time.sleep(POLL_S)  # the places left are being trained elsewhere: wait for their outcome
             continue
         t0 = time.perf_counter()
@@ -119,16 +123,21 @@ def worker_loop(cfg: SearchConfig, worker: int = 0, ctx: SearchContext | None = 
             continue  # the places left are being trained elsewhere; the loop waits for their outcome
         if status in ("duplicate", "claimed elsewhere"):
             duplicates_in_a_row += 1
+            if duplicates_in_a_row % EXPLORE_AFTER_DUPLICATES == 0 and duplicates_in_a_row < MAX_DUPLICATES_IN_A_ROW \
+                    and enqueue_unseen(study, ctx):
+                continue
             if duplicates_in_a_row >= MAX_DUPLICATES_IN_A_ROW:
-                print(f"[{name}] the last {duplicates_in_a_row} proposals were all known already: the space "
-                      f"({ctx.space.size():,} architectures) looks exhausted; stopping", file=sys.stderr)
+                if not quiet:
+                        print(f"[{name}] the last {duplicates_in_a_row} proposals were all known already: the space "
+                          f"({ctx.space.size():,} architectures) looks exhausted; stopping", file=sys.stderr)
                 break
             continue
         duplicates_in_a_row = 0
         trained_here += 1
         times.append(time.perf_counter() - t0)
-        _print_progress(study, cfg, trial, times, name, deadline)
-    if worker == 0:
+        if not quiet:
+            _print_progress(study, cfg, trial, times, name, deadline)
+    if worker == 0 and not quiet:
         print(f"{name}: finished after {format_duration(time.perf_counter() - started)}", file=sys.stderr)
 
 

@@ -1,0 +1,202 @@
+"""Running a proving-ground plan: every search is our own search (``worker_loop`` on an in-memory Optuna study,
+the sampler, evolution, de-duplication and budget checks exactly as ``nas search`` runs them), scored from the
+table; what it picked after each query is appended to ``runs.jsonl``, one line per finished search.
+
+Resumable and chunked: a run skips the searches ``runs.jsonl`` already holds; ``minutes`` stops starting new ones
+after that long; a line cut by a kill is dropped (and said) on the next run, never a finished one. Several
+processes (``workers``) run searches at once; only this process writes the file.
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import io
+import json
+import multiprocessing
+import os
+import platform
+import sys
+import time
+from datetime import datetime, timezone
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from pathlib import Path
+from typing import Any
+
+from optuna.storages import InMemoryStorage
+
+from ..benchmarks import nb201_accuracies
+from ..provenance import code_version
+from ..search.config import SearchConfig
+from ..search.context import SearchContext, build_context
+from ..search.study import status_of
+from ..search.worker import open_study, worker_loop
+from ..units import format_duration
+from .plan import SETTINGS, UNCONSTRAINED_DEVICE, Plan, RunSpec
+
+RESULTS = "runs.jsonl"
+PLAN = "plan.json"
+COMMANDS = "commands.log"  # every run: when, on what machine, with which code, what command
+
+
+class ProvingError(ValueError):
+    """A proving-ground folder or plan that cannot be used; the message says the way out."""
+
+
+def search_config(spec: RunSpec) -> SearchConfig:
+    setting = SETTINGS[spec.setting]
+    return SearchConfig(budget_ms=setting.budget_ms, device=setting.device or UNCONSTRAINED_DEVICE, space="nb201",
+                        data=f"nb201:{setting.dataset}", trials=spec.queries, sampler=spec.sampler, seed=spec.repeat,
+                        table_score=spec.score, latency_shots=spec.shots, out=os.devnull)
+
+
+_CONTEXTS: dict[tuple, SearchContext] = {}  # per process: a measured setting's context serves every repeat
+
+
+def run_search_spec(spec: RunSpec) -> dict[str, Any]:
+    """One search; returns its record: the picks (query number, NAS-Bench-201 index) each time the best score so
+    far changed, and what the search spent."""
+    cfg = search_config(spec)
+    key = (spec.setting, spec.shots, spec.score, spec.repeat if spec.shots is not None else None)
+    if key not in _CONTEXTS:  # a predicted latency is calibrated on a draw of the repeat's seed
+        _CONTEXTS.clear() if len(_CONTEXTS) > 64 else None
+        _CONTEXTS[key] = build_context(cfg)
+    ctx = dataclasses.replace(_CONTEXTS[key], cfg=cfg)  # the table and prices shared; the search's own settings
+    started = time.perf_counter()
+    study = open_study(cfg, storage=InMemoryStorage())
+    with contextlib.redirect_stderr(io.StringIO()):  # (a search's own notes; the record says what happened)
+        worker_loop(cfg, 0, ctx, study=study, quiet=True)
+    index = nb201_accuracies()["index"]
+    picks, best, statuses = [], None, {}
+    queries = 0
+    for trial in sorted(study.get_trials(deepcopy=False), key=lambda t: t.number):
+        status = status_of(trial)
+        statuses[status] = statuses.get(status, 0) + 1
+        if status != "trained":
+            continue
+        queries += 1
+        if best is None or trial.values[0] > best:
+            best = trial.values[0]
+            picks.append([queries, int(index.at[trial.user_attrs["digest"]])])
+    return {"key": spec.key, "setting": spec.setting, "latency": spec.shots, "sampler": spec.sampler,
+            "score": spec.score, "repeat": spec.repeat, "planned": spec.queries, "queries": queries, "picks": picks,
+            "trials": sum(statuses.values()), "statuses": statuses,
+            "seconds": round(time.perf_counter() - started, 3)}
+
+
+def load_results(out: Path) -> dict[str, dict[str, Any]]:
+    """The finished searches of ``out/runs.jsonl`` by key; a last line cut by a kill is dropped (and the file
+    rewritten without it), a damaged line elsewhere is an error naming it."""
+    path = out / RESULTS
+    if not path.exists():
+        return {}
+    try:
+        lines = path.read_text().splitlines(keepends=True)
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ProvingError(f"cannot read {path}: {exc}; move it aside to start the benchmark again") from None
+    results: dict[str, dict[str, Any]] = {}
+    for number, line in enumerate(lines, start=1):
+        try:
+            record = json.loads(line)
+            results[record["key"]] = record
+        except (json.JSONDecodeError, KeyError, TypeError):
+            if number == len(lines) and not line.endswith("\n"):  # a write cut by a kill: the search runs again
+                print(f"{path}: the last line was cut off (a killed run); its search runs again", file=sys.stderr)
+                path.write_text("".join(lines[:-1]))
+                break
+            raise ProvingError(f"{path}, line {number}: not a proving-ground record; restore the file or move it "
+                               "aside (every search in it then runs again)") from None
+    return results
+
+
+def check_plan(out: Path, plan: Plan) -> None:
+    """Record the plan in ``out``, or refuse one other than the plan recorded there."""
+    path = out / PLAN
+    if path.exists():
+        try:
+            recorded = Plan.from_dict(json.loads(path.read_text()))
+        except (OSError, ValueError, TypeError) as exc:
+            raise ProvingError(f"{path} is damaged ({type(exc).__name__}); restore it or choose another --out") \
+                from None
+        if recorded != plan:
+            changed = sorted(k for k, v in plan.to_dict().items() if recorded.to_dict().get(k) != v)
+            raise ProvingError(f"{out} holds plan {recorded.name!r} with other settings ({', '.join(changed)}); "
+                               "resume it with the same options, or choose another --out")
+        return
+    out.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(plan.to_dict(), indent=2) + "\n")
+
+
+def _append(path: Path, record: dict[str, Any]) -> None:
+    with path.open("a") as handle:
+        handle.write(json.dumps(record, separators=(",", ":")) + "\n")
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def _init_worker() -> None:
+    import torch
+
+    torch.set_num_threads(1)
+
+
+def run_plan(plan: Plan, out: str | Path, minutes: float | None = None, workers: int = 1,
+             log=None) -> tuple[int, int]:
+    """Run the searches of ``plan`` that ``out`` does not hold yet; returns (held now, planned)."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise ProvingError(f"--out {out} is a file; choose a folder")
+    check_plan(out, plan)
+    log = log or (lambda text: print(text, file=sys.stderr, flush=True))
+    done = load_results(out)
+    todo = [spec for spec in plan.runs() if spec.key not in done]
+    planned = len(done) + len(todo)
+    deadline = time.time() + 60 * minutes if minutes else None
+    machine = f"{platform.node()} ({platform.machine()}, {os.cpu_count()} cores)"
+    with (out / COMMANDS).open("a") as handle:
+        handle.write(f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC | {machine} | code {code_version()} | "
+                     f"{' '.join(sys.argv)}\n")
+    log(f"proving ground {plan.name!r} in {out}: {len(done)}/{planned} searches held; running {len(todo)} with "
+        f"{workers} worker(s) on {machine}" + (f", for {minutes:g} min" if minutes else ""))
+    if not todo:
+        return len(done), planned
+    path = out / RESULTS
+    started, finished, spent = time.time(), 0, 0.0
+
+    def record(result: dict[str, Any]) -> None:
+        nonlocal finished, spent
+        _append(path, result)
+        finished += 1
+        spent += result["seconds"]
+        if finished % max(1, len(todo) // 40) == 0 or finished == len(todo):
+            rate = (time.time() - started) / finished
+            log(f"  {len(done) + finished}/{planned} searches | last {result['key']}: {result['queries']} queries "
+                f"in {result['seconds']:.1f}s | ETA {format_duration(rate * (len(todo) - finished))}")
+
+    if workers == 1:
+        _init_worker()
+        for spec in todo:
+            if deadline and time.time() > deadline:
+                break
+            record(run_search_spec(spec))
+    else:
+        context = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker) as pool:
+            pending: set[Future] = set()
+            queue = iter(todo)
+            for spec in queue:
+                pending.add(pool.submit(run_search_spec, spec))
+                if len(pending) >= 2 * workers:
+                    break
+            while pending:
+                finished_now, pending = wait(pending, return_when=FIRST_COMPLETED)
+                for future in finished_now:
+                    record(future.result())
+                if not (deadline and time.time() > deadline):
+                    for spec in queue:
+                        pending.add(pool.submit(run_search_spec, spec))
+                        if len(pending) >= 2 * workers:
+                            break
+    held = len(done) + finished
+    log(f"proving ground: {held}/{planned} searches held ({finished} this run, "
+        f"{format_duration(time.time() - started)} wall, {format_duration(spent)} of search time)")
+    return held, planned
