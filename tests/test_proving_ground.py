@@ -228,3 +228,14 @@ def test_swiftformer_search_identity_is_unchanged():
     identity = SearchConfig(budget_ms=1.0).identity()
     assert set(identity) == {"budget_ms", "device", "predictor", "space", "data", "objective", "proxy"}
     assert SearchConfig(budget_ms=1.0).study == "swiftformer-iphone14-1ms"
+
+
+@pytest.mark.parametrize("name", ["nb201", "fbnet"])
+def test_zero_cost_scores_work_through_the_space_interface(name):
+    from nas.fidelity.zero_cost import zero_cost_scores
+
+    space = load_space(name)
+    arch = space.sample(0)
+    images = torch.randn(8, *space.input_shape(arch)[1:])
+    first, again = zero_cost_scores(arch, images, space=space), zero_cost_scores(arch, images, space=space)
+    assert first == again and all(np.isfinite(v) for v in first.values())

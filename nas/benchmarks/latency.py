@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -92,9 +92,6 @@ def predicted_table(space: Space, calibration: Calibration) -> LatencyTable:
     return table
 
 
-def predict_all(space: Space, table: LatencyTable, keys: Sequence[str]) -> np.ndarray:
-    return np.array([table.predict(space.parse(key)) for key in keys])
-
-
 def measured(space_name: str, device: str) -> pd.Series:
+    """A device's measured milliseconds, by architecture string (BenchmarkError for an unknown device)."""
     return latency_table(space_name)[check_device(space_name, device)]

@@ -12,7 +12,8 @@ from typing import Callable, Sequence
 from ..units import parse_duration_s, parse_latency_ms
 
 MODEL_REF_HELP = "swiftformer:<xs|s|l1|l3>, timm:<name>, or an architecture .json file"
-SPACE_HELP = "a shipped space name (default: swiftformer) or a .yaml/.json space file"
+SPACE_HELP = ("a shipped space name (default: swiftformer; nb201 and fbnet: the tabular benchmarks' spaces) or a "
+              ".yaml/.json SwiftFormer space file")
 TRAIN_DEVICE_HELP = "auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N, mps"
 
 

@@ -10,33 +10,40 @@ Two from the literature, as the fidelity benchmark scores them (higher means bet
   Jacobians of a batch of real images; architectures whose Jacobians are less correlated across images score
   higher: ``-sum(log(lambda + k) + 1 / (lambda + k))`` over its eigenvalues, ``k = 1e-5``.
 
-Both are deterministic for a seed (initialisation; jacob_cov's batch is the task's first training images).
+Both are deterministic for a seed (initialisation; jacob_cov's batch is the task's first training images). Both
+score an architecture of any space through its interface (``space.build_model``, ``space.input_shape``): a
+SwiftFormer architecture by default, a NAS-Bench-201 or FBNet one with its space.
 """
 from __future__ import annotations
 
 import math
+from typing import Any
+
 import numpy as np
 import torch
 
-from swiftformer import SwiftFormer, SwiftFormerArch
+from search_spaces import SearchSpace, Space
+from swiftformer import SwiftFormerArch
 
 ZERO_COST = ("synflow", "jacob_cov")
+_SWIFTFORMER = SearchSpace("swiftformer", ())  # builds any SwiftFormer architecture (its choices are not used)
 
 
-def _fresh(arch: SwiftFormerArch, seed: int) -> torch.nn.Module:
+def _fresh(arch: Any, seed: int, space: Space | None) -> torch.nn.Module:
     from ..engine import seed_init
 
     seed_init(seed)
-    return SwiftFormer(arch)
+    return (space or _SWIFTFORMER).build_model(arch)
 
 
-def synflow(arch: SwiftFormerArch, seed: int = 0) -> float:
-    """log10 of the synaptic-flow score of ``arch`` (as trained: classes, channels and side already set)."""
-    model = _fresh(arch, seed).double().eval()
+def synflow(arch: SwiftFormerArch | Any, seed: int = 0, space: Space | None = None) -> float:
+    """log10 of the synaptic-flow score of ``arch`` (as trained: classes, channels and side already set), an
+    architecture of ``space`` (default: SwiftFormer's)."""
+    model = _fresh(arch, seed, space).double().eval()
     with torch.no_grad():
         for p in model.parameters():
             p.abs_()
-    x = torch.ones(1, arch.in_chans, arch.resolution, arch.resolution, dtype=torch.float64)
+    x = torch.ones((space or _SWIFTFORMER).input_shape(arch), dtype=torch.float64)
     out = model(x)
     out = out[0] if isinstance(out, tuple) else out
     out.sum().backward()
@@ -44,9 +51,10 @@ def synflow(arch: SwiftFormerArch, seed: int = 0) -> float:
     return math.log10(total) if total > 0 else -math.inf
 
 
-def jacob_cov(arch: SwiftFormerArch, images: torch.Tensor, seed: int = 0) -> float:
-    """The Jacobian-covariance score of ``arch`` on ``images`` (a normalised batch at the architecture's side)."""
-    model = _fresh(arch, seed).train()  # as at the first training step: BatchNorm on batch statistics
+def jacob_cov(arch: SwiftFormerArch | Any, images: torch.Tensor, seed: int = 0, space: Space | None = None) -> float:
+    """The Jacobian-covariance score of ``arch`` (of ``space``, default SwiftFormer's) on ``images`` (a normalised
+    batch at the architecture's side)."""
+    model = _fresh(arch, seed, space).train()  # as at the first training step: BatchNorm on batch statistics
     x = images.detach().float().clone().requires_grad_(True)
     out = model(x)
     out = out[0] if isinstance(out, tuple) else out
@@ -60,6 +68,7 @@ def jacob_cov(arch: SwiftFormerArch, images: torch.Tensor, seed: int = 0) -> flo
     return float(-np.sum(np.log(eigenvalues + k) + 1.0 / (eigenvalues + k)))
 
 
-def zero_cost_scores(arch: SwiftFormerArch, images: torch.Tensor, seed: int = 0) -> dict[str, float]:
+def zero_cost_scores(arch: SwiftFormerArch | Any, images: torch.Tensor, seed: int = 0,
+                     space: Space | None = None) -> dict[str, float]:
     """Every zero-cost score of ``arch`` by name (the names of ``ZERO_COST``)."""
-    return {"synflow": synflow(arch, seed), "jacob_cov": jacob_cov(arch, images, seed)}
+    return {"synflow": synflow(arch, seed, space), "jacob_cov": jacob_cov(arch, images, seed, space)}

@@ -95,7 +95,8 @@ def write_outputs(out: str | Path, study: optuna.Study, cfg: SearchConfig) -> st
     best = done.loc[done["val_accuracy"].idxmax()] if len(done) else None
     if best is not None:
         (out / "best_arch.json").write_text(json.dumps(json.loads(best["arch_json"]), indent=2, sort_keys=True) + "\n")
-    plot(df, cfg.budget_ms, out / PLOT, cfg.score_name()[0])
+    measured = cfg.tabular and cfg.latency_shots is None
+    plot(df, cfg.budget_ms, out / PLOT, cfg.score_name()[0], f"{'measured' if measured else 'predicted'} latency (ms)")
     summary = summary_text(df, cfg)
     (out / "report.md").write_text(report_markdown(df, cfg, summary))
     return summary
@@ -210,7 +211,8 @@ def _markdown(df: pd.DataFrame) -> str:
     return "(none)" if df.empty else df.to_markdown(index=False, floatfmt=".4g", missingval="")
 
 
-def plot(df: pd.DataFrame, budget_ms: float, path: Path, score: str = "proxy accuracy") -> None:
+def plot(df: pd.DataFrame, budget_ms: float, path: Path, score: str = "proxy accuracy",
+         latency: str = "predicted latency (ms)") -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -227,8 +229,9 @@ def plot(df: pd.DataFrame, budget_ms: float, path: Path, score: str = "proxy acc
         xs = list(front["latency_ms"]) + [budget_ms]
         ys = list(front["val_accuracy"]) + [front["val_accuracy"].iloc[-1]]
         ax.step(xs, ys, where="post", color="tab:green", lw=1.5, label="Pareto front")
-    ax.scatter(refs["latency_ms"], refs["val_accuracy"], marker="*", s=160, color="tab:red", zorder=5,
-               label="SwiftFormer references")
+    if len(refs):
+        ax.scatter(refs["latency_ms"], refs["val_accuracy"], marker="*", s=160, color="tab:red", zorder=5,
+                   label="SwiftFormer references")
     for _, r in refs.iterrows():
         ax.annotate(r["reference"], (r["latency_ms"], r["val_accuracy"]), textcoords="offset points", xytext=(6, 4))
     ax.axvline(budget_ms, color="black", ls="--", lw=1, label=f"budget {budget_ms:g} ms")
@@ -236,7 +239,7 @@ def plot(df: pd.DataFrame, budget_ms: float, path: Path, score: str = "proxy acc
         bottom = ax.get_ylim()[0] if len(searched) or len(refs) else 0
         ax.plot(rejected["latency_ms"], [bottom] * len(rejected), "|", color="grey", alpha=0.5,
                 label=f"rejected over budget ({len(rejected)})")
-    ax.set_xlabel("predicted latency (ms)")
+    ax.set_xlabel(latency)
     ax.set_ylabel(f"{score} (val split)")
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right", fontsize=8)

@@ -1,0 +1,69 @@
+"""The proving ground's side measurements (the benchmark itself is `nas benchmark`).
+
+    .venv/bin/python experiments/bench_proving.py shot-forms     # which form fits k measured architectures
+
+``shot-forms``: every form of ``nas.latency.fitting.TERM_SETS`` x {squared, Huber}, each device alone, fitted on k
+random measured NAS-Bench-201 architectures of HELP's validation devices (titanx_1/32/256, gold_6240; never a device
+the benchmark reports), 10 draws per device, scored on the rest: mean Spearman and MAPE. The form of lowest mean
+MAPE over k = 10 and 100 is ``nas.benchmarks.latency.SHOTS_FORM``.
+"""
+from __future__ import annotations
+
+import argparse
+import random
+import sys
+from pathlib import Path
+
+import numpy as np
+from scipy.stats import spearmanr
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from nas.benchmarks import benchmark_space, latency_table  # noqa: E402
+from nas.benchmarks.latency import SHOTS_FORM, PartProfiles  # noqa: E402
+from nas.latency.fitting import TERM_SETS, ModelForm, Rows, fit  # noqa: E402
+
+VALIDATION_DEVICES = ("titanx_1", "titanx_32", "titanx_256", "gold_6240")  # HELP's validation split
+DRAWS = 10
+
+
+def shot_forms(shots: tuple[int, ...] = (10, 100)) -> None:
+    space = benchmark_space("nb201")
+    table = latency_table("nb201")
+    profiles = PartProfiles(space)
+    work = np.stack([profiles.work(space.parse(key)) for key in table.index])
+    forms = [ModelForm(terms, 0.0, loss) for terms in TERM_SETS for loss in ("squared", "huber")]
+    print(f"{'form':28s}" + "".join(f"  k={k}: Spearman  MAPE" for k in shots))
+    overall = {}
+    for form in forms:
+        cells, mapes = [], []
+        for k in shots:
+            rho, mape = [], []
+            for device in VALIDATION_DEVICES:
+                y = table[device].to_numpy(float)
+                for draw in range(DRAWS):
+                    chosen = random.Random(f"{device}{k}{draw}").sample(range(len(y)), k)
+                    fitted = fit(Rows(work[chosen], y[chosen], np.zeros(k, int), [device]), form)
+                    predicted = fitted.predict(Rows(work, y, np.zeros(len(y), int), [device]))
+                    rest = np.setdiff1d(np.arange(len(y)), chosen)
+                    rho.append(spearmanr(predicted[rest], y[rest])[0])
+                    mape.append(np.mean(np.abs(predicted[rest] / y[rest] - 1)))
+            cells.append(f"        {np.mean(rho):.3f}  {np.mean(mape):.1%}")
+            mapes.append(np.mean(mape))
+        overall[form] = np.mean(mapes)
+        print(f"{form.terms + ', ' + form.loss:28s}" + "".join(cells))
+    best = min(overall, key=overall.get)
+    print(f"lowest mean MAPE: {best.terms}, {best.loss}; shipped: {SHOTS_FORM.terms}, {SHOTS_FORM.loss}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("shot-forms", help="choose the form of the k-shot latency predictor")
+    args = parser.parse_args()
+    if args.command == "shot-forms":
+        shot_forms()
+
+
+if __name__ == "__main__":
+    main()
