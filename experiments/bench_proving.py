@@ -1,6 +1,7 @@
 """The proving ground's side measurements (the benchmark itself is `nas benchmark`).
 
     .venv/bin/python experiments/bench_proving.py shot-forms     # which form fits k measured architectures
+    .venv/bin/python experiments/bench_proving.py networks       # our networks' MACs against measured latency
 
 ``shot-forms``: every form of ``nas.latency.fitting.TERM_SETS`` x {squared, Huber}, each device alone, fitted on k
 random measured NAS-Bench-201 architectures of HELP's validation devices (titanx_1/32/256, gold_6240; never a device
@@ -24,6 +25,9 @@ from nas.benchmarks.latency import SHOTS_FORM, PartProfiles  # noqa: E402
 from nas.latency.fitting import TERM_SETS, ModelForm, Rows, fit  # noqa: E402
 
 VALIDATION_DEVICES = ("titanx_1", "titanx_32", "titanx_256", "gold_6240")  # HELP's validation split
+# HELP (NeurIPS 2021) Table 3: Spearman of FLOPs alone against measured latency on its NAS-Bench-201 test devices
+HELP_FLOPS = {"titan_rtx_256": 0.950, "gold_6226": 0.826, "pixel2": 0.765, "raspi4": 0.846, "eyeriss": 0.437,
+              "fpga": 0.900}
 DRAWS = 10
 
 
@@ -56,13 +60,29 @@ def shot_forms(shots: tuple[int, ...] = (10, 100)) -> None:
     print(f"lowest mean MAPE: {best.terms}, {best.loss}; shipped: {SHOTS_FORM.terms}, {SHOTS_FORM.loss}")
 
 
+def networks() -> None:
+    """A check of our networks against the ones measured: the Spearman correlation of their MACs with each
+    device's measured latency, beside HELP's FLOPs figure where it gives one (a wrong skeleton would rank worse)."""
+    for name in ("nb201", "fbnet"):
+        space = benchmark_space(name)
+        table = latency_table(name)
+        macs = np.array([space.counts(space.parse(key))["macs"] for key in table.index])
+        print(f"{name}: {len(table)} architectures, MACs {macs.min() / 1e6:.1f}-{macs.max() / 1e6:.1f} M")
+        for device in table.columns:
+            published = f" (HELP's FLOPs: {HELP_FLOPS[device]:.3f})" if name == "nb201" and device in HELP_FLOPS else ""
+            print(f"  {device:16s} Spearman {spearmanr(macs, table[device])[0]:.3f}{published}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("shot-forms", help="choose the form of the k-shot latency predictor")
+    commands.add_parser("networks", help="our networks' MACs against each device's measured latency")
     args = parser.parse_args()
     if args.command == "shot-forms":
         shot_forms()
+    else:
+        networks()
 
 
 if __name__ == "__main__":

@@ -321,7 +321,7 @@ def plot_regret(table: pd.DataFrame, plan: Plan, mode: str, out: Path) -> str:
         ax.set_visible(False)
     axes.flat[0].legend(fontsize=7)
     fig.suptitle(f"Proving ground ({mode} latency): median regret to the oracle, 95 % bootstrap band", fontsize=10)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.3 / (3.0 * rows)))
     path = out / f"regret_{mode}.png"
     fig.savefig(path)
     return str(path)
