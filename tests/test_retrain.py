@@ -221,6 +221,25 @@ def test_grey_images_go_through_the_official_augmentation():
     assert pipeline.train.path == "resident" and "resident" in pipeline.path
 
 
+def test_repeated_augmentation_applies_across_processes_only():
+    """timm's loader refuses aug_repeats on one process; ours trains each image once an epoch there (and says so),
+    and spreads an image's copies over the ranks of several."""
+    rng = np.random.default_rng(0)
+    images = ArrayImages(rng.integers(0, 255, (48, 16, 16, 3), dtype=np.uint8), np.arange(48) % 4)
+    splits = ImageSplits("tiny", ("a", "b", "c", "d"), 3, images, images, images,
+                         Holdout(np.arange(48), np.arange(0), 0.1, 0), False)
+    recipe = Recipe(loader_workers=0, batch_size=8, auto_augment=None, aug_repeats=3)
+    one = data_pipeline(splits, recipe, 16, Processes(), torch.device("cpu"))
+    order, _ = one.train.plans.plan(0)
+    assert sorted(order.tolist()) == list(range(48))  # each image once (before: 3 copies of 16 images)
+    assert "aug_repeats 3 applies across processes only" in one.path
+    ranks = [data_pipeline(splits, recipe, 16, Processes(rank, 3, rank), torch.device("cpu")).train.plans.plan(0)[0]
+             for rank in range(3)]
+    assert all(r[0] == ranks[0][0] for r in ranks)  # an image's 3 copies go to the 3 ranks, one each
+    assert "applies across processes" not in data_pipeline(splits, recipe, 16, Processes(0, 3, 0),
+                                                           torch.device("cpu")).path
+
+
 def test_small_trees_are_resident_and_trees_of_photographs_stream(tiny_imagefolder, tmp_path):
     splits = image_splits(f"imagefolder:{tiny_imagefolder}")
     assert not splits.streamed and len(splits.train) == 108 and len(splits.val) == 12 and len(splits.test) == 36

@@ -212,7 +212,12 @@ def data_pipeline(splits: ImageSplits, recipe: Recipe, resolution: int, procs: P
     if per_process < recipe.batch_size:
         raise RecipeError(f"recipe batch_size {recipe.batch_size} is larger than this process's share of the "
                           f"{len(splits.train)} training images; lower it")
-    common = dict(batch_size=recipe.batch_size, seed=recipe.seed, drop_last=True, repeats=recipe.aug_repeats,
+    # repeated augmentation spreads an image's copies over processes (timm's RepeatAugSampler, which timm's own
+    # loader refuses without several): one process sees each image once an epoch, as timm would train it
+    repeats = recipe.aug_repeats if procs.world > 1 else 1
+    single = (f"; aug_repeats {recipe.aug_repeats} applies across processes only (timm's RepeatAugSampler): one "
+              "process sees each image once an epoch") if recipe.aug_repeats > 1 and procs.world == 1 else ""
+    common = dict(batch_size=recipe.batch_size, seed=recipe.seed, drop_last=True, repeats=repeats,
                   rank=procs.rank, world=procs.world)
     eval_batch = recipe.batch_size * 2
     if not splits.streamed and recipe.auto_augment is None:
@@ -230,7 +235,7 @@ def data_pipeline(splits: ImageSplits, recipe: Recipe, resolution: int, procs: P
                                         augmentation.interpolation, recipe.crop_pct)
 
         return DataPipeline(train, evaluation(splits.val), evaluation(splits.test),
-                            "images resident on the device, augmented there in batches")
+                            "images resident on the device, augmented there in batches" + single)
     why = "RandAugment has no batched form" if recipe.auto_augment else "the images are too large to hold"
     train_tf = create_transform(
         resolution, is_training=True, scale=(recipe.scale_min, 1.0), hflip=recipe.hflip,
@@ -248,7 +253,7 @@ def data_pipeline(splits: ImageSplits, recipe: Recipe, resolution: int, procs: P
         return lambda: stream_eval_batches(loader, mean_t, std_t, device)
 
     return DataPipeline(train, streamed(splits.val), streamed(splits.test),
-                        f"streamed by {recipe.loader_workers} loader worker(s) ({why})")
+                        f"streamed by {recipe.loader_workers} loader worker(s) ({why})" + single)
 
 
 def eval_transform(recipe: Recipe, resolution: int, channels: int):
