@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import math
+import random
 
 import numpy as np
 import pytest
@@ -204,3 +205,45 @@ def test_streamed_batches_draw_the_same_whatever_the_loader_worker_count():
                                   device=torch.device("cpu"), workers=workers)
         epochs.append([x for x, _ in source.epoch(1)] + [x for x, _ in source.epoch(2, start_step=1)])
     assert len(epochs[0]) == 3 + 2 and all(torch.equal(a, b) for a, b in zip(*epochs))
+
+
+def _streaming(rank: int = 0, world: int = 1, workers: int = 0):
+    from timm.data import create_transform
+
+    from nas.data.loaders import ArrayImages
+    from nas.engine import StreamingBatches
+
+    rng = np.random.default_rng(0)
+    images = ArrayImages(rng.integers(0, 255, (24, 20, 20, 3), dtype=np.uint8), np.arange(24) % 3)
+    transform = create_transform(16, is_training=True, auto_augment="rand-m9-mstd0.5-inc1", use_prefetcher=True)
+    return StreamingBatches(images, transform, Augmentation(re_prob=0.5), torch.zeros(3), torch.ones(3), 4, seed=4,
+                            device=torch.device("cpu"), workers=workers, rank=rank, world=world)
+
+
+def test_streamed_item_seeds_follow_the_global_position_under_several_processes():
+    """Each rank's p-th image is global position rank + p * world: no two ranks share an item's seed (before, all
+    ranks drew the same crop and RandAugment for their p-th image)."""
+    seeds = []
+    for rank in range(3):
+        source = _streaming(rank, 3)
+        order, _ = source.plans.plan(1)
+        source.sampler.set_epoch(order, 77, 0)
+        seeds.append({seed for seed, _ in source.sampler.items})
+    assert all(len(s) == 8 for s in seeds)
+    assert not (seeds[0] & seeds[1]) and not (seeds[1] & seeds[2]) and not (seeds[0] & seeds[2])
+    single = _streaming()
+    single.sampler.set_epoch(single.plans.plan(1)[0], 77, 0)
+    assert set().union(*seeds) == {seed for seed, _ in single.sampler.items}  # the same draws as one process
+
+
+def test_streaming_in_the_training_process_leaves_its_random_streams_alone():
+    """With loader_workers=0 the items load in the training process: its Python, NumPy and torch streams (mixup,
+    drop-path) continue as if no image had been loaded."""
+    source = _streaming(workers=0)
+    streams = []
+    for load in (False, True):
+        random.seed(1), np.random.seed(1), torch.manual_seed(1)
+        if load:
+            next(iter(source.epoch(0)))
+        streams.append((random.random(), float(np.random.rand()), float(torch.rand(1))))
+    assert streams[0] == streams[1]

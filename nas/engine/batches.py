@@ -160,13 +160,17 @@ def eval_batches(images: ResidentImages, labels: torch.Tensor, indices: np.ndarr
 # ---------------------------------------------------------------------------------------------- streaming
 class _PlannedSampler(Sampler):
     """Yields (item seed, image index) for the current epoch's positions from ``start``: the loader's workers
-    stay alive between epochs, and each item carries the seed of its (seed, epoch, position)."""
+    stay alive between epochs, and each item carries the seed of its (seed, epoch, global position). Under
+    several processes this rank's p-th position is global position ``rank + p * world`` (every ``world``-th, as
+    ``EpochPlans`` takes them), so no two ranks draw the same crop and RandAugment for their p-th image."""
 
-    def __init__(self) -> None:
+    def __init__(self, rank: int = 0, world: int = 1) -> None:
         self.items: list[tuple[int, int]] = []
+        self.rank, self.world = rank, world
 
     def set_epoch(self, order: torch.Tensor, seed: int, start: int) -> None:
-        self.items = [((seed * 1_000_033 + p) % 2**31, i) for p, i in enumerate(order.tolist())][start:]
+        self.items = [((seed * 1_000_033 + self.rank + p * self.world) % 2**31, i)
+                      for p, i in enumerate(order.tolist())][start:]
 
     def __iter__(self):
         return iter(self.items)
@@ -176,8 +180,10 @@ class _PlannedSampler(Sampler):
 
 
 class _SeededItems(Dataset):
-    """A dataset whose item (seed, index) is transformed with Python, NumPy and torch seeded from ``seed``: the
-    same draws in whichever worker loads it."""
+    """A dataset whose item (seed, index) is transformed with Python, NumPy and torch (CPU) seeded from ``seed``:
+    the same draws in whichever worker loads it. timm's and torchvision's transforms draw from those global
+    generators, so each item seeds them and then puts back the states it found: with ``loader_workers=0`` the
+    items load in the training process, whose streams (mixup, drop-path, CUDA's) must not be the last image's."""
 
     def __init__(self, base: Dataset, transform: Callable):
         self.base, self.transform = base, transform
@@ -187,11 +193,17 @@ class _SeededItems(Dataset):
 
     def __getitem__(self, item: tuple[int, int]):
         seed, index = item
-        random.seed(seed)
-        np.random.seed(seed)
-        torch.manual_seed(seed)
-        image, label = self.base[index]
-        return self.transform(image), label
+        python_state, numpy_state = random.getstate(), np.random.get_state()
+        with torch.random.fork_rng(devices=[]):  # the CPU generator only: CUDA's streams are never touched
+            random.seed(seed)
+            np.random.seed(seed)
+            torch.default_generator.manual_seed(seed)
+            try:
+                image, label = self.base[index]
+                return self.transform(image), label
+            finally:
+                random.setstate(python_state)
+                np.random.set_state(numpy_state)
 
 
 class StreamingBatches:
@@ -211,10 +223,12 @@ class StreamingBatches:
         self.plans = EpochPlans(len(dataset), seed, self.erasing, repeats, rank, world)
         self.drop_last = drop_last
         self.steps_per_epoch = self.plans.steps(batch_size, drop_last)
-        self.sampler = _PlannedSampler()
+        self.sampler = _PlannedSampler(rank, world)
+        # the loader's own generator: its base seed is drawn from it, not from the training process's stream
         self.loader = DataLoader(_SeededItems(dataset, transform), batch_size=batch_size, sampler=self.sampler,
                                  num_workers=workers, persistent_workers=workers > 0,
-                                 pin_memory=device.type == "cuda", drop_last=False)
+                                 pin_memory=device.type == "cuda", drop_last=False,
+                                 generator=torch.Generator().manual_seed(seed))
 
     def epoch(self, epoch: int, start_step: int = 0) -> Iterator[Batch]:
         order, params = self.plans.plan(epoch)
