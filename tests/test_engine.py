@@ -159,6 +159,19 @@ def test_a_training_stopped_inside_an_epoch_resumes_to_the_uninterrupted_one(tin
     assert again.updates == 2 * whole.source.steps_per_epoch
 
 
+def test_throughput_counts_the_images_and_seconds_of_the_same_span(tiny_data):
+    """A checkpoint inside an epoch (here after every step, each taking 20 ms to save) must not shrink the time
+    the epoch's images are divided by (before: only the time since the last checkpoint)."""
+    import time
+
+    training = _training(tiny_data)
+    started = time.perf_counter()
+    state = fit(training, 1, checkpoint=lambda s: time.sleep(0.02), checkpoint_every_s=0.0)
+    elapsed = time.perf_counter() - started
+    images = training.source.steps_per_epoch * 16
+    assert state.log[0]["images_per_s"] == pytest.approx(images / elapsed, rel=0.5)
+
+
 def test_a_loss_that_stops_being_finite_ends_the_training(tiny_data):
     training = _training(tiny_data)
     training.step = lambda inputs, targets: torch.tensor(math.nan)

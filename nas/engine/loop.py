@@ -86,7 +86,7 @@ def fit(training: Training, epochs: int, state: LoopState | None = None,
         trained.train()
         loss_sum = state.loss_sum.to(policy.device) if state.loss_sum is not None else None
         report = progress(progress_label.format(epoch=epoch + 1, epochs=epochs)) if progress_label else None
-        images = 0
+        images, clock = 0, time.perf_counter()  # the images of this call's part of the epoch, and since when
         for inputs, targets in source.epoch(epoch, state.step):
             if training.mixup is not None:
                 inputs, targets = training.mixup(inputs, targets)
@@ -118,9 +118,10 @@ def fit(training: Training, epochs: int, state: LoopState | None = None,
         means = [value / steps for value in sums]
         if not all(math.isfinite(v) for v in means):
             raise Diverged(f"loss became {means[0]} in epoch {epoch + 1} (updates up to {state.updates})")
-        train_seconds = time.perf_counter() - t0
+        # throughput over the same span as the images counted (a mid-epoch checkpoint restarts ``t0``, not this)
         row: dict[str, Any] = {"epoch": epoch + 1, "lr": training.optimizer.param_groups[0]["lr"],
-                               "train_loss": means[0], "images_per_s": images / max(train_seconds, 1e-9)}
+                               "train_loss": means[0],
+                               "images_per_s": images / max(time.perf_counter() - clock, 1e-9)}
         if end_epoch is not None:
             row.update(end_epoch(epoch + 1, means))
         state.seconds += time.perf_counter() - t0
