@@ -89,7 +89,7 @@ class ProxyTask:
         pixels = data.train_x[train].reshape(-1, self.channels)
         self.mean = torch.tensor(pixels.mean(0) / 255, dtype=torch.float32).view(1, -1, 1, 1)
         self.std = torch.tensor(pixels.std(0) / 255, dtype=torch.float32).view(1, -1, 1, 1)
-        self._views: dict[tuple[str, int], tuple[torch.Tensor, torch.Tensor]] = {}
+        self._views: dict[tuple[str, int], tuple[torch.Tensor, torch.Tensor | None]] = {}
 
     def size(self, split: str) -> int:
         return len(self._indices[self._check(split)])
@@ -109,6 +109,18 @@ class ProxyTask:
             x = prepare(self._source[source], indices, resolution, self.mean, self.std)
             self._views[key] = (x, self._labels[source][torch.as_tensor(indices).to(self.device)])
         return self._views[key]
+
+    def bn_view(self, resolution: int, count: int) -> torch.Tensor:
+        """The first ``count`` training images at ``resolution``, as ``view`` gives them: a slice of the training
+        view where a training already prepared it (flips only), else only these images (with crops the training
+        never prepares the whole split in float; BatchNorm re-estimation needs a thousand of its images)."""
+        if ("train", resolution) in self._views:
+            return self._views[("train", resolution)][0][:count]
+        key = ("bn", resolution)
+        if key not in self._views:
+            indices = self._indices["train"][:count]
+            self._views[key] = (prepare(self._source["train"], indices, resolution, self.mean, self.std), None)
+        return self._views[key][0][:count]
 
     def batches(self, split: str, resolution: int, limit: int | None = None,
                 batch_size: int = 512) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
@@ -175,8 +187,8 @@ class ProxyTask:
         if recalibrate:
             batch = self.config.batch_size
             whole = -(-min(self.size("train"), self.config.bn_images) // batch) * batch  # whole batches, as before
-            bn = (x for x, _ in self.batches("train", resolution, whole, batch))
-            reestimate_bn(model, bn, self.policy.autocast())
+            x = self.bn_view(resolution, whole)
+            reestimate_bn(model, (x[i: i + batch] for i in range(0, len(x), batch)), self.policy.autocast())
         return evaluate(model, self.batches(split, resolution), self.policy).top1
 
 
