@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+
+from nas.ablation import stats
 import yaml
 
 from nas.training.recipe import Recipe
@@ -76,11 +78,11 @@ def test_the_shipped_plans_load_with_recipes_that_resolve():
 
 def test_paired_words_say_better_worse_or_what_cannot_be_told():
     assert words({"pairs": 1}) == "not yet (1 pair)"
-    row = {"pairs": 5, "diff": 1.0, "diff_ci_low": 0.2, "diff_ci_high": 1.8, "seeds_needed": 6}
+    row = {"pairs": 5, "diff": 1.0, "diff_ci_low": 0.2, "diff_ci_high": 1.8, "detectable": 1.6}
     assert words(row).startswith("better: +1.00 points [+0.20, +1.80], 5 pairs")
     assert words({**row, "diff": -1.0, "diff_ci_low": -1.8, "diff_ci_high": -0.2}).startswith("worse")
-    assert words({**row, "diff_ci_low": -0.5, "seeds_needed": 12}) == (
-        "cannot tell: +1.00 points [-0.50, +1.80], 5 pairs; about 12 pairs would resolve a difference this size")
+    assert words({**row, "diff_ci_low": -0.5}) == (
+        "cannot tell: +1.00 points [-0.50, +1.80], 5 pairs; these pairs detect 1.60 points at 80 % power")
 
 
 def fake_retrain(root: Path, name: str, tops: list[float]) -> None:
@@ -129,8 +131,13 @@ def test_the_measured_noise_sets_the_ablations_seeds(tmp_path):
     noise = ablation_seeds(plan.root, plan)
     pooled = math.sqrt((0.004 ** 2 + 0.006 ** 2) / 2)  # 0.51 points
     assert noise["pooled_paired_sd_points"] == pytest.approx(100 * pooled, abs=1e-3)
-    assert noise["seeds_needed"] == math.ceil((2.8016 * pooled / 0.005) ** 2) and noise["seeds"] == 9
-    assert not noise["capped"] and json.loads((plan.root / "noise.json").read_text()) == noise
+    # a paired t-test at 80 % power with the SD (4 degrees of freedom) at its 80 % upper bound: 22 pairs, capped at
+    # max_seeds; the normal formula with the SD as estimated planned 9, about 0.73 power even were the SD exact
+    assert noise["sd_degrees_of_freedom"] == 4 and noise["seeds_needed"] == 22 and noise["seeds"] == 20
+    assert stats.paired_t_power(22, 0.005, stats.planning_sd(pooled, 4)) >= 0.8 > \
+        stats.paired_t_power(21, 0.005, stats.planning_sd(pooled, 4))
+    assert stats.paired_t_power(9, 0.005, pooled) < 0.75
+    assert noise["capped"] and json.loads((plan.root / "noise.json").read_text()) == noise
 
 
 def test_a_command_cut_by_the_chunk_is_not_marked_done(tmp_path, monkeypatch):

@@ -75,7 +75,7 @@ def summary_frame(runs: pd.DataFrame, records: list[dict[str, Any]], base: str) 
         rows.append(row)
     frame = pd.DataFrame(rows)
     for column in ("pairs", "diff", "diff_ci_low", "diff_ci_high", "diff_sd", "p_value", "within_seed_noise",
-                   "seeds_needed"):
+                   "detectable"):
         if column not in frame:
             frame[column] = math.nan
     compared = frame["variant"] != base
@@ -215,7 +215,7 @@ def report_markdown(summary: pd.DataFrame, effects: pd.DataFrame, runs: pd.DataF
     table["params"] = (table["params"] / 1e6).round(3)
     table["macs"] = (table["macs"] / 1e6).round(1)
     compared = summary[summary["variant"] != base][["variant", "pairs", "diff", "diff_ci_low", "diff_ci_high",
-                                                    "p_value", "p_holm", "within_seed_noise", "seeds_needed"]]
+                                                    "p_value", "p_holm", "within_seed_noise", "detectable"]]
     sections = [
         f"# Ablation report: {cfg.ablation} of {cfg.base}", "", "```", text, "```", "",
         f"Protocol: **{_protocol_line(cfg)}**, seeds 0..{cfg.seeds - 1}, the same seeds for every variant "
@@ -242,8 +242,9 @@ def report_markdown(summary: pd.DataFrame, effects: pd.DataFrame, runs: pd.DataF
         f"{stats.smallest_p(n) if n else float('nan'):.3g}; 6 pairs are the fewest that can reach 0.05, and Holm "
         "across many variants asks for more. A difference whose interval contains 0 is flagged as inside seed "
         "noise (`within_seed_noise`).",
-        "- `seeds_needed`: pairs needed to resolve the observed difference at alpha 0.05 with power 0.8, from the "
-        "observed paired SD (n = ((z_0.975 + z_0.8) sd / |diff|)^2, at least 6); `inf` where the difference is 0.",
+        "- `detectable`: the difference these pairs resolve at alpha 0.05 with power 0.8 (paired t-test, noncentral "
+        "t), from the observed paired SD: what the design could have seen. A difference smaller than it, inside "
+        "seed noise, is not evidence of no effect.",
         ""]
     if len(effects):
         sections += [f"## Attention by stage (only-sK against none, paired, {split} accuracy, {protocol.name} "

@@ -16,8 +16,14 @@ the base are compared seed by seed: the paired difference removes the share of t
   the blocks, so it is paired like the rest). Holm guards each comparison with the base; this asks the question
   before them, and a large p says the table's spread of means is what seed noise alone would give.
 - Inside seed noise: the t interval of the paired difference contains 0 (or fewer than 2 pairs).
-- Seeds needed: n = ceil(((z_{1-a/2} + z_{power}) * sd / |d|)^2) from the observed paired SD, a = 0.05,
-  power 0.8; at least the n whose exact test can reach a at all (6); unbounded (inf) when d = 0.
+- Planning (``seeds_needed``): the fewest pairs whose two-sided paired t-test at a = 0.05 reaches power 0.8
+  against a difference d, from the noncentral t distribution (the normal formula n = ((z + z) sd / d)^2 promises
+  0.8 and gives about 0.71 at n = 9); where the SD was itself estimated from few pairs it is taken at its 80 %
+  upper confidence bound (chi-square with its degrees of freedom), so an SD estimated low does not shrink the
+  plan; at least the n whose exact test can reach a at all (6).
+- What a design can detect (``detectable``): the difference n pairs resolve at that power, from the paired SD. A
+  design property, stated instead of "pairs that would resolve the observed difference" (post-hoc power from the
+  observed difference says nothing the interval does not).
 """
 from __future__ import annotations
 
@@ -25,7 +31,8 @@ import itertools
 import math
 
 import numpy as np
-from scipy.stats import friedmanchisquare, norm
+from scipy.optimize import brentq
+from scipy.stats import chi2, friedmanchisquare, nct, t
 
 ALPHA = 0.05
 POWER = 0.8
@@ -90,20 +97,63 @@ def holm(pvalues: list[float]) -> list[float]:
     return adjusted
 
 
-def seeds_needed(difference: float, sd: float, alpha: float = ALPHA, power: float = POWER) -> float:
-    """Pairs needed to resolve ``difference`` against a paired SD of ``sd`` (inf when the difference is 0)."""
+def paired_t_power(n: int, difference: float, sd: float, alpha: float = ALPHA) -> float:
+    """Power of the two-sided paired t-test of ``n`` pairs at ``alpha`` against a true mean difference
+    ``difference`` with paired SD ``sd`` (noncentral t)."""
+    if n < 2 or not sd > 0:
+        return math.nan
+    df = n - 1
+    critical = t.ppf(1 - alpha / 2, df)
+    shift = abs(difference) * math.sqrt(n) / sd
+    upper, lower = float(nct.sf(critical, df, shift)), float(nct.cdf(-critical, df, shift))
+    # far in a tail scipy's series can give nan for what is 0 (the wrong side) or 1 (the right side, a huge shift)
+    upper = (1.0 if shift > critical else 0.0) if math.isnan(upper) else upper
+    return min(1.0, upper + (0.0 if math.isnan(lower) else lower))
+
+
+def planning_sd(sd: float, sd_df: int | None, confidence: float = 0.8) -> float:
+    """``sd``, or its one-sided ``confidence`` upper bound when it was estimated with ``sd_df`` degrees of freedom."""
+    if not sd_df:
+        return sd
+    return sd * math.sqrt(sd_df / chi2.ppf(1 - confidence, sd_df))
+
+
+def seeds_needed(difference: float, sd: float, alpha: float = ALPHA, power: float = POWER,
+                 sd_df: int | None = None, limit: int = 10_000) -> float:
+    """Pairs a paired t-test needs to resolve ``difference`` at ``power`` against a paired SD of ``sd`` (taken at
+    its 80 % upper bound when estimated with ``sd_df`` degrees of freedom); inf when the difference is 0 or more
+    than ``limit`` pairs would be needed."""
     if math.isnan(difference) or math.isnan(sd):
         return math.nan
     floor = next(n for n in itertools.count(1) if smallest_p(n) <= alpha)
     if difference == 0:
         return math.inf
-    z = norm.ppf(1 - alpha / 2) + norm.ppf(power)
-    return float(max(floor, math.ceil((z * sd / abs(difference)) ** 2)))
+    sd = planning_sd(sd, sd_df)
+    if sd == 0:
+        return float(floor)
+    n = max(2, floor)
+    while paired_t_power(n, difference, sd, alpha) < power:
+        n += 1
+        if n > limit:
+            return math.inf
+    return float(n)
+
+
+def detectable(n: int, sd: float, alpha: float = ALPHA, power: float = POWER) -> float:
+    """The smallest difference ``n`` pairs with paired SD ``sd`` resolve at ``power`` (nan below 2 pairs)."""
+    if n < 2 or math.isnan(sd):
+        return math.nan
+    if sd == 0:
+        return 0.0
+    high = sd
+    while paired_t_power(n, high, sd, alpha) < power:
+        high *= 2
+    return float(brentq(lambda d: paired_t_power(n, d, sd, alpha) - power, 1e-12 * sd, high))
 
 
 def paired(variant: dict[int, float], base: dict[int, float]) -> dict[str, float]:
     """Compare a variant with the base over the seeds both have: mean difference, its interval, p, noise flag,
-    paired SD and seeds needed."""
+    paired SD and the difference these pairs can detect at 80 % power."""
     seeds = sorted(set(variant) & set(base))
     d = np.array([variant[s] - base[s] for s in seeds])
     n = len(d)
@@ -112,7 +162,7 @@ def paired(variant: dict[int, float], base: dict[int, float]) -> dict[str, float
     low, high = t_interval(d)
     inside = n < 2 or low <= 0 <= high
     return {"pairs": n, "diff": mean, "diff_ci_low": low, "diff_ci_high": high, "diff_sd": sd,
-            "p_value": sign_flip_pvalue(d), "within_seed_noise": inside, "seeds_needed": seeds_needed(mean, sd)}
+            "p_value": sign_flip_pvalue(d), "within_seed_noise": inside, "detectable": detectable(n, sd)}
 
 
 def omnibus(scores: dict[str, dict[int, float]]) -> dict[str, float]:

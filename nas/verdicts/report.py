@@ -2,8 +2,8 @@
 
 Every comparison is paired by seed (each model retrained with the same recipe and seeds 0..n-1) and read on the
 **test** split (these are final figures; every selection before them was on val). A difference is a verdict only
-when its 95 % Student-t interval excludes zero; otherwise the report says the data cannot tell, and how many
-pairs would resolve a difference of the observed size. Each model's own seed SD is given beside it: the noise
+when its 95 % Student-t interval excludes zero; otherwise the report says the data cannot tell, and what
+difference its pairs could have detected at 80 % power. Each model's own seed SD is given beside it: the noise
 any comparison with it has to clear. Latencies are predictions (with the family's error band), not measurements.
 """
 from __future__ import annotations
@@ -46,8 +46,8 @@ def words(row: dict[str, Any], unit: str = "points") -> str:
         return f"better: {span}"
     if row["diff_ci_high"] < 0:
         return f"worse: {span}"
-    need = row["seeds_needed"]
-    more = "" if not math.isfinite(need) else f"; about {int(need)} pairs would resolve a difference this size"
+    seen = row.get("detectable", math.nan)
+    more = "" if not math.isfinite(seen) else f"; these pairs detect {seen:.2f} {unit} at 80 % power"
     return f"cannot tell: {span}{more}"
 
 
@@ -190,7 +190,8 @@ def write_report(plan: Plan) -> str:
         n = json.loads(noise.read_text())
         lines += [f"Noise measured first ({n['study']}, {n['first_seeds']} seeds, {n['protocol']} protocol): "
                   f"pooled paired SD {n['pooled_paired_sd_points']:.2f} points over {n['variants']} variants; "
-                  f"{n['seeds_needed']:g} pairs resolve {n['resolve_points']:g} points at 80 % power; "
+                  f"{n['seeds_needed']:g} pairs resolve {n['resolve_points']:g} points at 80 % power (paired t-test, "
+                  "the SD at its 80 % upper bound); "
                   f"the plan trains {n['seeds']}{' (capped by max_seeds)' if n['capped'] else ''}.", ""]
     tables = ablation_tables(plan, root) if "ablation" in plan.verdicts else {}
     if not tables:
@@ -202,7 +203,7 @@ def write_report(plan: Plan) -> str:
         for _, r in table.iterrows():
             diff = "base" if pd.isna(r.get("pairs")) else words(
                 {"pairs": int(r.pairs), "diff": 100 * r["diff"], "diff_ci_low": 100 * r.diff_ci_low,
-                 "diff_ci_high": 100 * r.diff_ci_high, "seeds_needed": r.seeds_needed})
+                 "diff_ci_high": 100 * r.diff_ci_high, "detectable": 100 * r.detectable})
             lines.append(f"| {r.variant} | {r.runs} | {100 * r.val_mean:.2f} | {r.latency_iphone14_ms:.3f} / "
                          f"{r.latency_iphone12_ms:.3f} | {diff} | {_fmt(r.get('p_holm'))} |")
         lines.append("")

@@ -174,8 +174,9 @@ def ablation_step(plan: Plan, what: str, seeds: int, train_device: str) -> Step:
 
 def ablation_seeds(root: Path, plan: Plan) -> dict[str, Any] | None:
     """The seeds the ablations need, from the noise measured in the first study's ``first_seeds`` runs: the pooled
-    SD of every variant's paired difference with the base, and the pairs that resolve ``resolve`` points at 80 %
-    power (``nas.ablation.stats.seeds_needed``), within [first_seeds, max_seeds]. Written once to ``noise.json``."""
+    SD of every variant's paired difference with the base, and the pairs a paired t-test needs to resolve
+    ``resolve`` points at 80 % power with that SD at its 80 % upper bound (``nas.ablation.stats.seeds_needed``),
+    within [first_seeds, max_seeds]. Written once to ``noise.json``."""
     from ..ablation.stats import seeds_needed
 
     path = root / "noise.json"
@@ -193,11 +194,12 @@ def ablation_seeds(root: Path, plan: Plan) -> dict[str, Any] | None:
     if sds.empty:
         return None
     pooled = float(math.sqrt((sds ** 2).mean()))
-    needed = seeds_needed(part.resolve / 100.0, pooled)
+    sd_df = int((table.loc[sds.index, "pairs"] - 1).sum())  # the pooled SD's degrees of freedom
+    needed = seeds_needed(part.resolve / 100.0, pooled, sd_df=sd_df)
     seeds = int(min(part.max_seeds, max(part.first_seeds, needed)))
     noise = {"study": part.studies[0], "protocol": part.protocol, "first_seeds": part.first_seeds,
              "variants": int(len(sds)), "pooled_paired_sd_points": round(100 * pooled, 3),
-             "resolve_points": part.resolve, "seeds_needed": needed, "max_seeds": part.max_seeds, "seeds": seeds,
+             "resolve_points": part.resolve, "sd_degrees_of_freedom": sd_df, "seeds_needed": needed, "max_seeds": part.max_seeds, "seeds": seeds,
              "capped": bool(needed > part.max_seeds)}
     path.write_text(json.dumps(noise, indent=2) + "\n")
     return noise
