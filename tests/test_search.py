@@ -292,3 +292,12 @@ def test_report_of_an_empty_study(tmp_path):
     study = optuna.create_study(study_name="empty", storage=f"sqlite:///{tmp_path / 'study.db'}")
     summary = write_outputs(tmp_path, study, cfg)
     assert "over budget, rejected before training: 0" in summary and (tmp_path / "trials.csv").exists()
+
+
+def test_the_band_is_described_as_what_it_is():
+    """The searched family's band is the released variants' held-out errors (4 points, coverage at most 60 %), not
+    a band "measured on unseen families"."""
+    from nas.search.report import _band_text
+
+    text = _band_text(SearchConfig(budget_ms=1.0))
+    assert "within family swiftformer" in text and "(n-1)/(n+1) = 60%" in text and "unseen" not in text

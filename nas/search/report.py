@@ -183,8 +183,8 @@ def report_markdown(df: pd.DataFrame, cfg: SearchConfig, summary: str) -> str:
         "## Pareto front (accuracy against predicted latency)", "", _markdown(front), "",
         "## Protocol", "",
         f"- Latency: predicted for the deployed model (batch 1, {cfg.device or cfg.predictor}) by the per-block "
-        f"table; `latency_upper_ms` is the upper edge of the predictor's error band, measured on model families its "
-        f"calibration never saw. Margin: {_margin_text(cfg)}; architectures over {cfg.budget_ms:g} ms by that "
+        f"table; `latency_upper_ms` is the upper edge of the error band of the predictor as it prices this family "
+        f"({_band_text(cfg)}). Margin: {_margin_text(cfg)}; architectures over {cfg.budget_ms:g} ms by that "
         "measure are recorded as infeasible and never trained.",
         f"- Accuracy: {how}; every trial, references included, is scored the same way.",
         _splits_text(cfg),
@@ -192,6 +192,26 @@ def report_markdown(df: pd.DataFrame, cfg: SearchConfig, summary: str) -> str:
         "`pareto.json` lists the front; `trials.csv` / `trials.parquet` every trial.",
         "- The study is the single source of truth: `nas report DIR` rebuilds this report from it; running the "
         "same `nas search` command again resumes it; `optuna-dashboard <storage>` opens it.", ""])
+
+
+def _band_text(cfg: SearchConfig) -> str:
+    """What the band of the search's predictor is, and what it covers."""
+    if cfg.tabular:
+        return "none: latency is the device's measured figure" if cfg.latency_shots is None else \
+            "none: a few-shot predictor carries no band"
+    from ..latency.predictor import SEARCHED_FAMILY, resolve_predictor
+
+    try:
+        band = resolve_predictor(cfg.device, cfg.predictor).for_family(SEARCHED_FAMILY).band
+    except ValueError:
+        return "the predictor could not be read to describe its band"
+    if not band:
+        return "this predictor has no band"
+    n = band.get("rows", 0)
+    cover = f"; from {n} points, within whose range a new model's error falls with probability at most " \
+            f"(n-1)/(n+1) = {(n - 1) / (n + 1):.0%}" if n else ""
+    return (f"the {band['quantile_low']:g} and {band['quantile_high']:g} quantiles of measured / predicted - 1, "
+            f"{band.get('split', 'held out')}{cover}")
 
 
 def _splits_text(cfg: SearchConfig) -> str:
