@@ -159,12 +159,13 @@ def run(parser: argparse.ArgumentParser, args: argparse.Namespace, archs: list, 
 
 def write_zero_cost(data_spec: str, out: Path) -> None:
     """Synflow and jacob_cov of every benchmark architecture at initialisation (seed 0), as trained by the default
-    proxy (56 px; jacob_cov on its first 64 training images): a CSV that `score --scores` reads."""
+    proxy (56 px; jacob_cov on its first 128 training images, as Abdelfattah et al.): a CSV that `score --scores`
+    reads."""
     import pandas as pd
 
     from nas.data import load_data
     from nas.fidelity import benchmark
-    from nas.fidelity.zero_cost import ZERO_COST, zero_cost_scores
+    from nas.fidelity.zero_cost import JACOB_COV_IMAGES, ZERO_COST, zero_cost_scores
     from nas.training import ProxyTask
 
     task = ProxyTask(load_data(data_spec), benchmark.PROXIES[0].config, "cpu")
@@ -172,7 +173,7 @@ def write_zero_cost(data_spec: str, out: Path) -> None:
     archs = benchmark.load_architectures(ARCHS)
     for position, (name, arch) in enumerate(archs, start=1):
         trained = task.proxy_arch(arch)
-        images = task.view("train", trained.resolution)[0][:64]
+        images = task.view("train", trained.resolution)[0][:JACOB_COV_IMAGES]
         start = time.perf_counter()
         rows.append({"name": name, **zero_cost_scores(trained, images), "seconds": time.perf_counter() - start})
         print(f"[{position}/{len(archs)}] {name}: " + ", ".join(f"{k} {rows[-1][k]:.4g}" for k in ZERO_COST),

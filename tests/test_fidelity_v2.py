@@ -33,8 +33,55 @@ def test_zero_cost_scores_are_deterministic_and_order_sizes_as_synflow_should():
     images = torch.randn(16, 3, 32, 32, generator=torch.Generator().manual_seed(0))
     score = jacob_cov(small, images)
     assert math.isfinite(score) and score == jacob_cov(small, images)
-    # eigenvalues of a 16x16 correlation matrix sum to 16; log(l) + 1/l >= 1, with equality at l = 1
-    assert score <= -16 + 1e-3
+
+
+class _Tiny:
+    """A space of one fixed tiny network, for scores checked against values computed by hand."""
+
+    def __init__(self, module, shape):
+        self.module, self.shape = module, shape
+
+    def build_model(self, arch):
+        return self.module()
+
+    def input_shape(self, arch):
+        return self.shape
+
+
+def test_synflow_counts_conv_and_linear_weights_only_as_abdelfattah_et_al():
+    """Two bias-carrying linears with a BatchNorm between (scale s at its initial eval statistics), weights set by
+    hand. With every parameter made positive and an all-ones input, R = s |W2| (|W1| 1 + |b1|) + |b2|: the first
+    layer's weights carry s 1'|W2||W1|1 = 10.5 s, the second's s |W2| (|W1| 1 + |b1|) = 28 s. Biases carry flow to
+    the next layer's weights but are not summed themselves, nor is BatchNorm (before: 3 more terms)."""
+    w1 = torch.tensor([[1.0, -2.0], [0.5, 3.0], [-1.0, 1.0]])
+    w2 = torch.tensor([[2.0, -1.0, 0.5]])
+
+    def module():
+        net = torch.nn.Sequential(torch.nn.Linear(2, 3), torch.nn.BatchNorm1d(3), torch.nn.Linear(3, 1))
+        with torch.no_grad():
+            net[0].weight.copy_(w1), net[2].weight.copy_(w2)
+            net[0].bias.fill_(5.0), net[2].bias.fill_(7.0), net[1].weight.fill_(1.0)
+        return net
+
+    first = float(w2.abs() @ w1.abs() @ torch.ones(2))  # 2*3 + 1*3.5 + 0.5*2 = 10.5
+    second = float(w2.abs() @ (w1.abs() @ torch.ones(2) + 5.0))  # 2*8 + 1*8.5 + 0.5*7 = 28
+    scale = 1 / math.sqrt(1 + 1e-5)  # BatchNorm in eval mode at its initial statistics
+    expected = math.log10(scale * (first + second))
+    assert synflow(None, space=_Tiny(module, (1, 2))) == pytest.approx(expected, rel=1e-9)
+
+
+def test_jacob_cov_is_the_published_formula_on_a_network_whose_jacobians_are_known():
+    """A linear map's input Jacobian (of the summed outputs) is the same for every image: the correlation matrix is
+    all ones, eigenvalues n and 0 (n - 1 times), so the score is -(log(n + k) + 1/(n + k)) - (n - 1)(log k + 1/k)."""
+    n, k = 8, 1e-5
+    linear = _Tiny(lambda: torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(12, 4)), (1, 3, 2, 2))
+    images = torch.randn(n, 3, 2, 2, generator=torch.Generator().manual_seed(0))
+    expected = -(math.log(n + k) + 1 / (n + k)) - (n - 1) * (math.log(k) + 1 / k)
+    assert jacob_cov(None, images, space=linear) == pytest.approx(expected, rel=1e-6)
+    # a ReLU makes each image's Jacobian its own: far less correlated, a far higher score
+    relu = _Tiny(lambda: torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(12, 16), torch.nn.ReLU(),
+                                             torch.nn.Linear(16, 4)), (1, 3, 2, 2))
+    assert jacob_cov(None, images, space=relu) > expected / 100
 
 
 def test_the_pilot_takes_version_1_architectures_across_its_range_and_pairs_seeds():

@@ -2,13 +2,15 @@
 
 Two from the literature, as the fidelity benchmark scores them (higher means better, both):
 
-- ``synflow`` (Tanaka et al. 2020, used as a NAS score by Abdelfattah et al. 2021): with every parameter replaced
-  by its absolute value and an all-ones input, the sum over parameters of |theta * dR/dtheta| where R is the sum of
-  the outputs. Data-free. Computed in float64 with BatchNorm in eval mode (at initialisation an identity), and
+- ``synflow`` (Tanaka et al. 2020, as Abdelfattah et al. 2021 score NAS with it): with every parameter and
+  buffer replaced by its absolute value and an all-ones input, the sum over the weights of every conv and linear
+  layer (not their biases, not BatchNorm, not layer scales) of |w * dR/dw|, where R is the sum of the outputs.
+  Data-free, in float64, BatchNorm in eval mode (at initialisation an identity, as their copy without BatchNorm),
   reported as log10 so that the deepest architectures' products stay comparable.
-- ``jacob_cov`` (Mellor et al. 2020, "NAS without training", version 1): the correlation matrix of the input
-  Jacobians of a batch of real images; architectures whose Jacobians are less correlated across images score
-  higher: ``-sum(log(lambda + k) + 1 / (lambda + k))`` over its eigenvalues, ``k = 1e-5``.
+- ``jacob_cov`` (Mellor et al. 2020, "NAS without training", version 1, as Abdelfattah et al. score it): the
+  correlation matrix of the input Jacobians of a batch of ``JACOB_COV_IMAGES`` (128) real images; architectures
+  whose Jacobians are less correlated across images score higher: ``-sum(log(lambda + k) + 1 / (lambda + k))``
+  over its eigenvalues, ``k = 1e-5``.
 
 Both are deterministic for a seed (initialisation; jacob_cov's batch is the task's first training images). Both
 score an architecture of any space through its interface (``space.build_model``, ``space.input_shape``): a
@@ -26,6 +28,7 @@ from search_spaces import SearchSpace, Space
 from swiftformer import SwiftFormerArch
 
 ZERO_COST = ("synflow", "jacob_cov")
+JACOB_COV_IMAGES = 128  # the batch Abdelfattah et al. score jacob_cov on
 _SWIFTFORMER = SearchSpace("swiftformer", ())  # builds any SwiftFormer architecture (its choices are not used)
 
 
@@ -41,13 +44,15 @@ def synflow(arch: SwiftFormerArch | Any, seed: int = 0, space: Space | None = No
     architecture of ``space`` (default: SwiftFormer's)."""
     model = _fresh(arch, seed, space).double().eval()
     with torch.no_grad():
-        for p in model.parameters():
-            p.abs_()
+        for tensor in [*model.parameters(), *model.buffers()]:
+            if tensor.is_floating_point():
+                tensor.abs_()
     x = torch.ones((space or _SWIFTFORMER).input_shape(arch), dtype=torch.float64)
     out = model(x)
     out = out[0] if isinstance(out, tuple) else out
     out.sum().backward()
-    total = sum(float((p.detach() * p.grad).abs().sum()) for p in model.parameters() if p.grad is not None)
+    weights = [m.weight for m in model.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
+    total = sum(float((w.detach() * w.grad).abs().sum()) for w in weights if w.grad is not None)
     return math.log10(total) if total > 0 else -math.inf
 
 
