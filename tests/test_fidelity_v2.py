@@ -1,5 +1,6 @@
 """Fidelity benchmark version 2's parts: the crop augmentation of a protocol, the zero-cost scores, the training-loss
 sum, and the pilot that picks a reference by its seed-to-seed agreement (a tiny pilot of the same code runs here)."""
+import dataclasses
 import math
 
 import numpy as np
@@ -127,7 +128,12 @@ def test_the_pilot_picks_the_cheapest_candidate_that_agrees_with_itself():
     assert best.protocol == "56px-10ep-flip"  # both agree: half the images seen wins
     noisy_only = frame[frame["protocol"] == "56px-10ep-crop"]
     best, why = choose(candidates(noisy_only, n_boot=50))
-    assert best is None and why.startswith("no candidate reaches tau 0.8 yet; closest: 56px-10ep-crop")
+    assert best is None and why.startswith("no candidate reaches tau 0.8 at the lower end of its interval yet; "
+                                           "closest: 56px-10ep-crop")
+    # a point tau over the target is not enough: the interval's lower end must clear it, over enough pairs
+    agreeing = found["56px-20ep-crop"]
+    assert choose([dataclasses.replace(agreeing, tau_ci=(0.6, 1.0))])[0] is None  # chosen before: tau > 0.95
+    assert choose([dataclasses.replace(agreeing, pairs=3)])[0] is None
     assert "56px-20ep-crop" in pilot_report(frame, n_boot=50)
     truth = pd.Series(np.linspace(0.5, 0.7, 12), index=[f"a{i:02d}" for i in range(12)])
     beside = {c.protocol: c for c in candidates(frame, n_boot=20, version1=truth)}

@@ -4,8 +4,9 @@ A reference can only be trusted as far as a second seed of it ranks the architec
 seed-to-seed Kendall tau is the ceiling of every scorer measured against it. For each candidate trained with two
 seeds on the same architectures, this reports that tau with a bootstrap interval, the seed noise (SD of one run,
 from the paired differences), the spread of the seed means across architectures, the share of the variance that
-is seed noise, and the cost; then picks the cheapest candidate whose seed-to-seed tau is at least ``TARGET_TAU`` and
-whose stages 3 and 4 see at least 4x4 and 2x2 tokens.
+is seed noise, and the cost; then picks the cheapest candidate whose seed-to-seed tau is at least ``TARGET_TAU`` at
+the *lower end* of its bootstrap interval, over at least ``MIN_PAIRS`` architectures (a point tau of 3 pairs says
+next to nothing: its interval spans most of [-1, 1]), and whose stages 3 and 4 see at least 4x4 and 2x2 tokens.
 """
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ from .benchmark import PILOT_PROTOCOLS
 from .scoring import percentile_interval, tau_b
 
 TARGET_TAU = 0.8
+MIN_PAIRS = 10  # architectures with both seeds before a candidate's interval can decide anything
 MIN_TOKENS = {3: 16, 4: 4}  # stage -> tokens it must see at the candidate's side (224 px architectures)
 
 
@@ -103,16 +105,19 @@ def images_seen(protocol: Protocol, train_images: int = 45000) -> float:
 def choose(found: list[Candidate], protocols: Mapping[str, Protocol] = PILOT_PROTOCOLS
            ) -> tuple[Candidate | None, str]:
     """The cheapest candidate meeting the target, or None, with one sentence saying why."""
-    eligible = [c for c in found if c.tokens_ok and c.tau >= TARGET_TAU]
+    eligible = [c for c in found if c.tokens_ok and c.pairs >= MIN_PAIRS and c.tau_ci[0] >= TARGET_TAU]
     if eligible:
         best = min(eligible, key=lambda c: images_seen(protocols[c.protocol]))
-        return best, (f"{best.protocol} is the cheapest candidate whose seed-to-seed tau reaches {TARGET_TAU} "
-                      f"({best.tau:.2f} on {best.pairs} architectures)")
+        return best, (f"{best.protocol} is the cheapest candidate whose seed-to-seed tau reaches {TARGET_TAU} at the "
+                      f"lower end of its interval ({best.tau:.2f} [{best.tau_ci[0]:.2f}, {best.tau_ci[1]:.2f}] on "
+                      f"{best.pairs} architectures)")
     if not found:
         return None, "no candidate has 3 architectures with both seeds yet"
-    closest = max(found, key=lambda c: c.tau)
-    return None, (f"no candidate reaches tau {TARGET_TAU} yet; closest: {closest.protocol} at {closest.tau:.2f} "
-                  f"[{closest.tau_ci[0]:.2f}, {closest.tau_ci[1]:.2f}] on {closest.pairs} architectures")
+    closest = max(found, key=lambda c: c.tau_ci[0])
+    few = f"; {MIN_PAIRS} architectures are needed before an interval decides" if closest.pairs < MIN_PAIRS else ""
+    return None, (f"no candidate reaches tau {TARGET_TAU} at the lower end of its interval yet; closest: "
+                  f"{closest.protocol} at {closest.tau:.2f} [{closest.tau_ci[0]:.2f}, {closest.tau_ci[1]:.2f}] on "
+                  f"{closest.pairs} architectures{few}")
 
 
 def pilot_report(results: pd.DataFrame, n_boot: int = 2000,
