@@ -7,6 +7,7 @@ import math
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -78,11 +79,25 @@ def test_the_shipped_plans_load_with_recipes_that_resolve():
 
 def test_paired_words_say_better_worse_or_what_cannot_be_told():
     assert words({"pairs": 1}) == "not yet (1 pair)"
-    row = {"pairs": 5, "diff": 1.0, "diff_ci_low": 0.2, "diff_ci_high": 1.8, "detectable": 1.6}
-    assert words(row).startswith("better: +1.00 points [+0.20, +1.80], 5 pairs")
+    row = {"pairs": 5, "diff": 1.0, "diff_ci_low": 0.2, "diff_ci_high": 1.8, "detectable": 1.6, "decided": True,
+           "t_p_holm": 0.01}
+    assert words(row).startswith("better: +1.00 points [+0.20, +1.80], 5 pairs, Holm p 0.01")
     assert words({**row, "diff": -1.0, "diff_ci_low": -1.8, "diff_ci_high": -0.2}).startswith("worse")
-    assert words({**row, "diff_ci_low": -0.5}) == (
-        "cannot tell: +1.00 points [-0.50, +1.80], 5 pairs; these pairs detect 1.60 points at 80 % power")
+    assert words({**row, "decided": False, "t_p_holm": 0.2}) == (  # the interval alone no longer decides
+        "cannot tell: +1.00 points [+0.20, +1.80], 5 pairs, Holm p 0.2; these pairs detect 1.60 points at 80 % power")
+
+
+def test_a_tables_comparisons_are_decided_together_by_holm():
+    """Ten comparisons, each with an unadjusted p of 0.01 to 0.03: alone each interval excludes 0; over the table,
+    Holm keeps only what survives the family (before, every one would read 'better')."""
+    rows = [{"t_p_value": p} for p in (0.001, 0.01, 0.02, 0.03, 0.03, 0.03, 0.03, 0.03, 0.03, 0.03)]
+    stats.holm_decisions(rows)
+    assert [r["decided"] for r in rows] == [True] + [False] * 9
+    assert rows[0]["t_p_holm"] == pytest.approx(0.01)
+    d = np.array([0.4, 0.6, 0.5, 0.55, 0.45])
+    from scipy.stats import ttest_1samp
+
+    assert stats.paired_t_pvalue(d) == pytest.approx(ttest_1samp(d, 0.0).pvalue)
 
 
 def fake_retrain(root: Path, name: str, tops: list[float]) -> None:

@@ -74,8 +74,8 @@ def summary_frame(runs: pd.DataFrame, records: list[dict[str, Any]], base: str) 
             row.update(stats.paired(scores, base_scores))
         rows.append(row)
     frame = pd.DataFrame(rows)
-    for column in ("pairs", "diff", "diff_ci_low", "diff_ci_high", "diff_sd", "p_value", "within_seed_noise",
-                   "detectable"):
+    for column in ("pairs", "diff", "diff_ci_low", "diff_ci_high", "diff_sd", "p_value", "t_p_value",
+                   "within_seed_noise", "detectable"):
         if column not in frame:
             frame[column] = math.nan
     compared = frame["variant"] != base

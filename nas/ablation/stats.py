@@ -162,7 +162,30 @@ def paired(variant: dict[int, float], base: dict[int, float]) -> dict[str, float
     low, high = t_interval(d)
     inside = n < 2 or low <= 0 <= high
     return {"pairs": n, "diff": mean, "diff_ci_low": low, "diff_ci_high": high, "diff_sd": sd,
-            "p_value": sign_flip_pvalue(d), "within_seed_noise": inside, "detectable": detectable(n, sd)}
+            "p_value": sign_flip_pvalue(d), "t_p_value": paired_t_pvalue(d), "within_seed_noise": inside,
+            "detectable": detectable(n, sd)}
+
+
+def paired_t_pvalue(differences: np.ndarray) -> float:
+    """Two-sided p of the paired t-test of ``differences`` (the test behind the t interval; nan below 2 pairs, 0
+    or 1 when they do not vary)."""
+    d = np.asarray(differences, dtype=float)
+    if len(d) < 2:
+        return math.nan
+    sd = d.std(ddof=1)
+    if sd == 0:
+        return 1.0 if d.mean() == 0 else 0.0
+    return float(2 * t.sf(abs(d.mean()) / (sd / math.sqrt(len(d))), len(d) - 1))
+
+
+def holm_decisions(rows: list[dict], alpha: float = ALPHA) -> None:
+    """The one multiplicity rule of every report's words: Holm's adjustment of the paired t-tests of a table's
+    comparisons (``t_p_value``), written to each row as ``t_p_holm``; a comparison is a decision (better or worse)
+    when its adjusted p is below ``alpha``, so the table as a whole errs with probability at most ``alpha``."""
+    adjusted = holm([float(r.get("t_p_value", math.nan)) for r in rows])
+    for row, p in zip(rows, adjusted):
+        row["t_p_holm"] = p
+        row["decided"] = bool(p < alpha) if not math.isnan(p) else False
 
 
 def omnibus(scores: dict[str, dict[int, float]]) -> dict[str, float]:

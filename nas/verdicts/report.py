@@ -2,8 +2,9 @@
 
 Every comparison is paired by seed (each model retrained with the same recipe and seeds 0..n-1) and read on the
 **test** split (these are final figures; every selection before them was on val). A difference is a verdict only
-when its 95 % Student-t interval excludes zero; otherwise the report says the data cannot tell, and what
-difference its pairs could have detected at 80 % power. Each model's own seed SD is given beside it: the noise
+when the paired t-test, Holm-adjusted over the comparisons of its table, gives p below 0.05 (the table errs with
+probability at most 0.05); the 95 % Student-t interval shown beside it is unadjusted. Otherwise the report says
+the data cannot tell, and what difference its pairs could have detected at 80 % power. Each model's own seed SD is given beside it: the noise
 any comparison with it has to clear. Latencies are predictions (with the family's error band), not measurements.
 """
 from __future__ import annotations
@@ -38,14 +39,17 @@ def describe(values: dict[int, float]) -> dict[str, float]:
 
 
 def words(row: dict[str, Any], unit: str = "points") -> str:
-    """A paired difference in words: better, worse, or what the data cannot tell."""
+    """A paired difference in words: better or worse where the table's Holm-adjusted paired t-test decides
+    (``stats.holm_decisions``), else what the data cannot tell."""
     if row["pairs"] < 2:
         return f"not yet ({row['pairs']} pair{'s' if row['pairs'] != 1 else ''})"
     span = f"{row['diff']:+.2f} {unit} [{row['diff_ci_low']:+.2f}, {row['diff_ci_high']:+.2f}], {row['pairs']} pairs"
-    if row["diff_ci_low"] > 0:
-        return f"better: {span}"
-    if row["diff_ci_high"] < 0:
-        return f"worse: {span}"
+    held = f", Holm p {row['t_p_holm']:.3g}" if math.isfinite(row.get("t_p_holm", math.nan)) else ""
+    if row.get("decided") and row["diff"] > 0:
+        return f"better: {span}{held}"
+    if row.get("decided") and row["diff"] < 0:
+        return f"worse: {span}{held}"
+    span += held
     seen = row.get("detectable", math.nan)
     more = "" if not math.isfinite(seen) else f"; these pairs detect {seen:.2f} {unit} at 80 % power"
     return f"cannot tell: {span}{more}"
@@ -77,9 +81,11 @@ def search_table(plan: Plan, root: Path) -> pd.DataFrame:
                        "winner_test_mean": mine["mean"], "winner_test_sd": mine["sd"],
                        "reference_test_mean": theirs["mean"], "reference_test_sd": theirs["sd"],
                        **stats.paired(a, b)}
-                same = _resolve(models, ref) == winner
-                row["verdict"] = f"the winner is {ref.upper()} itself" if same else words(row)
+                row["same"] = _resolve(models, ref) == winner
                 rows.append(row)
+    stats.holm_decisions([r for r in rows if not r["same"]])  # one family: every comparison of this table
+    for row in rows:
+        row["verdict"] = f"the winner is {row['reference'].upper()} itself" if row["same"] else words(row)
     return pd.DataFrame(rows)
 
 
@@ -109,9 +115,13 @@ def family_table(plan: Plan, root: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
             row = {"front": f.model, "reference": ref, "front_latency_ms": f.latency_ms,
                    "reference_latency_ms": models[ref]["latency_ms"][plan.phone],
                    **stats.paired(scores(root, _resolve(models, f.model)), scores(root, _resolve(models, ref)))}
-            row["verdict"] = words(row)
-            row["dominates"] = bool(row["pairs"] >= 2 and row["diff_ci_low"] > 0)
+            # not slower, the band allowing: the front member's latency at its band's upper edge
+            row["not_slower"] = bool(band.upper_ms(f.latency_ms) <= row["reference_latency_ms"])
             pairs.append(row)
+    stats.holm_decisions(pairs)
+    for row in pairs:
+        row["verdict"] = words(row)
+        row["dominates"] = bool(row["decided"] and row["diff"] > 0 and row["not_slower"])
     return table, pd.DataFrame(pairs)
 
 
@@ -200,10 +210,13 @@ def write_report(plan: Plan) -> str:
         lines += [f"### {what} (val top-1; `ablation-{what}/report.md` has the full report)", "",
                   "| variant | runs | val mean | latency iphone14 / 12 (ms) | - base (points) | Holm p |",
                   "|---|---|---|---|---|---|"]
-        for _, r in table.iterrows():
-            diff = "base" if pd.isna(r.get("pairs")) else words(
-                {"pairs": int(r.pairs), "diff": 100 * r["diff"], "diff_ci_low": 100 * r.diff_ci_low,
-                 "diff_ci_high": 100 * r.diff_ci_high, "detectable": 100 * r.detectable})
+        compared = [{"pairs": int(r.pairs), "diff": 100 * r["diff"], "diff_ci_low": 100 * r.diff_ci_low,
+                     "diff_ci_high": 100 * r.diff_ci_high, "detectable": 100 * r.detectable,
+                     "t_p_value": r.get("t_p_value", math.nan)} if not pd.isna(r.get("pairs")) else None
+                    for _, r in table.iterrows()]
+        stats.holm_decisions([c for c in compared if c is not None])
+        for (_, r), row in zip(table.iterrows(), compared):
+            diff = "base" if row is None else words(row)
             lines.append(f"| {r.variant} | {r.runs} | {100 * r.val_mean:.2f} | {r.latency_iphone14_ms:.3f} / "
                          f"{r.latency_iphone12_ms:.3f} | {diff} | {_fmt(r.get('p_holm'))} |")
         lines.append("")
@@ -222,7 +235,9 @@ def write_report(plan: Plan) -> str:
             lines.append(f"| {r.model} | `{r.architecture}` | {r.latency_ms:.3f} ({r.latency_low_ms:.3f}-"
                          f"{r.latency_high_ms:.3f}) | {_fmt(r.test_mean)} [{_fmt(r.test_ci_low)}, "
                          f"{_fmt(r.test_ci_high)}] | {r.test_seeds} |")
-        lines += ["", "Each front member against each released variant at least as slow (paired, test):", ""]
+        lines += ["", "Each front member against each released variant at least as slow (paired, test; better or "
+                  "worse by Holm over these comparisons; `dominates`: better, and not slower even at the upper edge of "
+                  "the front member's latency band):", ""]
         for _, r in pairs.iterrows():
             lines.append(f"- {r.front} ({r.front_latency_ms:.3f} ms) vs {r.reference} ({r.reference_latency_ms:.3f} "
                          f"ms): {r.verdict}{' -> dominates' if r.dominates else ''}")
