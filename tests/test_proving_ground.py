@@ -144,9 +144,9 @@ def test_tabular_search_runs_100_trials_in_seconds_and_reports_the_truth(tmp_pat
 
 
 def test_tabular_search_with_a_few_shot_predictor(tmp_path, capsys):
-    result = run_nas_here(capsys, "search", "--space", "nb201", "--data", "nb201:cifar10", "--device", "fpga",
-                          "--latency-budget", "5ms", "--trials", "20", "--latency-shots", "10", "--sampler",
-                          "evolution", "--out", str(tmp_path / "s"))
+    result = run_nas_here(capsys, "search", "--space", "nb201", "--data", "nb201:cifar10", "--device", "gold_6226",
+                          "--latency-budget", "11ms", "--trials", "20", "--latency-shots", "10", "--sampler",
+                          "evolution", "--out", str(tmp_path / "s"))  # (a device name with underscores)
     assert result.returncode == 0, result.stderr
     assert "predicted, calibrated on 10 measured architectures" in result.stderr
     assert "the winner truly:" in result.stdout

@@ -20,7 +20,7 @@ from search_spaces.interface import Space
 from ..latency.fitting import ModelForm, Rows, fit
 from ..latency.graph import OpProfile, profile_module
 from ..latency.lut import LatencyTable, build_table
-from ..latency.predictor import TERMS, LatencyPredictor, work_vector
+from ..latency.predictor import TERMS, LatencyPredictor, device_key, work_vector
 from .tables import BenchmarkError, benchmark_space, check_device, latency_table
 
 # How k measured architectures are fitted: the device alone (its k rows), every cost term (the extras ridge-shrunk),
@@ -77,7 +77,7 @@ def calibrate_shots(space_name: str, device: str, shots: int, seed: int,
     chosen = random.Random(f"{device}:{shots}:{seed}").sample(list(table.index), shots)
     archs = [space.parse(key) for key in chosen]
     work = np.stack([profiles.work(arch) for arch in archs])
-    rows = Rows(work, table.loc[chosen].to_numpy(dtype=float), np.zeros(shots, dtype=int), [device])
+    rows = Rows(work, table.loc[chosen].to_numpy(dtype=float), np.zeros(shots, dtype=int), [device_key(device)])
     costs, intercept = fit(rows, form).of_device(device)
     predictor = LatencyPredictor(device, costs, intercept, {t: TERMS[t] for t in costs},
                                  {"rows": shots, "form": form.to_dict(), "source": f"{space_name} latency table",

@@ -184,6 +184,7 @@ def report_markdown(plan: Plan, results: dict[str, Any], frame: pd.DataFrame, ta
              "Commands (UTC, machine, code):", "", "```", *commands[-10:], "```", "",
              "Search cost on this machine (seconds of one core per search, table look-ups included):", "",
              _markdown(cost), ""]
+    lines += _headline_section(plan, frame, table)
     lines += _regret_section(plan, table, q)
     capped = max((c for _, c in plan.capped if c < q), default=None)  # the capped samplers' last checkpoint
     if capped is not None and capped in plan.checkpoints:
@@ -211,6 +212,39 @@ def report_markdown(plan: Plan, results: dict[str, Any], frame: pd.DataFrame, ta
               "de-duplication, budget checks, latency calibration) where answers are known; the SwiftFormer verdicts "
               "still need GPU-scale training (experiments/verdicts).", ""]
     return "\n".join(lines)
+
+
+def _headline_section(plan: Plan, frame: pd.DataFrame, table: pd.DataFrame) -> list[str]:
+    """Per sampler (and latency source, score): the median over settings of each setting's median regret at every
+    checkpoint, the settings where its regret is below random search's (the difference's interval below 0), and
+    the share of searches that end at the oracle."""
+    lines = ["## Headline: median over settings of the median regret (points)", "",
+             "`below random`: settings where the sampler's median regret minus random search's has a 95 % bootstrap "
+             f"interval below 0, after {_headline_q(plan)} queries (or the sampler's last checkpoint before), out of "
+             "the settings both ran.", ""]
+    rows = []
+    for (mode, score, sampler), group in table.groupby(["latency", "score", "sampler"], sort=False):
+        row = {"latency": mode, "score": score, "sampler": sampler, "settings": group["setting"].nunique()}
+        for q in plan.checkpoints:
+            at = group[group["q"] == q]
+            if len(at):
+                row[f"q={q}"] = f"{at['median_regret'].median():.2f}"
+        last = int(group["q"].max())
+        row["oracle reached (last q)"] = f"{group[group['q'] == last]['share_oracle'].mean():.0%}"
+        at_q = min(last, _headline_q(plan))  # the target's checkpoint, where the sampler reached it
+        row["below random"] = ""
+        if sampler != "random":
+            mine = frame[(frame["latency"] == mode) & (frame["score"] == score) & (frame["q"] == at_q)]
+            below = shared = 0
+            for key in group["setting"].unique():
+                a = mine[(mine["setting"] == key) & (mine["sampler"] == sampler)]["regret"].to_numpy()
+                b = mine[(mine["setting"] == key) & (mine["sampler"] == "random")]["regret"].to_numpy()
+                if len(a) and len(b):
+                    shared += 1
+                    below += difference(a, b)[2] < 0
+            row["below random"] = f"{below}/{shared} (q={at_q})" if shared else ""
+        rows.append(row)
+    return lines + [_markdown(pd.DataFrame(rows)), ""]
 
 
 def _regret_section(plan: Plan, table: pd.DataFrame, q: int, mode: str = MEASURED) -> list[str]:

@@ -172,28 +172,44 @@ def run_plan(plan: Plan, out: str | Path, minutes: float | None = None, workers:
             log(f"  {len(done) + finished}/{planned} searches | last {result['key']}: {result['queries']} queries "
                 f"in {result['seconds']:.1f}s | ETA {format_duration(rate * (len(todo) - finished))}")
 
+    def failed(spec: RunSpec, exc: BaseException) -> ProvingError:
+        message = str(exc).splitlines()[0] if str(exc) else ""
+        return ProvingError(f"search {spec.key} failed ({type(exc).__name__}: {message}); the {len(done) + finished} "
+                            f"finished searches are kept in {path}; run the same command again to resume")
+
     if workers == 1:
         _init_worker()
         for spec in todo:
             if deadline and time.time() > deadline:
                 break
-            record(run_search_spec(spec))
+            try:
+                result = run_search_spec(spec)
+            except Exception as exc:  # noqa: BLE001 (said in one line; what finished is kept)
+                raise failed(spec, exc) from None
+            record(result)
     else:
         context = multiprocessing.get_context("spawn")
         with ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker) as pool:
-            pending: set[Future] = set()
+            pending: dict[Future, RunSpec] = {}
             queue = iter(todo)
             for spec in queue:
-                pending.add(pool.submit(run_search_spec, spec))
+                pending[pool.submit(run_search_spec, spec)] = spec
                 if len(pending) >= 2 * workers:
                     break
             while pending:
-                finished_now, pending = wait(pending, return_when=FIRST_COMPLETED)
+                finished_now, _ = wait(pending, return_when=FIRST_COMPLETED)
                 for future in finished_now:
-                    record(future.result())
+                    spec = pending.pop(future)
+                    try:
+                        result = future.result()
+                    except Exception as exc:  # noqa: BLE001
+                        for other in pending:
+                            other.cancel()
+                        raise failed(spec, exc) from None
+                    record(result)
                 if not (deadline and time.time() > deadline):
                     for spec in queue:
-                        pending.add(pool.submit(run_search_spec, spec))
+                        pending[pool.submit(run_search_spec, spec)] = spec
                         if len(pending) >= 2 * workers:
                             break
     held = len(done) + finished
