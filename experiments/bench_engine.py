@@ -1,7 +1,7 @@
 """The training engine's throughput, job by job, against a bare loop on device-resident tensors, in one run.
 
     .venv/bin/python experiments/bench_engine.py [--train-device cuda] [--jobs bare proxy reference concurrent
-        supernet retrain64 retrain224 graphs] [--concurrency 4] [--quick] [--baseline REV] [--json FILE]
+        supernet retrain64 retrain224] [--concurrency 4] [--quick] [--baseline REV] [--json FILE]
 
 Every job trains SwiftFormer-XS on CIFAR-10 (the JPEG tree of ``../shared/datasets``, or ``--data``) held on the
 training device by the engine:
@@ -21,8 +21,6 @@ training device by the engine:
 - ``retrain64``, ``retrain224``: ``nas retrain`` of XS (the official XS recipe: crop, flip, colour jitter, random
   erasing, EMA, adaptive clipping) at 64 and 224 px, images/s of its second epoch on a subset, against the bare
   loop at the same side and batch.
-- ``graphs`` (CUDA only): the proxy trial with its step replayed as a CUDA graph, against the eager one, with
-  both trials' val accuracy (the same seed: they should agree within the GPU's non-determinism).
 
 ``--baseline REV`` runs the jobs both codes have (proxy, retrain64, retrain224, supernet) a second time with the
 code of commit REV (a scratch worktree, imported in a fresh process), so the figures of the engine and of the
@@ -48,7 +46,7 @@ import swiftformer  # noqa: F401  (the torchvision fix precedes timm)
 import torch
 
 ARCHIVE = Path(__file__).resolve().parents[2] / "shared/datasets/cifar10-jpeg.tar.gz"
-JOBS = ("bare", "proxy", "reference", "concurrent", "supernet", "retrain64", "retrain224", "graphs")
+JOBS = ("bare", "proxy", "reference", "concurrent", "supernet", "retrain64", "retrain224")
 
 
 def sync(device: torch.device) -> None:
@@ -234,23 +232,6 @@ def supernet_epoch(data, device: torch.device, images: int, scratch: Path, batch
     return {"images_per_s": rate, "cifar_epoch_s": 45_000 / rate, "images": images}
 
 
-def graphs_against_eager(data, device: torch.device) -> dict:
-    """The default proxy trial eagerly and with its step replayed as a CUDA graph: wall time and val accuracy."""
-    from nas.training import ProxyConfig, ProxyTask
-
-    rows = {}
-    for graphed in (False, True):
-        task = ProxyTask(data, ProxyConfig(), device, cuda_graph=graphed)
-        task.train(xs())
-        start = time.perf_counter()
-        result = task.train(xs())
-        sync(device)
-        rows["graph" if graphed else "eager"] = {"seconds": time.perf_counter() - start, "val": result.accuracy}
-    return {"seconds": rows["graph"]["seconds"], "eager_seconds": rows["eager"]["seconds"],
-            "val_graph": rows["graph"]["val"], "val_eager": rows["eager"]["val"],
-            "images_per_s": 2 * 4000 / rows["graph"]["seconds"]}
-
-
 COMPARABLE = ("proxy", "retrain64", "retrain224", "supernet")  # jobs the code before the engine can run too
 RETRAIN_SIZES = {"retrain64": (64, 128, 4096), "retrain224": (224, 32, 512)}  # side, batch, training images
 QUICK_RETRAIN_SIZES = {"retrain64": (64, 32, 512), "retrain224": (224, 16, 64)}
@@ -356,8 +337,6 @@ def main() -> None:
                 "images_per_s": bare_loop(data, device, side, batch, max(5, bare_steps // (4 if side > 100 else 1)))})
             if "images_per_s" in rows[job]:
                 rows[job]["vs_bare"] = rows[job]["images_per_s"] / rows[f"bare{side}_b{batch}"]["images_per_s"]
-    if "graphs" in args.jobs and device.type == "cuda":
-        run("graphs", lambda: graphs_against_eager(data, device))
     if args.baseline and comparable:
         for job, row in baseline(args.baseline, args, comparable).items():
             rows[f"{job} (before: {args.baseline})"] = row

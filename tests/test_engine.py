@@ -17,10 +17,6 @@ from nas.engine import (Augmentation, Diverged, Policy, PolicyError, ResidentBat
                         reestimate_bn, resident, restore_checkpoint, save_checkpoint)
 from nas.engine.augment import erase, resize
 from nas.engine.batches import EpochPlans, epoch_positions
-from nas.engine.graphs import warm_up
-from nas.engine import eager_update
-from nas.engine.graphs import GraphedUpdate
-from nas.engine.loop import updater
 from nas.training import ProxyConfig, ProxyTask
 from swiftformer import SwiftFormer, SwiftFormerArch
 
@@ -196,20 +192,6 @@ def test_a_loss_that_stops_being_finite_ends_the_training(tiny_data):
     training.step = lambda inputs, targets: torch.tensor(math.nan)
     with pytest.raises(Diverged, match="loss became nan in epoch 1"):
         fit(training, 1)
-
-
-def test_the_graph_warm_up_leaves_the_training_where_it_started(tiny_data):
-    """What capture needs first (a few updates) is undone: one update after it equals one update of a fresh
-    training. (Capture and replay themselves need CUDA; on the CPU the update is the eager one.)"""
-    fresh, warmed = _training(tiny_data), _training(tiny_data)
-    inputs, targets = next(iter(fresh.source.epoch(0)))
-    warm_up(warmed, inputs, targets, {k: v.clone() for k, v in warmed.model.state_dict().items()})
-    eager_update(fresh, inputs, targets)
-    eager_update(warmed, inputs, targets)
-    for (name, a), b in zip(fresh.model.state_dict().items(), warmed.model.state_dict().values()):
-        assert torch.equal(a, b), name
-    fresh.cuda_graph = True
-    assert not isinstance(updater(fresh), GraphedUpdate)  # no CUDA here: the eager step
 
 
 def test_the_precision_policy_refuses_what_the_device_cannot_run():

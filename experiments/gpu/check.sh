@@ -7,8 +7,8 @@
 # Stages (default: all, in this order): install bench search fidelity pilot supernet oneshot torchrun onnx
 # (and verdicts, only when named):
 #   install   the carried wheels (.whl/: optuna, alembic, sqlalchemy, mako, colorlog, timm) into /tmp/site
-#   bench     experiments/bench_engine.py --train-device cuda (every job against the bare loop; CUDA graphs
-#             against the eager step); $BENCH_ARGS replaces its arguments
+#   bench     experiments/bench_engine.py --train-device cuda (every job against the bare loop); $BENCH_ARGS
+#             replaces its arguments
 #   search    nas search --workers 4 on one GPU (K trainings at once) at a 1 ms budget on CIFAR-10
 #   fidelity  a one-minute chunk of the fidelity benchmark with 4 workers, into its own journal
 #   pilot     a chunk ($PILOT_MINUTES, default 2) of fidelity benchmark version 2's pilot with 4 workers: the GPU

@@ -9,7 +9,7 @@ Every training of SwiftNAS runs through it (the search's proxy, the fidelity pro
 - ``augment``: batched augmentation with per-image parameters drawn per epoch;
 - ``batches``: an epoch's batches from resident images or from a streaming loader;
 - ``bn``, ``evaluate``: BatchNorm re-estimation and scoring without per-batch host syncs;
-- ``step``, ``graphs``: a training as a value, its update eager or replayed as a CUDA graph;
+- ``step``: a training as a value, and its update;
 - ``loop``, ``checkpoint``: the loop and its exact resume.
 """
 from .augment import Augmentation

@@ -21,7 +21,6 @@ from typing import Any, Callable
 import torch
 
 from ..progress import progress
-from .graphs import GraphedUpdate, can_capture
 from .policy import rng_state, seed_epoch, set_rng_state
 from .step import Training, eager_update
 
@@ -53,9 +52,8 @@ class LoopState:
 
 
 def updater(training: Training) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
-    """The training's update: a replayed CUDA graph where asked and possible, else the eager step."""
-    if training.cuda_graph and can_capture(training):
-        return GraphedUpdate(training)
+    """The training's update, eager. (A replayed CUDA graph was tried and removed until a GPU run measures that it
+    pays and is exact: its warm-up reset optimizer state and advanced the random streams.)"""
     return lambda inputs, targets: eager_update(training, inputs, targets)
 
 

@@ -1,6 +1,5 @@
 """What one training step is: the ``Training`` value the loop runs, and the update it makes (gradients zeroed,
-the step's forward and backward, clipping, the optimizer step), eagerly; ``graphs`` replays the same update as a
-captured CUDA graph."""
+the step's forward and backward, clipping, the optimizer step), eagerly."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -38,7 +37,6 @@ class Training:
     seed: int = 0
     rank: int = 0
     trained: nn.Module | None = None  # the module put in train mode each epoch (default: ``model``)
-    cuda_graph: bool = False  # replay the step as a captured CUDA graph where it can be (``nas.engine.graphs``)
 
 
 def backward(loss: torch.Tensor, scaler: torch.amp.GradScaler | None) -> None:

@@ -13,7 +13,6 @@ additive attention degenerates to an MLP (its normalised query is +-1).
 """
 from __future__ import annotations
 
-import os
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Iterator
@@ -65,13 +64,9 @@ class ProxyTask:
     stored size (shared by every task of the process) and resized there once per training side (``view``).
     """
 
-    def __init__(self, data: ImageData, config: ProxyConfig, device: str | torch.device = "cpu",
-                 cuda_graph: bool | None = None):
+    def __init__(self, data: ImageData, config: ProxyConfig, device: str | torch.device = "cpu"):
         self.config = config
         self.policy = Policy.for_device(device)
-        # a CUDA graph per trial (the same arithmetic, launched at once): opt-in (SWIFTNAS_CUDA_GRAPHS=1) until a GPU
-        # run has measured it against the eager step (experiments/bench_engine.py --jobs graphs)
-        self.cuda_graph = (os.environ.get("SWIFTNAS_CUDA_GRAPHS", "0") == "1") if cuda_graph is None else cuda_graph
         self.device = self.policy.device
         self.num_classes, self.channels = data.num_classes, data.channels
         self.holdout = data.holdout(config.val_fraction, config.val_seed)
@@ -142,9 +137,7 @@ class ProxyTask:
         trained = self.proxy_arch(arch)
         seed_init(cfg.seed)
         model = self.policy.place(SwiftFormer(trained))
-        graphed = self.cuda_graph and self.policy.cuda
-        optimizer = create_optimizer_v2(model, "adamw", lr=cfg.lr, weight_decay=cfg.weight_decay,
-                                        **({"capturable": True} if graphed else {}))
+        optimizer = create_optimizer_v2(model, "adamw", lr=cfg.lr, weight_decay=cfg.weight_decay)
         augmentation = PROXY_AUGMENTATION[cfg.augment]
         prepared = self.view("train", trained.resolution)[0] if augmentation.cacheable else None
         source = ResidentBatches(self._source["train"], self._labels["train"], self._indices["train"], augmentation,
@@ -155,8 +148,7 @@ class ProxyTask:
                                       t_in_epochs=False)
         scaler = self.policy.scaler()
         step = classification_step(model, LabelSmoothingCrossEntropy(cfg.label_smoothing), self.policy, scaler)
-        return Training(model, optimizer, source, self.policy, step, scheduler, scaler, seed=cfg.seed,
-                        cuda_graph=graphed)
+        return Training(model, optimizer, source, self.policy, step, scheduler, scaler, seed=cfg.seed)
 
     def train(self, arch: SwiftFormerArch, report: Callable[[int, float], None] | None = None,
               keep_model: bool = False) -> ProxyResult:
