@@ -176,3 +176,13 @@ def test_version_2_architectures_span_the_latency_range_and_the_supernet_space()
     assert len(archs) == 13 and len(set(names)) == 13 and {"xs", "s", "l1"} <= set(names)
     assert names[-3:] == ["s01", "s02", "s03"] and all(a in space for _, a in archs[-3:])
     assert len({a.digest() for _, a in archs}) == 13
+
+
+def test_a_seed_pair_trained_in_two_precisions_is_no_pair():
+    """bf16 on a GPU against fp32 on a CPU would read precision noise as seed noise: such a pair is left out."""
+    frame = _pilot_frame("56px-20ep-crop", "56px-10ep-crop").assign(precision="fp32")
+    mixed = frame.copy()
+    mixed.loc[(mixed["seed"] == 1) & (mixed["name"].isin(["a00", "a01"])), "precision"] = "bf16"
+    pairs = {c.protocol: c.pairs for c in candidates(frame, n_boot=20)}
+    assert pairs == {"56px-20ep-crop": 12, "56px-10ep-crop": 12}
+    assert {c.protocol: c.pairs for c in candidates(mixed, n_boot=20)} == {"56px-20ep-crop": 10, "56px-10ep-crop": 10}

@@ -16,7 +16,7 @@ from nas.latency import load_device
 from swiftnas_testing.cli import run_nas_here
 from nas.training import ProxyConfig, ProxyDiverged
 from nas.search import load_run
-from nas.search import SearchConfig, build_context, open_study, run_step, status_of, worker_loop
+from nas.search import SearchConfig, SearchError, build_context, open_study, run_step, status_of, worker_loop
 from swiftformer import SwiftFormerArch
 
 BUDGET = "0.4777ms"  # about half of the tiny space is over it on iphone14
@@ -301,3 +301,21 @@ def test_the_band_is_described_as_what_it_is():
 
     text = _band_text(SearchConfig(budget_ms=1.0))
     assert "within family swiftformer" in text and "(n-1)/(n+1) = 60%" in text and "unseen" not in text
+
+
+def test_a_study_trains_in_one_precision(tiny_imagefolder, tmp_path):
+    """A process that would train in another precision than the study's (bf16 on a GPU, fp32 on a CPU) is refused
+    with one line, before it trains anything."""
+    import optuna
+    from optuna.storages import InMemoryStorage
+
+    from nas.search.context import check_same_precision
+    from nas.search.study import other_precision
+
+    study = optuna.create_study(storage=InMemoryStorage(), direction="maximize")
+    assert other_precision(study, "bf16") is None and study.user_attrs["nas_precision"] == "bf16"
+    assert other_precision(study, "bf16") is None and other_precision(study, "fp32") == "bf16"
+    cfg = SearchConfig(budget_ms=1.0, data=f"imagefolder:{tiny_imagefolder}", out=str(tmp_path / "s"))
+    ctx = build_context(cfg, quiet=True)  # trains on the CPU: fp32
+    with pytest.raises(SearchError, match="trains in bf16; this process would train in fp32"):
+        check_same_precision(study, ctx)

@@ -31,7 +31,7 @@ from ..provenance import code_version
 from ..search.parallel import run_at_start_line, run_processes
 from ..search.step import is_out_of_memory
 from ..search.storage import open_recorded
-from ..search.study import Heartbeat, make_storage, recover_interrupted
+from ..search.study import Heartbeat, make_storage, other_precision, recover_interrupted
 from ..training import ProxyDiverged, ProxyTask, resolve_train_device
 from ..training.protocols import train_and_evaluate
 from ..units import format_duration
@@ -177,6 +177,7 @@ def run_one(study: optuna.Study, ctx: AblationContext, worker: str = "w0") -> op
     trial.set_user_attr("worker", worker)
     trial.set_user_attr("threads", torch.get_num_threads())
     trial.set_user_attr("device", str(task.device))
+    trial.set_user_attr("precision", task.policy.precision)
     trial.set_user_attr("code", code_version())
     trial.set_user_attr("data", ctx.data_fingerprint)
 
@@ -211,6 +212,11 @@ def worker_loop(cfg: AblationConfig, worker: int, ctx: AblationContext, study: o
                 deadline: float | None = None, max_runs: int | None = None) -> None:
     """Train queued runs until none is left, the deadline passes, or ``max_runs`` were trained here."""
     torch.set_num_threads(cfg.threads)
+    mine = Policy.for_device(ctx.device).precision
+    recorded = other_precision(study, mine)
+    if recorded is not None:
+        raise AblationError(f"ablation {cfg.study!r} trains in {recorded}; this process would train in {mine} (on "
+                            f"{ctx.device}): train on the same kind of device, or choose another --study or --out")
     name, times = f"w{worker}", []
     while not (deadline and time.time() > deadline) and (max_runs is None or len(times) < max_runs):
         recover_interrupted(study, wait=False)

@@ -53,6 +53,12 @@ class Policy:
         return self.device.type == "cuda"
 
     @property
+    def precision(self) -> str:
+        """``fp32``, ``bf16`` or ``fp16``: part of what a training is (a study, an ablation's reuse and a pilot's
+        seed pair hold one precision, never a mix)."""
+        return {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[self.amp_dtype]
+
+    @property
     def memory_format(self) -> torch.memory_format:
         return torch.channels_last
 

@@ -14,7 +14,7 @@ import random
 import sys
 import time
 from pathlib import Path
-from typing import Callable, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
 import optuna
 import pandas as pd
@@ -27,7 +27,7 @@ from swiftformer import VARIANTS, SwiftFormerArch, count_macs, count_params
 from ..data import ImageData
 from ..latency.lut import build_table
 from ..latency.predictor import resolve_predictor
-from ..search.study import Heartbeat, make_storage, recover_interrupted
+from ..search.study import Heartbeat, make_storage, other_precision, recover_interrupted
 from ..latency.lut import PHONES
 from ..training import ProxyConfig, ProxyTask
 from ..training.protocols import CANDIDATES, REFERENCE, Protocol, train_and_evaluate
@@ -165,6 +165,11 @@ def run_benchmark(archs: list[tuple[str, SwiftFormerArch]], data: ImageData, sto
             study.enqueue_trial(space.trial_params(by_name[name]), user_attrs={"name": name})
         if (protocol_name, seed) not in tasks:
             tasks[(protocol_name, seed)] = ProxyTask(data, protocol.with_seed(seed).config, device)
+            recorded = other_precision(study, tasks[(protocol_name, seed)].policy.precision)
+            if recorded is not None:
+                raise ValueError(f"study {key} in {storage_path} trains in {recorded}; this process would train in "
+                                 f"{tasks[(protocol_name, seed)].policy.precision} (on {device}): train on the same "
+                                 "kind of device, or use another journal")
         task = tasks[(protocol_name, seed)]
         trial = study.ask()
         arch = space.suggest(trial)
@@ -172,7 +177,8 @@ def run_benchmark(archs: list[tuple[str, SwiftFormerArch]], data: ImageData, sto
         for attr, value in {"arch": arch.to_dict(), "summary": arch.summary(), "digest": arch.digest(),
                             "params": count_params(arch), "macs": count_macs(arch),
                             **{f"latency_{p}_ms": predictors[p].predict(arch) for p in PHONES},
-                            "threads": torch.get_num_threads(), "device": str(task.device)}.items():
+                            "threads": torch.get_num_threads(), "device": str(task.device),
+                            "precision": task.policy.precision}.items():
             trial.set_user_attr(attr, value)
         with Heartbeat(study, trial):
             epochs = protocol.config.epochs  # a reference training runs for many minutes: a line per epoch
@@ -227,6 +233,11 @@ def run_workers(archs: list[tuple[str, SwiftFormerArch]], data_spec: str, storag
     run_processes(worker_process, payload, workers)
 
 
+def run_precision(attrs: Mapping[str, Any]) -> str:
+    """A run's precision as recorded, or for a run recorded before precision was: fp32 on a CPU, else unknown."""
+    return attrs.get("precision") or ("fp32" if str(attrs.get("device", "")).startswith("cpu") else "unknown")
+
+
 def results_frame(storage_path: Path) -> pd.DataFrame:
     """One row per finished (protocol, seed, architecture), with the columns of the versioned CSV."""
     storage = make_storage(str(storage_path))
@@ -243,7 +254,7 @@ def results_frame(storage_path: Path) -> pd.DataFrame:
                          "seconds": a["seconds"], "cpu_seconds": a["cpu_seconds"], "threads": a["threads"],
                          "device": a["device"], "digest": a["digest"],
                          "arch_json": json.dumps(a["arch"], sort_keys=True),
-                         "train_loss_sum": a.get("train_loss_sum")})
+                         "train_loss_sum": a.get("train_loss_sum"), "precision": run_precision(a)})
     columns = ["protocol", "seed", "name", "architecture", "val_accuracy", "test_accuracy", "params", "macs",
                "latency_iphone14_ms", "latency_iphone12_ms", "resolution", "seconds", "cpu_seconds", "threads",
                "device", "digest", "arch_json", "train_loss_sum"]  # version 1's columns, then the loss sum

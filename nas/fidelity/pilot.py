@@ -69,6 +69,9 @@ def candidates(results: pd.DataFrame, n_boot: int = 2000, seed: int = 0,
         if protocol not in protocols:
             raise ValueError(f"the pilot's results name protocol {protocol!r}, which is not a candidate; accepted: "
                              f"{', '.join(protocols)}")
+        if "precision" in rows:  # a seed pair trained in two precisions is no pair (bf16 against fp32)
+            mixed = rows.groupby("name")["precision"].nunique()
+            rows = rows[~rows["name"].isin(mixed[mixed > 1].index)]
         wide = rows.pivot_table(index="name", columns="seed", values="val_accuracy")
         if 0 not in wide or 1 not in wide:
             continue

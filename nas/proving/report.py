@@ -316,13 +316,15 @@ def _help_section(plan: Plan, table: pd.DataFrame, q: int) -> list[str]:
         truth = oracle(DATASETS[setting.dataset], latency_table("nb201")[setting.device], setting.budget_ms)
         row = {"device": setting.device, "budget ms": f"{setting.budget_ms:g}",
                "HELP found": f"{setting.help_found[1]:.1f} % at {setting.help_found[0]:g} ms",
-               "oracle": f"{truth.final:.2f} % at {truth.latency_ms:g} ms"}
+               "oracle": f"{truth.final:.2f} % at {truth.latency_ms:.3g} ms"}
         for mode in dict.fromkeys(at["latency"]):
             mine = at[(at["setting"] == key) & (at["latency"] == mode)]
             if len(mine):
                 m = mine.iloc[0]
                 row[f"ours, {mode}"] = _fmt(m["mean_final"], m["final_low"], m["final_high"])
-                row[f"{mode}: over budget"] = f"{m['share_breaks']:.0%} (median {m['median_latency_ms']:g} ms)"
+                row[f"{mode}: over budget"] = f"{m['share_breaks']:.0%} (median {m['median_latency_ms']:.3g} ms)"
+                row[f"{mode}: >= HELP"] = "yes" if m["final_low"] >= setting.help_found[1] else \
+                    "no" if m["final_high"] < setting.help_found[1] else "cannot tell"
         rows.append(row)
     return lines + [_markdown(pd.DataFrame(rows)), ""]
 

@@ -26,6 +26,7 @@ from ..training import ProxyTask, attention_token_warnings, resolve_train_device
 from ..supernet import SupernetError
 from ..identity import digest
 from .config import SearchConfig, SearchError
+from .study import other_precision
 
 
 @dataclasses.dataclass
@@ -96,6 +97,20 @@ def _tabular_context(cfg: SearchConfig) -> SearchContext:
                           f"{setup.table.predict(fastest):.3f} ms: {fastest.digest()}")
     return SearchContext(cfg, setup.predictor, setup.space, setup.table, None, evaluate=setup.evaluate,
                          truth=setup.truth)
+
+
+def check_same_precision(study: optuna.Study, ctx: SearchContext) -> None:
+    """A study trains in one precision (bf16 on a CUDA GPU, fp32 on a CPU): the first process to train records it,
+    and a process that would train in another is refused, so one study never ranks a mix. Tabular studies train
+    nothing."""
+    if ctx.task is None:
+        return
+    mine = ctx.task.policy.precision
+    recorded = other_precision(study, mine)
+    if recorded is not None:
+        raise SearchError(f"study {study.study_name!r} trains in {recorded}; this process would train in {mine} (on "
+                          f"{ctx.task.device}): train on the same kind of device (--train-device), or choose another "
+                          "--study or --out")
 
 
 def check_priced_alike(study: optuna.Study, ctx: SearchContext, sample: int = 3) -> None:

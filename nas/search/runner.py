@@ -15,7 +15,7 @@ import optuna
 
 from ..latency.predictor import SEARCHED_FAMILY
 from .config import SearchConfig
-from .context import build_context, check_priced_alike
+from .context import build_context, check_priced_alike, check_same_precision
 from .parallel import run_processes
 from .report import write_outputs
 from .step import enqueue_references
@@ -34,6 +34,7 @@ def run_search(cfg: SearchConfig) -> tuple[optuna.Study, str]:
     deadline = time.time() + cfg.timeout_s if cfg.timeout_s else None
     study = open_study(cfg, storage=storage)
     check_priced_alike(study, ctx)
+    check_same_precision(study, ctx)
     done = "trained"
     if ctx.task is not None:
         how = (f"{ctx.task.holdout.describe()}, selecting on val; training on {ctx.task.device} with "

@@ -182,6 +182,7 @@ def _carry(study: optuna.Study, ctx: SearchContext, trial: optuna.Trial,
         return tell("reference" if reference else "trained", objective(value))
     trial.set_user_attr("train_seconds", result.seconds)
     trial.set_user_attr("train_cpu_seconds", result.cpu_seconds)
+    trial.set_user_attr("precision", ctx.task.policy.precision)
     return tell("reference" if reference else "trained", objective(result.accuracy))
 
 

@@ -119,6 +119,17 @@ def index_of(study: optuna.Study) -> TrialIndex:
     return _INDEXES[study]
 
 
+def other_precision(study: optuna.Study, precision: str) -> str | None:
+    """The precision ``study`` trains in when it is not ``precision`` (the first process to train records its own);
+    None when they agree. Every job that trains keeps one precision per study: a mix would rank bf16 runs against
+    fp32 ones."""
+    recorded = study.user_attrs.get("nas_precision")
+    if recorded is None:
+        study.set_user_attr("nas_precision", precision)
+        return None
+    return recorded if recorded != precision else None
+
+
 def best_feasible(trials: Iterable[optuna.trial.FrozenTrial]) -> optuna.trial.FrozenTrial | None:
     """The most accurate trial trained within the budget (a reference may be it)."""
     done = [t for t in trials if status_of(t) in ("trained", "reference")]

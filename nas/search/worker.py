@@ -14,7 +14,7 @@ import torch
 
 from ..units import format_duration
 from .config import SearchConfig, SearchError
-from .context import SearchContext, build_context
+from .context import SearchContext, build_context, check_same_precision
 from .evolution import enqueue_unseen
 from .parallel import run_at_start_line
 from .pruning import SearchedMedianPruner
@@ -82,6 +82,7 @@ def worker_loop(cfg: SearchConfig, worker: int = 0, ctx: SearchContext | None = 
     torch.set_num_threads(cfg.threads)
     ctx = ctx or build_context(cfg, quiet=worker > 0, worker=worker)
     study = study or open_study(cfg, worker)
+    check_same_precision(study, ctx)  # (each worker: a Ray node or a process may sit on another kind of device)
     name = name or f"w{worker}"
     started, trained_here, rejected_in_a_row, duplicates_in_a_row = time.perf_counter(), 0, 0, 0
     unscorable_in_a_row, recovered_at = 0, time.monotonic()  # (the runner recovered just before the workers started)
