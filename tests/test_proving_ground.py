@@ -239,3 +239,13 @@ def test_zero_cost_scores_work_through_the_space_interface(name):
     images = torch.randn(8, *space.input_shape(arch)[1:])
     first, again = zero_cost_scores(arch, images, space=space), zero_cost_scores(arch, images, space=space)
     assert first == again and all(np.isfinite(v) for v in first.values())
+
+
+def test_a_predictor_that_rules_out_every_architecture_is_a_search_with_no_pick():
+    """The 10-shot predictor of gold_6226 drawn with seed 14 prices every architecture over 8 ms: `nas search` would
+    stop with that one line; the proving ground records a search with no pick instead of stopping the plan."""
+    from nas.proving import RunSpec, run_search_spec
+
+    record = run_search_spec(RunSpec("cifar100-gold_6226-8ms", 10, "tpe", 14, 500))
+    assert record["picks"] == [] and record["queries"] == 0
+    assert record["no_search"].startswith("no nb201 architecture fits 8 ms on gold_6226 (predicted)")

@@ -88,16 +88,17 @@ def outcomes(plan: Plan, results: dict[str, dict[str, Any]]) -> pd.DataFrame:
             index = pick_at(record["picks"], q)
             row = {"setting": setting.key, "latency": latency_label(record["latency"]), "sampler": record["sampler"],
                    "score": record["score"], "repeat": record["repeat"], "q": q, "queries_run": record["queries"]}
-            if index is None:
+            if index is None:  # no pick yet, or no search (the predictor priced every architecture over the budget)
                 rows.append({**row, "final": math.nan, "regret": math.nan, "proxy_regret": math.nan,
-                             "oracle": False, "breaks": False, "latency_ms": math.nan})
+                             "oracle": False, "breaks": False, "latency_ms": math.nan, "no_pick": True})
                 continue
             final = float(table.at[index, dataset.final])
             ms = float(latency.at[index]) if latency is not None else math.nan
             rows.append({**row, "final": final, "regret": best.final - final,
                          "proxy_regret": best.best_proxy - float(table.at[index, dataset.proxy]),
                          "oracle": table.at[index, "arch_str"] == best.arch,
-                         "breaks": bool(latency is not None and ms > setting.budget_ms), "latency_ms": ms})
+                         "breaks": bool(latency is not None and ms > setting.budget_ms), "latency_ms": ms,
+                         "no_pick": False})
     return pd.DataFrame(rows)
 
 
@@ -113,6 +114,7 @@ def curves(frame: pd.DataFrame) -> pd.DataFrame:
                          mean_final=final[0], final_low=final[1], final_high=final[2],
                          median_proxy_regret=float(np.nanmedian(group["proxy_regret"])),
                          share_oracle=float(group["oracle"].mean()), share_breaks=float(group["breaks"].mean()),
+                         share_no_pick=float(group["no_pick"].mean()),
                          median_latency_ms=float(np.nanmedian(group["latency_ms"]))
                          if group["latency_ms"].notna().any() else math.nan))
     return pd.DataFrame(rows)
@@ -207,7 +209,9 @@ def report_markdown(plan: Plan, results: dict[str, Any], frame: pd.DataFrame, ta
               "that fits minus the pick's) is the part the sampler controls. Searches scored by the 200-epoch mean "
               "itself (plan `optimiser`) have no proxy between score and truth.",
               "- *Breaks*: with predicted latency, the share of picks whose measured latency exceeds the budget "
-              "(with measured latency it is 0 by construction).",
+              "(with measured latency it is 0 by construction). *No pick*: searches that could not start because "
+              "their few-shot predictor priced every architecture over the budget (`nas search` stops with that "
+              "error); medians and means are over the searches that picked.",
               "- Not shown here: anything about the SwiftFormer space. These tables judge the machinery (samplers, "
               "de-duplication, budget checks, latency calibration) where answers are known; the SwiftFormer verdicts "
               "still need GPU-scale training (experiments/verdicts).", ""]
@@ -272,7 +276,8 @@ def _regret_section(plan: Plan, table: pd.DataFrame, q: int, mode: str = MEASURE
                     row[name] = _fmt(m["median_regret"], m["regret_low"], m["regret_high"])
                     row[f"{name} oracle"] = f"{m['share_oracle']:.0%}"
                     if mode != MEASURED:
-                        row[f"{name} over budget"] = f"{m['share_breaks']:.0%}"
+                        row[f"{name} over budget"] = f"{m['share_breaks']:.0%}" + (
+                            f", {m['share_no_pick']:.0%} no pick" if m["share_no_pick"] > 0 else "")
         rows.append(row)
     return lines + [_markdown(pd.DataFrame(rows)), ""]
 
@@ -323,6 +328,8 @@ def _help_section(plan: Plan, table: pd.DataFrame, q: int) -> list[str]:
                 m = mine.iloc[0]
                 row[f"ours, {mode}"] = _fmt(m["mean_final"], m["final_low"], m["final_high"])
                 row[f"{mode}: over budget"] = f"{m['share_breaks']:.0%} (median {m['median_latency_ms']:.3g} ms)"
+                if m["share_no_pick"] > 0:
+                    row[f"{mode}: over budget"] += f"; {m['share_no_pick']:.0%} no pick"
                 row[f"{mode}: >= HELP"] = "yes" if m["final_low"] >= setting.help_found[1] else \
                     "no" if m["final_high"] < setting.help_found[1] else "cannot tell"
         rows.append(row)
