@@ -218,7 +218,7 @@ def test_plans_are_what_the_readme_says():
     full = PLANS["full"]
     runs = list(full.runs())
     assert len(full.settings) == 18 and full.repeats >= 30 and full.queries == 500
-    assert {r.sampler for r in runs} == {"tpe", "nsga2", "random", "evolution", "gp"}
+    assert {r.sampler for r in runs} == {"tpe", "nsga2", "random", "evolution"}
     assert sum(r.shots is not None for r in runs) == 15 * 2 * 30
 
 
