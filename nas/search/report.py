@@ -163,6 +163,8 @@ def _upper_text(row: pd.Series) -> str:
 def _margin_text(cfg: SearchConfig) -> str:
     if cfg.latency_margin == "band":
         return "the upper edge of the predictor's error band must fit"
+    if cfg.tabular and cfg.latency_shots is None:
+        return "the measured latency must fit"
     return "the predicted latency must fit; no margin"
 
 
