@@ -150,10 +150,11 @@ def truth_lines(df: pd.DataFrame, best: pd.Series, cfg: SearchConfig) -> list[st
     truth = oracle(dataset, measured("nb201", cfg.device), cfg.budget_ms)
     fits = "fits" if best["measured_latency_ms"] <= cfg.budget_ms else "BREAKS"
     return [f"the winner truly: {best['measured_latency_ms']:.3f} ms measured ({fits} the budget), "
-            f"{100 * best['final_accuracy']:.2f} % after 200 epochs ({dataset.final_split}, mean of the benchmark's seeds)",
+            f"{100 * best['final_accuracy']:.2f} % after 200 epochs ({dataset.final_split}, mean of the benchmark's "
+            "seeds)",
             f"oracle: {truth.final:.2f} % at {truth.latency_ms:.3f} ms ({truth.feasible:,} architectures fit); regret "
-            f"{truth.final - 100 * best['final_accuracy']:.2f} points; a perfect search on the 12-epoch proxy would reach "
-            f"{truth.proxy_pick_final:.2f} %"]
+            f"{truth.final - 100 * best['final_accuracy']:.2f} points; a perfect search on the 12-epoch proxy would "
+            f"reach {truth.proxy_pick_final:.2f} %"]
 
 
 def _upper_text(row: pd.Series) -> str:

@@ -80,9 +80,10 @@ def _carry(study: optuna.Study, ctx: SearchContext, trial: optuna.Trial,
     digest = arch.digest()
     latency = ctx.table.predict(arch)
     checked = ctx.checked_ms(latency)
+    upper = ctx.predictor.upper_ms(latency) if ctx.predictor.band else None  # (no band: nothing to record)
     for key, value in {"arch": arch.to_dict(), "summary": arch.summary(), "digest": digest,
-                       **ctx.space.counts(arch), "latency_ms": latency,
-                       "latency_upper_ms": ctx.predictor.upper_ms(latency) if ctx.predictor.band else None, "worker": worker, "process": PROCESS}.items():
+                       **ctx.space.counts(arch), "latency_ms": latency, "latency_upper_ms": upper, "worker": worker,
+                       "process": PROCESS}.items():
         trial.set_user_attr(key, value)
     trial.set_constraint("latency", checked - cfg.budget_ms)
 

@@ -4,8 +4,9 @@ Every comparison is paired by seed (each model retrained with the same recipe an
 **test** split (these are final figures; every selection before them was on val). A difference is a verdict only
 when the paired t-test, Holm-adjusted over the comparisons of its table, gives p below 0.05 (the table errs with
 probability at most 0.05); the 95 % Student-t interval shown beside it is unadjusted. Otherwise the report says
-the data cannot tell, and what difference its pairs could have detected at 80 % power. Each model's own seed SD is given beside it: the noise
-any comparison with it has to clear. Latencies are predictions (with the family's error band), not measurements.
+the data cannot tell, and what difference its pairs could have detected at 80 % power. Each model's own seed SD is
+given beside it: the noise any comparison with it has to clear. Latencies are predictions (with the family's error
+band), not measurements.
 """
 from __future__ import annotations
 

@@ -199,7 +199,8 @@ def ablation_seeds(root: Path, plan: Plan) -> dict[str, Any] | None:
     seeds = int(min(part.max_seeds, max(part.first_seeds, needed)))
     noise = {"study": part.studies[0], "protocol": part.protocol, "first_seeds": part.first_seeds,
              "variants": int(len(sds)), "pooled_paired_sd_points": round(100 * pooled, 3),
-             "resolve_points": part.resolve, "sd_degrees_of_freedom": sd_df, "seeds_needed": needed, "max_seeds": part.max_seeds, "seeds": seeds,
+             "resolve_points": part.resolve, "sd_degrees_of_freedom": sd_df, "seeds_needed": needed,
+             "max_seeds": part.max_seeds, "seeds": seeds,
              "capped": bool(needed > part.max_seeds)}
     path.write_text(json.dumps(noise, indent=2) + "\n")
     return noise
