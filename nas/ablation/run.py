@@ -32,6 +32,7 @@ from ..search.parallel import run_at_start_line, run_processes
 from ..search.step import is_out_of_memory
 from ..search.storage import open_recorded
 from ..search.study import Heartbeat, make_storage, other_precision, recover_interrupted
+from ..engine import Policy
 from ..training import ProxyDiverged, ProxyTask, resolve_train_device
 from ..training.protocols import train_and_evaluate
 from ..units import format_duration
