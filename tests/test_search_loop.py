@@ -57,13 +57,18 @@ def test_val_is_a_fixed_stratified_holdout_of_train(tiny_imagefolder):
 
 def test_a_search_never_reads_the_test_split(tmp_path, tiny_imagefolder, tiny_space, monkeypatch):
     read = set()
-    real = ProxyTask.batches
+    real, real_bn = ProxyTask.batches, ProxyTask.bn_view
 
     def spy(self, split, *args, **kwargs):
         read.add(split)
         return real(self, split, *args, **kwargs)
 
+    def spy_bn(self, *args, **kwargs):  # BatchNorm re-estimation reads training images
+        read.add("train")
+        return real_bn(self, *args, **kwargs)
+
     monkeypatch.setattr(ProxyTask, "batches", spy)
+    monkeypatch.setattr(ProxyTask, "bn_view", spy_bn)
     cfg = config(tmp_path, tiny_imagefolder, tiny_space, trials=2)
     worker_loop(cfg)
     assert read == {"train", "val"}
