@@ -157,35 +157,26 @@ def family_report() -> None:
               f"{predictor.band['lower']:+.1%} / {predictor.band['upper']:+.1%}")
 
 
-def shrinkage_report(data, strengths=(0.01, 0.1, 1.0, 3.0)) -> None:
-    """Each member of a family of 3 or more rows on a phone held out of its family's line (its model's rows out of
-    the fit, shared costs refitted in the phone's shipped form): mean error per family by ridge strength."""
-    from nas.latency import fitting
-    from nas.latency.calibration import group_labels
-    from nas.latency.fitting import ModelForm, Rows
+def shrinkage_report(data) -> None:
+    """The family lines' strength: each strength's mean error of family members (families of 3 or more rows on the
+    phone) held out of their family's line, the phone's shipped form (the criterion ``calibrate`` chooses by, on
+    all rows), and the nested figure the shipped predictor carries: the same members' errors with the form and the
+    strength chosen again without each one (``calibration.family_lines``)."""
+    from nas.latency.calibration import family_strength_errors, group_labels
+    from nas.latency.fitting import FAMILY_SHRINKAGES, ModelForm, Rows
 
     rows, models = Rows.of(data.samples), group_labels(data.samples, "row")
-    print("\n### Family-line shrinkage: mean held-out error over families of 3 or more rows\n")
-    print("| phone (form) | " + " | ".join(f"{s:g}" for s in strengths) + " |\n|---|" + "---|" * len(strengths))
+    print("\n### Family-line strength: mean held-out error over families of 3 or more rows\n")
+    print("| phone (form) | " + " | ".join(f"{s:g}" for s in FAMILY_SHRINKAGES)
+          + " | chosen | nested (shipped bands) |\n|---|" + "---|" * (len(FAMILY_SHRINKAGES) + 2))
     for phone in PHONES:
-        form = ModelForm(**load_device(phone).calibration["form"])
-        d = rows.devices.index(load_device(phone).device)
-        cells = []
-        for strength in strengths:
-            errors = []
-            for family in sorted(set(rows.family[rows.device == d])):
-                mine = np.flatnonzero((rows.device == d) & (rows.family == family))
-                if len(mine) < 3:
-                    continue
-                held = []
-                for i in mine:
-                    train = rows.take(models != models[i])
-                    shared = fitting.fit(train, dataclasses.replace(form, families=False))
-                    shared.effects = fitting.family_effects(train, shared, strength)
-                    held.append(abs(shared.predict(rows.take(np.array([i])))[0] / rows.latency_ms[i] - 1))
-                errors.append(np.mean(held))
-            cells.append(f"{np.mean(errors):.1%}")
-        print(f"| {phone} ({form.terms}) | " + " | ".join(cells) + " |")
+        predictor = load_device(phone)
+        form = ModelForm(**predictor.calibration["form"])
+        errors = family_strength_errors(rows, models, form, rows.devices.index(predictor.device))
+        nested = [np.mean(np.abs(list(line["held_out"].values()))) for line in predictor.families.values()
+                  if line["rows"] >= 3]
+        print(f"| {phone} ({form.terms}) | " + " | ".join(f"{errors[s]:.1%}" for s in FAMILY_SHRINKAGES)
+              + f" | {predictor.calibration['family_shrinkage']:g} | {np.mean(nested):.1%} |")
 
 
 def extra_rows_report(data, extra: str) -> None:

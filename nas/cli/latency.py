@@ -47,7 +47,8 @@ def cmd_latency_calibrate(args: argparse.Namespace) -> None:
     samples = _profiled(data, "profiling models")
     predictor = calibrate(samples, device, calibration={"measurements": [str(p) for p in args.measurements],
                                                         "device_rows": device, "skipped": len(data.skipped)},
-                          progress=progress("measuring the error band (nested leave-one-family-out)"))
+                          progress=progress("measuring the error band (nested leave-one-family-out)"),
+                          family_progress=progress("measuring each family's band (nested leave-one-model-out)"))
     fit = evaluate_predictor(predictor, data.of(device)).summary()
     predictor.calibration["in_sample"] = {k: fit[k] for k in ("mape", "within_10pct", "kendall_tau")}
     predictor.save(args.out)

@@ -14,7 +14,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from .fitting import BASELINE, FORMS, PREVIOUS, Fit, ModelForm, Rows, fit
+from .fitting import BASELINE, FAMILY_SHRINKAGES, FORMS, PREVIOUS, Fit, ModelForm, Rows, family_effects, fit
 from .measurements import MeasurementError, Sample
 from .predictor import TERMS, LatencyPredictor, PredictorError, device_key
 
@@ -161,13 +161,14 @@ def judge_procedures(samples: Sequence[Sample], device: str, split: str,
 
 
 def calibrate(samples: Sequence[Sample], device: str, procedures: dict[str, Sequence[ModelForm]] | None = None,
-              calibration: dict | None = None,
-              progress: Callable[[int, int], Any] | None = None) -> LatencyPredictor:
+              calibration: dict | None = None, progress: Callable[[int, int], Any] | None = None,
+              family_progress: Callable[[int, int], Any] | None = None) -> LatencyPredictor:
     """A predictor for ``device``, fitted on ``samples`` of every device (the others lend their structure).
 
     Each procedure (``PROCEDURES``: a set of forms to choose among) is judged by the nested leave-one-family-out
     MAPE of ``device``'s rows, the choice of form repeated without each family; the best one chooses its form on
-    all samples, and its nested predictions give the error band, the error a new family can expect.
+    all samples, and its nested predictions give the error band, the error a new family can expect. Each
+    measured family's line comes with its own nested band (``family_lines``; ``family_progress`` reports it).
     """
     samples = list(samples)
     mine = [s for s in samples if device_key(s.device) == device_key(device)]
@@ -182,8 +183,7 @@ def calibrate(samples: Sequence[Sample], device: str, procedures: dict[str, Sequ
     rows = Rows.of(samples)
     d = rows.devices.index(device_key(device))
     form, form_split = choose_forms(rows, group_labels(samples, "family"), group_labels(samples, "row"), forms)[d]
-    fitted = fit(rows, form)
-    costs, intercept = fitted.of_device(device)
+    costs, intercept = fit(rows, form).of_device(device)
     how = (f"leave-one-{form_split}-out MAPE, one-standard-error rule, among {len(forms)} forms" if len(forms) > 1
            else "fixed")
     info: dict[str, Any] = dict(calibration or {}, rows=len(mine), rows_all_devices=len(samples),
@@ -192,20 +192,60 @@ def calibrate(samples: Sequence[Sample], device: str, procedures: dict[str, Sequ
                                 form_chosen_by=f"{name} ({how}), the procedure of lower nested leave-one-{split}-out "
                                                f"MAPE among {len(judged)}")
     band = dict(band_of(measured, predicted), split=f"nested leave-one-{split}-out")
-    families = family_lines(samples, rows, device, form, fitted)
+    models = group_labels(samples, "row")
+    strength = choose_family_shrinkage(rows, models, form, d)
+    info["family_shrinkage"] = strength
+    info["family_shrinkage_chosen_by"] = (f"mean error of family members held out of their family's line on "
+                                          f"{device_key(device)}, among {', '.join(map(str, FAMILY_SHRINKAGES))}")
+    families = family_lines(samples, rows, device, forms, fit(rows, form, strength), family_progress)
     return LatencyPredictor(device_key(device), costs, intercept, {t: TERMS[t] for t in costs}, info, band, families)
 
 
-def family_lines(samples: Sequence[Sample], rows: Rows, device: str, form: ModelForm,
-                 fitted: Fit) -> dict[str, dict]:
-    """Every family with its own line on ``device``: offset, scale, rows, and (from 2 rows) each row's error when
-    its model is held out of the calibration (from every device, the form kept) with the band of those errors:
-    what a new member of that family can expect. ``rows`` are ``samples`` as arrays."""
-    models = group_labels(samples, "row")
-    d = rows.devices.index(device_key(device))
-    out = {}
-    for family, (offset, scale) in sorted(fitted.families_of(device).items()):
+def family_strength_errors(rows: Rows, models: np.ndarray, form: ModelForm, d: int) -> dict[float, float]:
+    """Each strength of FAMILY_SHRINKAGES with the mean error of family members on device ``d`` (index into
+    ``rows.devices``) held out of their family's line (the member's model out of the fit on every device, the
+    shared costs refitted in ``form``), averaged per family then over families of 3 or more rows (a held-out
+    member leaves two to set the line's offset and scale). Empty where no family has 3 rows."""
+    shared_form = dataclasses.replace(form, families=False)
+    errors: dict[float, list[float]] = {s: [] for s in FAMILY_SHRINKAGES}
+    for family in dict.fromkeys(rows.family[rows.device == d]):
         mine = np.flatnonzero((rows.device == d) & (rows.family == family))
+        if len(mine) < 3:
+            continue
+        per_member: dict[float, list[float]] = {s: [] for s in FAMILY_SHRINKAGES}
+        for i in mine:
+            train = rows.take(models != models[i])
+            shared = fit(train, shared_form)
+            for strength in FAMILY_SHRINKAGES:
+                shared.effects = family_effects(train, shared, strength)
+                per_member[strength].append(abs(shared.predict(rows.take(np.array([i])))[0] / rows.latency_ms[i] - 1))
+        for strength in FAMILY_SHRINKAGES:
+            errors[strength].append(float(np.mean(per_member[strength])))
+    return {s: float(np.mean(e)) for s, e in errors.items() if e}
+
+
+def choose_family_shrinkage(rows: Rows, models: np.ndarray, form: ModelForm, d: int) -> float:
+    """The strength of the family lines on device ``d``: the one of least ``family_strength_errors`` (the
+    weakest on ties, and where no family has 3 rows to judge by)."""
+    errors = family_strength_errors(rows, models, form, d)
+    return min(errors, key=lambda s: (errors[s], FAMILY_SHRINKAGES.index(s))) if errors else FAMILY_SHRINKAGES[0]
+
+
+def family_lines(samples: Sequence[Sample], rows: Rows, device: str, forms: Sequence[ModelForm], fitted: Fit,
+                 progress: Callable[[int, int], Any] | None = None) -> dict[str, dict]:
+    """Every family with its own line on ``device`` in ``fitted``: offset, scale, rows, and (from 2 rows) each
+    row's error when its model is held out of the calibration (from every device) with the band of those errors:
+    what a new member of that family can expect. Nested: without the held-out model, the form is chosen again
+    among ``forms`` (the calibration's procedure) and the lines' strength again (``choose_family_shrinkage``), so
+    a held-out row never influences what predicts it. ``rows`` are ``samples`` as arrays."""
+    models, families = group_labels(samples, "row"), group_labels(samples, "family")
+    d = rows.devices.index(device_key(device))
+    lines = sorted(fitted.families_of(device).items())
+    members = {family: np.flatnonzero((rows.device == d) & (rows.family == family)) for family, _ in lines}
+    total, done = sum(len(m) for m in members.values() if len(m) >= 2), 0
+    out = {}
+    for family, (offset, scale) in lines:
+        mine = members[family]
         smallest = min(mine, key=lambda i: rows.latency_ms[i])
         entry: dict[str, Any] = {"offset_ms": round(offset, 6), "scale": round(scale, 6), "rows": int(len(mine)),
                                  "smallest_ms": float(rows.latency_ms[smallest]),
@@ -214,13 +254,21 @@ def family_lines(samples: Sequence[Sample], rows: Rows, device: str, form: Model
             held = {}
             for i in mine:
                 train = models != models[i]
-                predicted = fit(rows.take(train), form).predict(rows.take(np.array([i])))[0]
+                train_rows = rows.take(train)
+                form = (choose_forms(train_rows, families[train], models[train], forms)[d][0] if len(forms) > 1
+                        else forms[0])
+                strength = choose_family_shrinkage(train_rows, models[train], form, d)
+                predicted = fit(train_rows, form, strength).predict(rows.take(np.array([i])))[0]
                 held[samples[i].model] = round(float(rows.latency_ms[i] / predicted - 1.0), 4)
+                done += 1
+                if progress:
+                    progress(done, total)
             entry["held_out"] = held  # measured / predicted - 1, each model held out of the calibration
             ratios = np.array(list(held.values()))
             low, high = np.quantile(ratios, BAND_QUANTILES)
             entry["band"] = {"quantile_low": BAND_QUANTILES[0], "quantile_high": BAND_QUANTILES[1],
                              "lower": round(float(low), 4), "upper": round(float(high), 4), "rows": int(len(mine)),
-                             "split": f"leave-one-model-out within family {family}"}
+                             "split": f"nested leave-one-model-out within family {family} (form and line strength "
+                                      f"chosen again without the model)"}
         out[family] = entry
     return out

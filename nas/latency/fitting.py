@@ -33,11 +33,11 @@ TERM_SETS: dict[str, tuple[str, ...]] = {
 }
 SHRINKAGES = (10.0, 1.0)  # strong (little more than a scale per device) first; 0 would fit each device alone
 # A family's own line on a device (``family_effects``): ridge strength on its offset (relative to the family's mean
-# latency) and on its scale's departure from 1, in the units of one row's squared relative error. Chosen by the
-# error of each model held out of its own family's line (families of 3 or more rows on the shipped phones; grid
-# 0.01-3, experiments/RESULTS.md): the weakest was best on both phones (iPhone 14 11.8 % against 17.3 % at 1,
-# iPhone 12 3.5 % against 4.4 %), so a family's rows set its line and the ridge only keeps one row's line defined.
-FAMILY_SHRINKAGE = 0.01
+# latency) and on its scale's departure from 1, in the units of one row's squared relative error. The strength is
+# chosen per device from this grid by the error of each family member held out of its family's line
+# (``calibration.choose_family_shrinkage``), and that choice is repeated without each held-out model for the
+# family bands a predictor carries (nested). The first, weakest, is the default where nothing can judge.
+FAMILY_SHRINKAGES = (0.01, 0.1, 1.0, 3.0)
 MIN_FAMILY_SCALE = 0.2  # a family's work never costs less than a fifth of the shared costs' price
 RIDGE = 0.01  # on the extra costs (every term but macs), in the units of TERMS
 HUBER_DELTA = 0.10  # relative error beyond which a row counts linearly: the +/-10 % the predictors aim at
@@ -144,12 +144,12 @@ class Fit:
         return {family: effect for (e, family), effect in self.effects.items() if e == d}
 
 
-def fit(rows: Rows, form: ModelForm) -> Fit:
+def fit(rows: Rows, form: ModelForm, family_shrinkage: float | None = None) -> Fit:
     """Costs and intercepts of every device with rows, fitted in ``form`` (and, for a form with family lines,
-    each measured family's own offset and scale on each device)."""
+    each measured family's own offset and scale on each device, ridge-shrunk by ``family_shrinkage``)."""
     shared = _fit_shared(rows, form)
     if form.families and rows.family is not None:
-        shared.effects = family_effects(rows, shared)
+        shared.effects = family_effects(rows, shared, family_shrinkage)
     return shared
 
 
@@ -160,7 +160,7 @@ def family_effects(rows: Rows, shared: Fit, shrinkage: float | None = None) -> d
     where a family has rows. Fitted after the shared costs, so the families' lines never move the costs that
     price an unseen family; and on the work of the graph each row is priced by (``Rows.priced``), so the line maps
     the graph a family's models are priced by onto what the phone measured."""
-    shrinkage = FAMILY_SHRINKAGE if shrinkage is None else shrinkage
+    shrinkage = FAMILY_SHRINKAGES[0] if shrinkage is None else shrinkage
     intercept, part = shared.shared(rows, priced=True)
     effects = {}
     for d in np.unique(rows.device):
