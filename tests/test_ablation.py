@@ -306,7 +306,7 @@ def test_killed_mid_run_resumes_without_redoing_finished_runs(tmp_path, tiny_ima
     while time.time() < deadline and running is None:
         time.sleep(0.3)
         try:
-            study = optuna.load_study(study_name=f"ablate-type-tiny_base-proxy", storage=storage)
+            study = optuna.load_study(study_name="ablate-type-tiny_base-proxy", storage=storage)
             trials = study.get_trials()
         except Exception:  # noqa: BLE001 (the study may not exist yet)
             continue

@@ -1,4 +1,5 @@
 """The search loop's verdicts: splits, constraint violations, the pruner's peers, known results, evolution."""
+import dataclasses
 import random
 
 import numpy as np
@@ -315,3 +316,51 @@ def test_the_eta_is_bounded_by_the_timeout(capsys):
     unbounded = capsys.readouterr().err
     assert "ETA 10m" in bounded or "ETA 9m" in bounded, bounded
     assert "ETA 10m" not in unbounded and "ETA 9m" not in unbounded, unbounded
+
+
+def test_a_retry_queued_while_another_worker_asks_never_passes_the_count(tmp_path, tiny_imagefolder, tiny_space,
+                                                                         monkeypatch):
+    """The race behind 5 trials counted of 4 when a Ray node was lost: the lost trial's retry is queued just after
+    another worker's ask found nothing queued, so the new trial is numbered above the queued retry. The new trial
+    saw no running trial below it and took the last place; the retry, started while it trained, saw none below it
+    and trained too. Injected here at that point: a queued trial numbered below a new one now holds its place."""
+    import threading
+
+    cfg = dataclasses.replace(config(tmp_path, tiny_imagefolder, tiny_space, trials=1), budget_ms=10.0)  # all fit
+    ctx = build_context(cfg, quiet=True)
+    retried = next(iter(ctx.space.samples(1)))
+    asking, retrying = open_study(cfg), open_study(cfg)
+    new_started, retry_decided = threading.Event(), threading.Event()
+
+    def train(arch, report=None, keep_model=False):
+        if arch.digest() != retried.digest():
+            new_started.set()
+            retry_decided.wait(10.0)  # the new trial still trains when the retry looks
+        return ProxyResult(0.5, 1, 0.0, 0.0, 0.0, 16)
+
+    monkeypatch.setattr(ctx.task, "train", train)
+    pop = asking._pop_waiting_trial_id
+
+    def retry_lands_after_the_pop():
+        found = pop()  # nothing queued yet
+        asking.enqueue_trial(ctx.space.trial_params(retried), user_attrs={"retry_of_lost_node": True})
+        asking._pop_waiting_trial_id = pop
+        return found
+
+    asking._pop_waiting_trial_id = retry_lands_after_the_pop
+    outcome = {}
+
+    def ask_new():
+        outcome["new"] = run_step(asking, ctx, "w1")
+        new_started.set()
+
+    thread = threading.Thread(target=ask_new)
+    thread.start()
+    assert new_started.wait(30.0)
+    outcome["retry"] = run_step(retrying, ctx, "w0")
+    retry_decided.set()
+    thread.join(30.0)
+    (new_status, new), (retry_status, retry) = outcome["new"], outcome["retry"]
+    assert new.number == 1 and retry.number == 0 and retry.user_attrs.get("retry_of_lost_node")
+    assert (retry_status, new_status) == ("trained", "surplus")  # the lower number takes the place
+    assert sum(status_of(t) == "trained" for t in retrying.get_trials()) == 1

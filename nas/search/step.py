@@ -202,7 +202,8 @@ def _proposals_before_looking(study: optuna.Study, number: int, index: TrialInde
 
 
 def _places_taken(study: optuna.Study, number: int) -> int:
-    """Searched trials that used training time, plus those evaluating now that started before trial ``number``."""
+    """Searched trials that used training time, plus the unfinished ones numbered below trial ``number``: those
+    evaluating now and those queued (a retry queued just after this trial's ask found the queue empty)."""
     done, flying, _ = tally(study.get_trials(deepcopy=False), before=number, index=index_of(study))
     return done + flying
 

@@ -60,8 +60,10 @@ def counted(trials: Iterable[optuna.trial.FrozenTrial]) -> int:
 
 def tally(trials: Iterable[optuna.trial.FrozenTrial], before: int | None = None,
           index: "TrialIndex | None" = None) -> tuple[int, int, bool]:
-    """In one pass (a worker reads the study before every step): ``counted``, ``in_flight`` (numbered below
-    ``before`` when given), and whether anything is queued. With the study's ``index``, finished trials are
+    """In one pass (a worker reads the study before every step): ``counted``, ``in_flight`` and whether anything
+    is queued. With ``before`` (the places a trial may take), ``in_flight`` is the unfinished trials numbered below
+    it, queued ones too: a retry queued just after another worker's ask found the queue empty is numbered below
+    that worker's new trial and takes its place when it starts. With the study's ``index``, finished trials are
     counted once each instead of at every read."""
     if index is not None:
         unfinished, done = index.update(trials), index.done
@@ -72,8 +74,8 @@ def tally(trials: Iterable[optuna.trial.FrozenTrial], before: int | None = None,
                 unfinished.append(t)
             elif status_of(t) in TRAINING_STATUSES and "reference" not in t.user_attrs:
                 done += 1
-    flying = sum(1 for t in unfinished if t.state == TrialState.RUNNING and "reference" not in t.user_attrs
-                 and (before is None or t.number < before))
+    flying = sum(1 for t in unfinished if "reference" not in t.user_attrs
+                 and (t.state == TrialState.RUNNING if before is None else t.number < before))
     return done, flying, any(t.state == TrialState.WAITING for t in unfinished)
 
 
