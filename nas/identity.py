@@ -25,6 +25,10 @@ def training_side(resolution: int, downscale: float) -> int:
 
 
 PROXY_AUGMENTATIONS = ("flip", "crop")
+# How a random resized crop is drawn: as torchvision draws it (since 2026-12-07), or clipped to the image (the draw
+# before; a protocol recorded with it says so to resume and reproduce). Part of the identity of crop protocols:
+# a record made before the choice existed names no draw and means "clipped".
+CROP_DRAWS = ("torchvision", "clipped")
 
 
 @dataclass(frozen=True)
@@ -45,6 +49,7 @@ class ProxyConfig:
     val_seed: int = 0  # which images it holds (kept when ``seed`` changes, so fresh seeds see the same split)
     bn_images: int = 1024  # training images that re-estimate BatchNorm statistics before each evaluation
     augment: str = "flip"  # "flip": whole images flipped at random; "crop": also a random resized crop (35-100 %)
+    crop_draw: str = "torchvision"  # of a "crop" protocol: CROP_DRAWS
 
     def __post_init__(self) -> None:
         if not self.downscale >= 1:
@@ -52,22 +57,36 @@ class ProxyConfig:
         if self.augment not in PROXY_AUGMENTATIONS:
             raise ValueError(f"proxy augment {self.augment!r} is not supported; accepted: "
                              f"{', '.join(PROXY_AUGMENTATIONS)}")
+        if self.crop_draw not in CROP_DRAWS:
+            raise ValueError(f"proxy crop_draw {self.crop_draw!r} is not supported; accepted: {', '.join(CROP_DRAWS)}")
 
     def resolution(self, arch_resolution: int) -> int:
         """The side an architecture of ``arch_resolution`` pixels is trained at."""
         return training_side(arch_resolution, self.downscale)
 
     def to_dict(self) -> dict[str, Any]:
-        """Every field, except ``augment`` at its default: fields added later leave the identity of the studies
-        recorded before them unchanged."""
+        """Every field, except ``augment`` at its default and ``crop_draw`` where it was not yet a choice (flips
+        only, or the clipped draw): fields added later leave the identity of the studies recorded before them
+        unchanged, and a crop protocol drawn as torchvision draws is another protocol than one recorded before."""
         data = asdict(self)
         if data["augment"] == "flip":
             del data["augment"]
+        if self.augment == "flip" or self.crop_draw == "clipped":
+            del data["crop_draw"]
         return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "ProxyConfig":
+        """The protocol a ``to_dict`` (a study's record) names: a crop protocol that names no draw was drawn
+        clipped (it was recorded before the draw was a choice)."""
+        if data.get("augment") == "crop" and "crop_draw" not in data:
+            data = {**data, "crop_draw": "clipped"}
+        return cls(**data)
 
     def describe(self) -> str:
         images = "all train images" if self.subset is None else f"{self.subset} train images"
-        crop = ", random resized crops" if self.augment == "crop" else ""
+        crop = ((", random resized crops" + (" (clipped draw)" if self.crop_draw == "clipped" else ""))
+                if self.augment == "crop" else "")
         return (f"{self.epochs} epoch(s) on {images}{crop} at 1/{self.downscale:g} of the architecture's resolution, "
                 f"batch {self.batch_size}, AdamW lr {self.lr:g}, seed {self.seed}; scored on "
                 f"{'all' if self.val_subset is None else self.val_subset} val images")

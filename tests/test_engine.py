@@ -96,9 +96,9 @@ def test_the_evaluator_counts_top1_top5_and_loss_over_every_batch():
 
 def test_an_epoch_plan_follows_from_seed_and_epoch_alone():
     augmentation = Augmentation(crop="resized", color_jitter=0.4, re_prob=0.25)
-    plans = EpochPlans(50, seed=3, augmentation=augmentation)
+    plans = EpochPlans(50, seed=3, augmentation=augmentation, size=(32, 32))
     in_sequence = [plans.plan(e) for e in range(3)]
-    fresh = EpochPlans(50, seed=3, augmentation=augmentation).plan(2)  # replayed from epoch 0
+    fresh = EpochPlans(50, seed=3, augmentation=augmentation, size=(32, 32)).plan(2)  # replayed from epoch 0
     assert torch.equal(fresh[0], in_sequence[2][0])
     assert all(torch.equal(fresh[1][k], in_sequence[2][1][k]) for k in fresh[1])
     assert not torch.equal(in_sequence[0][0], in_sequence[1][0])
@@ -131,11 +131,13 @@ def test_batches_are_the_same_images_and_draws_whatever_the_batch_size(tiny_data
 def test_the_device_crop_resizes_mirrors_and_erases_as_asked():
     torch.manual_seed(0)
     x = torch.randint(0, 256, (2, 3, 8, 8), dtype=torch.uint8)
-    whole = {"flip": torch.tensor([False, True]), "box": torch.tensor([[0.5, 0.5, 1.0, 1.0]] * 2)}
-    out = Augmentation(crop="resized", interpolation="bilinear").apply(x, whole, 8, torch.zeros(1, 3, 1, 1),
-                                                                       torch.ones(1, 3, 1, 1))
-    assert torch.allclose(out[0], x[0].float() / 255, atol=1e-5)  # the whole image at its own size: itself
-    assert torch.allclose(out[1], x[1].float().flip(-1) / 255, atol=1e-5)  # mirrored
+    for crop, whole in (("resized", {"flip": torch.tensor([False, True]), "crop": torch.tensor([[0, 0, 8, 8]] * 2)}),
+                        ("resized-clipped", {"flip": torch.tensor([False, True]),
+                                             "box": torch.tensor([[0.5, 0.5, 1.0, 1.0]] * 2)})):
+        out = Augmentation(crop=crop, interpolation="bilinear").apply(x, whole, 8, torch.zeros(1, 3, 1, 1),
+                                                                      torch.ones(1, 3, 1, 1))
+        assert torch.allclose(out[0], x[0].float() / 255, atol=1e-5)  # the whole image at its own size: itself
+        assert torch.allclose(out[1], x[1].float().flip(-1) / 255, atol=1e-5)  # mirrored
     up = resize(x.float(), 16)
     assert up.shape == (2, 3, 16, 16)
     rect = torch.tensor([[1.0, 0.25, 0.5, 0.5, 0.25], [0.0, 0.0, 0.0, 1.0, 1.0]])
@@ -275,3 +277,55 @@ def test_batchnorm_reestimation_prepares_only_the_images_it_uses(tiny_data):
     bn_only = task.evaluate(model, "val")
     task.view("train", 32)  # the whole split's view, as before: the same statistics, the same accuracy
     assert task.evaluate(model, "val") == bn_only
+
+
+@pytest.mark.parametrize("mode", ["bilinear", "bicubic", "nearest"])
+def test_the_device_crop_resizes_as_torchvisions_resized_crop(mode):
+    """Each crop resized (shrunk: antialiased; enlarged) and mirrored as torchvision's ``resized_crop`` with
+    ``antialias=True`` on the same pixels, to float64 rounding; grid_sample (the clipped draw's) was not."""
+    from torchvision.transforms.v2 import InterpolationMode
+    from torchvision.transforms.v2 import functional as TF
+
+    from nas.engine.augment import crop_resample
+
+    x = torch.rand(6, 3, 40, 52, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    crops = torch.tensor([[0, 0, 40, 52], [3, 5, 20, 17], [10, 2, 7, 9], [1, 1, 39, 30], [5, 8, 33, 44],
+                          [0, 0, 4, 4]])
+    flip = torch.tensor([False, True, False, True, False, True])
+    for side in (24, 64):
+        ours = crop_resample(x, crops, flip, side, mode)
+        theirs = torch.stack([TF.resized_crop(x[k], *crops[k].tolist(), [side, side],
+                                              interpolation=InterpolationMode(mode), antialias=True)
+                              for k in range(len(x))])
+        theirs = torch.where(flip.view(-1, 1, 1, 1), theirs.flip(-1), theirs)
+        assert torch.allclose(ours, theirs.clamp(0, 1) if mode == "bicubic" else theirs, atol=1e-9), side
+
+
+@pytest.mark.parametrize("size,scale", [((32, 32), 0.08), ((224, 224), 0.35), ((40, 64), 0.08)])
+def test_random_resized_crops_are_drawn_as_torchvision_draws_them(size, scale):
+    """Area and aspect of 20,000 batched draws against torchvision's ``RandomResizedCrop.get_params`` (ten tries,
+    then its centre fallback): a two-sample KS test cannot tell them apart, where it tells the clipped draw
+    (one try, clipped to the image: about 10 % of the largest crops reshaped) at once."""
+    from scipy.stats import ks_2samp
+    from torchvision.transforms import v2
+
+    from nas.engine.augment import resized_crop_boxes
+
+    n, (height, width) = 20000, size
+    torch.manual_seed(1)
+    image = torch.zeros(1, height, width)
+    theirs = np.array([v2.RandomResizedCrop.get_params(image, [scale, 1.0], [3 / 4, 4 / 3]) for _ in range(n)])
+    ours = resized_crop_boxes(n, size, (scale, 1.0), (3 / 4, 4 / 3), torch.Generator().manual_seed(2)).numpy()
+    assert (ours[:, 0] >= 0).all() and (ours[:, 0] + ours[:, 2] <= height).all()
+    assert (ours[:, 1] >= 0).all() and (ours[:, 1] + ours[:, 3] <= width).all()
+    clipped = Augmentation(crop="resized-clipped", scale=(scale, 1.0)).draw(n, torch.Generator().manual_seed(3))
+    box = clipped["box"].numpy()
+
+    def area(b):
+        return b[:, 2] * b[:, 3] / (height * width)
+
+    assert ks_2samp(area(theirs), area(ours)).pvalue > 1e-3
+    assert ks_2samp(theirs[:, 3] / theirs[:, 2], ours[:, 3] / ours[:, 2]).pvalue > 1e-3
+    assert ks_2samp(theirs[:, 0] / np.maximum(height - theirs[:, 2], 1),
+                    ours[:, 0] / np.maximum(height - ours[:, 2], 1)).pvalue > 1e-3
+    assert ks_2samp(area(theirs), box[:, 2] * box[:, 3]).pvalue < 1e-6

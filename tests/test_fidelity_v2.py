@@ -1,7 +1,9 @@
 """Fidelity benchmark version 2's parts: the crop augmentation of a protocol, the zero-cost scores, the training-loss
 sum, and the pilot that picks a reference by its seed-to-seed agreement (a tiny pilot of the same code runs here)."""
 import dataclasses
+import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -14,6 +16,7 @@ from nas.fidelity.pilot import MIN_TOKENS, candidates, choose, pilot_report, tok
 from nas.fidelity.report import scorer_table
 from nas.fidelity.zero_cost import jacob_cov, synflow
 from nas.identity import ProxyConfig, digest
+from nas.training.protocols import CANDIDATES
 from swiftformer import VARIANTS
 
 
@@ -21,9 +24,26 @@ def test_the_crop_augmentation_is_part_of_a_protocol_only_when_chosen():
     assert "augment" not in ProxyConfig().to_dict()  # studies recorded before the field keep their identity
     crop = ProxyConfig(augment="crop")
     assert crop.to_dict()["augment"] == "crop" and digest(crop.to_dict()) != digest(ProxyConfig().to_dict())
-    assert ProxyConfig(**crop.to_dict()) == crop
+    assert ProxyConfig.from_dict(crop.to_dict()) == crop
     with pytest.raises(ValueError, match="proxy augment 'rotate' is not supported; accepted: flip, crop"):
         ProxyConfig(augment="rotate")
+
+
+def test_a_crop_protocol_drawn_as_torchvision_draws_is_another_protocol_than_one_recorded_clipped():
+    """Crops drawn as torchvision draws them change every crop a protocol trains on, so its identity says so; a
+    protocol recorded before (no draw named) reads back as the clipped draw and keeps its identity."""
+    crop, clipped = ProxyConfig(augment="crop"), ProxyConfig(augment="crop", crop_draw="clipped")
+    assert crop.to_dict()["crop_draw"] == "torchvision" and "crop_draw" not in clipped.to_dict()
+    assert "crop_draw" not in ProxyConfig().to_dict()  # flip protocols: unchanged
+    assert ProxyConfig.from_dict(clipped.to_dict()) == clipped and ProxyConfig.from_dict(crop.to_dict()) == crop
+    with pytest.raises(ValueError, match="proxy crop_draw 'pil' is not supported; accepted: torchvision, clipped"):
+        ProxyConfig(augment="crop", crop_draw="pil")
+    # the CPU candidate finishes its pilot as it began: the identity its committed journal records
+    journal = Path(__file__).parents[1] / "experiments/fidelity/v2/pilot/studies.journal"
+    recorded = next(json.loads(line)["user_attr"]["protocol"] for line in journal.open()
+                    if '"protocol"' in line and '"user_attr"' in line)
+    assert {**CANDIDATES["cpu-56px-4ep-10k-crop"].to_dict(), "seed": 0} == recorded
+    assert CANDIDATES["56px-20ep-crop"].crop_draw == "torchvision"
 
 
 def test_zero_cost_scores_are_deterministic_and_order_sizes_as_synflow_should():
@@ -158,6 +178,10 @@ def test_a_tiny_pilot_trains_seed_pairs_records_the_loss_sum_and_reports(tmp_pat
     found = candidates(frame, n_boot=50, protocols=tiny)
     assert len(found) == 1 and found[0].pairs == 3 and not found[0].tokens_ok  # 16 px: 1 token in stage 3
     assert "tiny-crop" in pilot_report(frame, n_boot=50, protocols=tiny)
+    other = {"tiny-crop": benchmark.Protocol("tiny-crop", dataclasses.replace(tiny["tiny-crop"].config,
+                                                                              crop_draw="clipped"))}
+    with pytest.raises(ValueError, match="was trained with another protocol \\(crop_draw differ\\)"):
+        benchmark.run_benchmark(archs, data, journal, work, log=lambda s: None, protocols=other)
     # the loss sum of a proxy run is a scorer of its own in the fidelity table
     table = scorer_table(frame.assign(protocol=np.where(frame["seed"] == 0, "reference", "proxy"), seed=0),
                          n_boot=20)

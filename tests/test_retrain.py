@@ -326,3 +326,20 @@ def test_chunks_stop_inside_an_epoch_alone_and_at_epoch_ends_under_torchrun(monk
     stop, _ = chunk_rules(future, Processes(rank=0, world=2), torch.device("cpu"))
     assert not stop(LoopState(epoch=1, step=0))
     assert chunk_rules(None, Processes(rank=0, world=2), torch.device("cpu")) == (None, None)
+
+
+def test_a_recipe_names_its_crop_draw_and_a_record_without_one_was_drawn_clipped():
+    """A retraining's crops are drawn as torchvision draws them, and its identity says so; one recorded before
+    (its recipe names no draw) reads back as the clipped draw and keeps its identity, so a checkpoint of either
+    never resumes as the other."""
+    from nas.training.components import recipe_augmentation
+
+    recipe = Recipe()
+    assert recipe.to_dict()["crop_draw"] == "torchvision" and recipe_augmentation(recipe).crop == "resized"
+    before = {k: v for k, v in recipe.to_dict().items() if k != "crop_draw"}
+    old = Recipe.recorded(before)
+    assert old.crop_draw == "clipped" and old.to_dict() == before
+    assert recipe_augmentation(old).crop == "resized-clipped"
+    assert Recipe.recorded(recipe.to_dict()) == recipe
+    with pytest.raises(RecipeError, match="crop_draw"):
+        Recipe.from_dict({"crop_draw": "pil"})

@@ -123,7 +123,7 @@ class AblationConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "AblationConfig":
-        return cls(**{**data, "proxy": ProxyConfig(**data["proxy"])})
+        return cls(**{**data, "proxy": ProxyConfig.from_dict(data["proxy"])})
 
 
 def _absolute(ref: str) -> str:

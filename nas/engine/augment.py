@@ -7,10 +7,13 @@ function of (seed, epoch, position) alone, whatever the batch size, the device o
 Each step is timm's transform of the same name done for a whole batch at once:
 
 - ``crop="none"``: the whole image resized to the training side (bilinear, antialiased; the proxy protocols).
-- ``crop="resized"``: RandomResizedCrop: area fraction uniform in ``scale``, aspect ratio log-uniform in
-  ``ratio``, position uniform, then resized to the side through one ``grid_sample`` for the batch. timm retries
-  a crop that does not fit up to ten times and then falls back to a centre crop; here a crop that does not fit is
-  clipped to the image (the same area distribution for ratios near 1, slightly fewer extreme shapes).
+- ``crop="resized"``: torchvision's ``RandomResizedCrop``, drawn as it draws (area fraction uniform in ``scale``,
+  aspect ratio log-uniform in ``ratio``, width and height rounded to pixels, up to ten tries for a crop that
+  fits, then its centre-crop fallback; position uniform over the pixels), for a batch at once; then resized to
+  the side as ``torchvision.transforms.v2.functional.resized_crop`` does (antialiased when it shrinks), by two
+  batched matrix products with each image's resampling weights.
+- ``crop="resized-clipped"``: the draw before 2026-12-07 (one try, a box that does not fit clipped to the image,
+  resampled by ``grid_sample`` without antialiasing), kept so the runs recorded with it resume and reproduce.
 - horizontal flip with probability ``hflip``;
 - colour jitter: brightness, contrast and saturation factors uniform in [1 - j, 1 + j], applied in that order
   (torchvision applies them in a random order per image; hue is not jittered, as timm's float ``color_jitter``);
@@ -29,7 +32,9 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-CROPS = ("none", "resized")
+CROPS = ("none", "resized", "resized-clipped")
+RESIZED_CROPS = {"torchvision": "resized", "clipped": "resized-clipped"}  # a protocol's crop draw -> ``crop``
+CROP_TRIES = 10  # torchvision's RandomResizedCrop: tries for a crop that fits before its fallback
 INTERPOLATIONS = ("bilinear", "bicubic", "nearest")
 RE_MODES = ("pixel", "rand", "const")
 
@@ -59,11 +64,16 @@ class Augmentation:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
-    def draw(self, n: int, generator: torch.Generator) -> dict[str, torch.Tensor]:
-        """Parameters for ``n`` positions, on the CPU. The flips come first, so a flip-only augmentation draws
-        exactly what the proxy drew before the engine (its recorded runs stay reproducible)."""
+    def draw(self, n: int, generator: torch.Generator, size: tuple[int, int] | None = None) -> dict[str, torch.Tensor]:
+        """Parameters for ``n`` positions, on the CPU, for images of ``size`` (height, width: a crop is drawn in
+        pixels). The flips come first, so a flip-only augmentation draws exactly what the proxy drew before the
+        engine (its recorded runs stay reproducible)."""
         params = {"flip": torch.rand(n, generator=generator) < self.hflip}
         if self.crop == "resized":
+            if size is None:
+                raise ValueError("a random resized crop is drawn in pixels: give the images' (height, width)")
+            params["crop"] = resized_crop_boxes(n, size, self.scale, self.ratio, generator)
+        elif self.crop == "resized-clipped":
             area = torch.empty(n).uniform_(*self.scale, generator=generator)
             log_ratio = torch.empty(n).uniform_(math.log(self.ratio[0]), math.log(self.ratio[1]),
                                                 generator=generator)
@@ -99,6 +109,8 @@ class Augmentation:
         """uint8 (B, C, H, W) -> normalised float (B, C, side, side), channels_last, on the images' device."""
         x = images.float().div_(255)
         if self.crop == "resized":
+            x = crop_resample(x, params["crop"], params["flip"], side, self.interpolation)
+        elif self.crop == "resized-clipped":
             x = _crop_resize(x, params["box"], params["flip"], side, self.interpolation)
         else:
             x = resize(x, side, self.interpolation)
@@ -108,7 +120,7 @@ class Augmentation:
 
     def finish(self, x: torch.Tensor, params: dict[str, torch.Tensor]) -> torch.Tensor:
         """The steps after normalisation: the flip (unless the crop's grid mirrored already) and erasing."""
-        if self.crop != "resized":
+        if self.crop == "none":
             x = torch.where(params["flip"].view(-1, 1, 1, 1), x.flip(-1), x)
         if "erase" in params:
             x = erase(x, params["erase"], params["erase_seed"], self.re_mode)
@@ -129,6 +141,78 @@ def resize(x: torch.Tensor, side: int, interpolation: str = "bilinear", crop_pct
         else:
             x = F.interpolate(x, size=(side, side), mode=interpolation, antialias=True, align_corners=False)
     return x
+
+
+def resized_crop_boxes(n: int, size: tuple[int, int], scale: tuple[float, float], ratio: tuple[float, float],
+                       generator: torch.Generator) -> torch.Tensor:
+    """``n`` crops (top, left, height, width in pixels, int64) of an image of ``size`` as torchvision's
+    ``RandomResizedCrop.get_params`` draws them, all tries of all crops at once: the first of ``CROP_TRIES`` tries
+    whose rounded width and height fit; where none does, the centre crop of the image clamped to ``ratio``."""
+    height, width = size
+    area = torch.empty(n, CROP_TRIES, dtype=torch.float64).uniform_(*scale, generator=generator) * (height * width)
+    log_ratio = torch.empty(n, CROP_TRIES, dtype=torch.float64).uniform_(
+        math.log(ratio[0]), math.log(ratio[1]), generator=generator)
+    w = (area * log_ratio.exp()).sqrt().round()  # (round half to even, as Python's round)
+    h = (area / log_ratio.exp()).sqrt().round()
+    fits = (w > 0) & (w <= width) & (h > 0) & (h <= height)
+    first = fits.to(torch.int8).argmax(dim=1, keepdim=True)
+    w, h, any_fits = w.gather(1, first).squeeze(1), h.gather(1, first).squeeze(1), fits.any(dim=1)
+    u = torch.rand(n, 2, generator=generator, dtype=torch.float64)
+    top = (u[:, 0] * (height - h + 1)).floor().clamp(max=height - h)
+    left = (u[:, 1] * (width - w + 1)).floor().clamp(max=width - w)
+    in_ratio = width / height
+    if in_ratio < min(ratio):
+        fallback_w, fallback_h = width, round(width / min(ratio))
+    elif in_ratio > max(ratio):
+        fallback_w, fallback_h = round(height * max(ratio)), height
+    else:
+        fallback_w, fallback_h = width, height
+    fallback = torch.tensor([(height - fallback_h) // 2, (width - fallback_w) // 2, fallback_h, fallback_w],
+                            dtype=torch.float64)
+    boxes = torch.stack([top, left, h, w], dim=1)
+    return torch.where(any_fits.view(-1, 1), boxes, fallback).to(torch.int64)
+
+
+def crop_resample(x: torch.Tensor, crop: torch.Tensor, flip: torch.Tensor, side: int, mode: str) -> torch.Tensor:
+    """Each image's crop (top, left, height, width in pixels) resized to side x side as torchvision's
+    ``resized_crop`` with ``antialias=True`` does (the separable filters of ``F.interpolate``'s antialiased
+    modes; ``nearest`` as ``F.interpolate``'s), mirrored where ``flip``: the weights of every image's rows and
+    columns as matrices, applied by two batched products."""
+    b, _, height, width = x.shape
+    crop = crop.to(x.device)
+    rows = _resample_weights(crop[:, 0], crop[:, 2], height, side, mode).to(x.dtype)  # (B, side, H)
+    cols = _resample_weights(crop[:, 1], crop[:, 3], width, side, mode).to(x.dtype)  # (B, side, W)
+    cols = torch.where(flip.to(x.device).view(b, 1, 1), cols.flip(1), cols)
+    out = torch.matmul(torch.matmul(rows.unsqueeze(1), x), cols.transpose(1, 2).unsqueeze(1))
+    return out.clamp_(0, 1) if mode == "bicubic" else out
+
+
+def _resample_weights(start: torch.Tensor, length: torch.Tensor, size: int, out: int, mode: str) -> torch.Tensor:
+    """(B, out, size) weights resampling each image's span ``[start, start + length)`` of a side of ``size`` pixels
+    to ``out`` pixels, as ``F.interpolate(..., align_corners=False)`` computes them for that span alone
+    (antialiased for bilinear and bicubic: the filter widened by the scale when shrinking, PIL's)."""
+    device = start.device
+    length = length.to(torch.float64).view(-1, 1, 1)
+    local = torch.arange(size, device=device, dtype=torch.float64).view(1, 1, -1) - start.view(-1, 1, 1)
+    i = torch.arange(out, device=device, dtype=torch.float64).view(1, -1, 1)
+    scale = length / out
+    if mode == "nearest":
+        source = (i.float() * scale.float()).floor().double().minimum(length - 1)  # (in float32, as the kernel)
+        return (local == source).to(torch.float64)
+    support = {"bilinear": 1.0, "bicubic": 2.0}[mode] * scale.clamp(min=1.0)
+    center = scale * (i + 0.5)
+    low = (center - support + 0.5).floor().clamp(min=0)
+    high = (center + support + 0.5).floor().minimum(length)
+    t = ((local - center + 0.5) / scale.clamp(min=1.0)).abs()
+    if mode == "bilinear":
+        weight = (1 - t).clamp(min=0)
+    else:  # Keys' cubic with a = -0.5, as the antialiased kernel (and PIL)
+        a = -0.5
+        weight = torch.where(t < 1, ((a + 2) * t - (a + 3)) * t * t + 1,
+                             torch.where(t < 2, (((t - 5) * t + 8) * t - 4) * a, torch.zeros_like(t)))
+    weight = weight * ((local >= low) & (local < high))
+    total = weight.sum(dim=2, keepdim=True)
+    return weight / torch.where(total == 0, torch.ones_like(total), total)
 
 
 def _crop_resize(x: torch.Tensor, box: torch.Tensor, flip: torch.Tensor, side: int, mode: str) -> torch.Tensor:

@@ -61,8 +61,8 @@ class EpochPlans:
     """The plans of successive epochs from one seeded generator (replayed from epoch 0 when asked out of order)."""
 
     def __init__(self, n: int, seed: int, augmentation: Augmentation, repeats: int = 1, rank: int = 0,
-                 world: int = 1):
-        self.n, self.seed, self.augmentation = n, seed, augmentation
+                 world: int = 1, size: tuple[int, int] | None = None):
+        self.n, self.seed, self.augmentation, self.size = n, seed, augmentation, size
         self.repeats, self.rank, self.world = repeats, rank, world
         self._generator: torch.Generator | None = None
         self._next = 0
@@ -87,7 +87,7 @@ class EpochPlans:
             self._generator, self._next = torch.Generator().manual_seed(self.seed), 0
         while self._next <= epoch:
             perm = torch.randperm(self.n, generator=self._generator)
-            params = self.augmentation.draw(self.positions * self.world, self._generator)
+            params = self.augmentation.draw(self.positions * self.world, self._generator, self.size)
             self._next += 1
         order = epoch_positions(self.n, perm, self.repeats, self.rank, self.world)
         if self.world == 1:
@@ -115,7 +115,8 @@ class ResidentBatches:
         self.indices = torch.as_tensor(np.asarray(indices), dtype=torch.long).to(device)
         self.labels = labels.to(device)[self.indices]
         self.mean, self.std = mean.to(device).view(1, -1, 1, 1), std.to(device).view(1, -1, 1, 1)
-        self.plans = EpochPlans(len(self.indices), seed, augmentation, repeats, rank, world)
+        self.plans = EpochPlans(len(self.indices), seed, augmentation, repeats, rank, world,
+                                size=tuple(images.nhwc.shape[1:3]))
         self.steps_per_epoch = self.plans.steps(batch_size, drop_last)
 
     def epoch(self, epoch: int, start_step: int = 0) -> Iterator[Batch]:

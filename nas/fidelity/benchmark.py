@@ -154,7 +154,13 @@ def run_benchmark(archs: list[tuple[str, SwiftFormerArch]], data: ImageData, sto
         if key not in studies:
             studies[key] = optuna.create_study(study_name=key, storage=storage, direction="maximize",
                                                load_if_exists=True)
-            studies[key].set_user_attr("protocol", {**protocol.config.to_dict(), "seed": seed})
+            wanted = {**protocol.config.to_dict(), "seed": seed}
+            recorded = studies[key].user_attrs.get("protocol")
+            if recorded is not None and recorded != wanted and studies[key].get_trials(deepcopy=False):
+                changed = sorted(k for k in set(recorded) | set(wanted) if recorded.get(k) != wanted.get(k))
+                raise ValueError(f"study {key} in {storage_path} was trained with another protocol "
+                                 f"({', '.join(changed)} differ); use another journal")
+            studies[key].set_user_attr("protocol", wanted)
             recover_interrupted(studies[key])  # a trial killed moments ago gets its grace period
         study = studies[key]
         trials = study.get_trials(deepcopy=False)

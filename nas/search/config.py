@@ -172,7 +172,7 @@ class SearchConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "SearchConfig":
-        return cls(**{**data, "proxy": ProxyConfig(**data["proxy"]),
+        return cls(**{**data, "proxy": ProxyConfig.from_dict(data["proxy"]),
                       "scoring": ScoringConfig(**data.get("scoring", {}))})
 
 

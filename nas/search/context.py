@@ -170,7 +170,7 @@ def build_scorer(cfg: SearchConfig, space: SearchSpace, device, quiet: bool = Fa
         raise SearchError(f"the supernet in {folder} held out val fraction {record.val_fraction:g} seed "
                           f"{record.val_seed}, the search {cfg.proxy.val_fraction:g} seed {cfg.proxy.val_seed}: it "
                           "would select on images the supernet trained on; use the same --val-fraction/--val-seed")
-    recipe = Recipe.from_dict(record.identity["recipe"])
+    recipe = Recipe.recorded(record.identity["recipe"])
     splits = image_splits(cfg.data, record.val_fraction, record.val_seed)
     scorer = SupernetScorer(supernet, record, splits.train, splits.val, recipe, splits.channels, cfg.scoring, device)
     if not quiet:

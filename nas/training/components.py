@@ -28,6 +28,7 @@ from swiftformer import SwiftFormerArch
 from ..data.loaders import ArrayImages, ImageSplits, Transformed
 from ..engine import (CHECKPOINT_EVERY_S, Augmentation, EpochSource, Policy, PolicyError, ResidentBatches,
                       ResidentImages, StreamingBatches, eval_batches, resident)
+from ..engine.augment import RESIZED_CROPS
 from ..engine.batches import stream_eval_batches
 from ..models import ModelRefError, parse_model_ref
 from .processes import Processes
@@ -188,7 +189,7 @@ def recipe_augmentation(recipe: Recipe) -> Augmentation:
     if recipe.re_count != 1 and recipe.re_prob > 0:
         raise RecipeError(f"recipe re_count {recipe.re_count!r}: the engine's batched random erasing erases one "
                           "rectangle per image; set re_count=1")
-    return Augmentation(crop="resized", scale=(recipe.scale_min, 1.0), hflip=recipe.hflip,
+    return Augmentation(crop=RESIZED_CROPS[recipe.crop_draw], scale=(recipe.scale_min, 1.0), hflip=recipe.hflip,
                         color_jitter=recipe.color_jitter if recipe.auto_augment is None else 0.0,
                         re_prob=recipe.re_prob, re_mode=recipe.re_mode, interpolation=device_interpolation(recipe))
 

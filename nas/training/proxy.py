@@ -14,6 +14,7 @@ additive attention degenerates to an MLP (its normalised query is +-1).
 from __future__ import annotations
 
 import time
+import dataclasses
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Iterator
 
@@ -32,6 +33,7 @@ from ..data import ImageData, stratified
 from ..identity import ProxyConfig
 from ..engine import (Augmentation, Diverged, Policy, ResidentBatches, Training, classification_step, evaluate, fit,
                       reestimate_bn, resident, seed_init)
+from ..engine.augment import RESIZED_CROPS
 from ..engine.batches import prepare
 
 if TYPE_CHECKING:
@@ -139,6 +141,8 @@ class ProxyTask:
         model = self.policy.place(SwiftFormer(trained))
         optimizer = create_optimizer_v2(model, "adamw", lr=cfg.lr, weight_decay=cfg.weight_decay)
         augmentation = PROXY_AUGMENTATION[cfg.augment]
+        if augmentation.crop != "none":
+            augmentation = dataclasses.replace(augmentation, crop=RESIZED_CROPS[cfg.crop_draw])
         prepared = self.view("train", trained.resolution)[0] if augmentation.cacheable else None
         source = ResidentBatches(self._source["train"], self._labels["train"], self._indices["train"], augmentation,
                                  trained.resolution, self.mean, self.std, cfg.batch_size, cfg.seed, prepared=prepared)

@@ -23,6 +23,8 @@ import yaml
 
 from swiftformer import VARIANTS, SwiftFormerArch, count_params
 
+from ..identity import CROP_DRAWS
+
 
 class RecipeError(ValueError):
     """A recipe value or file that cannot be used; the message names it and what is accepted."""
@@ -44,6 +46,7 @@ CHOICES: dict[str, tuple[Any, ...]] = {
     "distill_type": ("hard", "soft"),
     "amp": ("auto", "off", "bf16", "fp16"),
     "eval_model": ("model", "ema"),
+    "crop_draw": CROP_DRAWS,
 }
 
 
@@ -70,6 +73,7 @@ class Recipe:
     color_jitter: float = 0.4  # used only when auto_augment is off, as in timm
     interpolation: str = "bicubic"
     scale_min: float = 0.08  # RandomResizedCrop's smallest area fraction
+    crop_draw: str = "torchvision"  # how the device draws it (nas.identity.CROP_DRAWS; "clipped": before 2026-12-07)
     hflip: float = 0.5
     re_prob: float = 0.25
     re_mode: str = "pixel"
@@ -137,7 +141,17 @@ class Recipe:
         return dataclasses.replace(self, **changes)
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """Every field, except ``crop_draw`` where it is the clipped draw: a retraining recorded before the draw was
+        a choice keeps its identity, and one drawn as torchvision draws has another."""
+        data = dataclasses.asdict(self)
+        if data["crop_draw"] == "clipped":
+            del data["crop_draw"]
+        return data
+
+    @classmethod
+    def recorded(cls, identity: Mapping[str, Any]) -> "Recipe":
+        """The recipe a record's identity (``to_dict``) names: one that names no crop draw was drawn clipped."""
+        return cls.from_dict({"crop_draw": "clipped", **identity})
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], base: "Recipe | None" = None, where: str = "recipe") -> "Recipe":
