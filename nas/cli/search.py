@@ -52,8 +52,8 @@ def register(commands) -> None:
     search.add_argument("--latency-margin", choices=MARGINS, default="none",
                         help="none (default): a candidate fits if its predicted latency does; band: if the upper edge "
                              "of the predictor's error band as it prices the searched family does (for SwiftFormers: "
-                             "the released variants' errors, each held out of its family's line; four points, so "
-                             "read it as a floor)")
+                             "the released variants' errors, each held out of the calibration with the form and "
+                             "the line's strength chosen again without it; four points, so read it as a floor)")
     search.add_argument("--space", default="swiftformer", help=SPACE_HELP)
     search.add_argument("--data", default="fashion-mnist",
                         help="fashion-mnist (default), cifar10:PATH (folder or .tar.gz) or imagefolder:PATH "
