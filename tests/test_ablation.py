@@ -240,7 +240,7 @@ def test_placement_end_to_end_pairs_seeds_and_resumes(tmp_path, tiny_imagefolder
     assert "val accuracy" in report and "proxy protocol" in report and "smallest p a paired test of 2 pairs" in report
     assert "do the variants differ at all: Friedman chi2" in printed.out
     assert "over 8 variants x 2 shared seeds" in report
-    assert "leave-one-model-out within family swiftformer error band" in report  # how far to trust the latency
+    assert "nested leave-one-model-out within family swiftformer error band" in report  # how far to trust the latency
     assert runs["code"].nunique() == 1 and runs["data"].nunique() == 1 and len(runs["data"].iloc[0]) == 16
     assert f"`{runs['code'].iloc[0]}` (16 runs)" in report  # which code made the table, under Provenance
     assert "16/16 runs (proxy protocol)" in printed.err and "ETA" in printed.err

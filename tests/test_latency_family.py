@@ -50,7 +50,7 @@ def test_a_predictor_prices_a_family_by_its_line_and_band_and_stays_additive():
     predictor = calibrate(_samples(), "A")
     line = predictor.families["swiftformer"]
     assert line["rows"] == 3 and set(line["held_out"]) == set(MINE)
-    assert line["band"]["split"].startswith("nested leave-one-model-out within family swiftformer")
+    assert line["band"]["split"] == "nested leave-one-model-out within family swiftformer"
     priced = predictor.for_family(SEARCHED_FAMILY)
     assert priced.band == line["band"] and priced.intercept_ms == pytest.approx(predictor.intercept_ms
                                                                                 + line["offset_ms"])

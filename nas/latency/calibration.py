@@ -268,7 +268,6 @@ def family_lines(samples: Sequence[Sample], rows: Rows, device: str, forms: Sequ
             low, high = np.quantile(ratios, BAND_QUANTILES)
             entry["band"] = {"quantile_low": BAND_QUANTILES[0], "quantile_high": BAND_QUANTILES[1],
                              "lower": round(float(low), 4), "upper": round(float(high), 4), "rows": int(len(mine)),
-                             "split": f"nested leave-one-model-out within family {family} (form and line strength "
-                                      f"chosen again without the model)"}
+                             "split": f"nested leave-one-model-out within family {family}"}
         out[family] = entry
     return out
