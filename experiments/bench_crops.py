@@ -12,6 +12,12 @@
 - Speed: one training batch resized on this machine's CPU by the new batched products and by the clipped draw's
   ``grid_sample``, median of 20 (a ratio measured side by side in one run).
 
+``retrain`` (a separate command): ``nas retrain`` with torchvision's draw but each crop resampled by the clipped
+draw's ``grid_sample`` (no antialiasing, Keys' a = -0.75, reflection at the edges), to tell which of the two
+changes moves a retraining's accuracy:
+
+    .venv/bin/python experiments/bench_crops.py retrain swiftformer:xs --data ... --out DIR --seed 0 ...
+
 Record the output, command, machine and date in experiments/RESULTS.md.
 """
 from __future__ import annotations
@@ -105,7 +111,28 @@ def speed() -> None:
               f"{times['new'] / times['old']:.2f} |")
 
 
+def retrain_with_grid_sample(argv: list[str]) -> None:
+    """``nas retrain ARGV`` with torchvision's crop draw resampled by ``grid_sample`` (the clipped draw's filter)."""
+    import nas.engine.augment as augment
+    from nas.cli import main as nas_main
+
+    def grid_sample_resample(x, crop, flip, side, mode):
+        height, width = x.shape[-2:]
+        crop = crop.to(x.device, x.dtype)
+        box = torch.stack([(crop[:, 1] + crop[:, 3] / 2) / width, (crop[:, 0] + crop[:, 2] / 2) / height,
+                           crop[:, 3] / width, crop[:, 2] / height], dim=1)
+        return _crop_resize(x, box, flip, side, mode)
+
+    augment.crop_resample = grid_sample_resample
+    nas_main(["retrain", *argv])
+
+
 def main() -> None:
+    import sys
+
+    if sys.argv[1:2] == ["retrain"]:
+        retrain_with_grid_sample(sys.argv[2:])
+        return
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--draws", type=int, default=100_000)
     args = parser.parse_args()
