@@ -13,8 +13,8 @@ additive attention degenerates to an MLP (its normalised query is +-1).
 """
 from __future__ import annotations
 
-import time
 import dataclasses
+import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Iterator
 
