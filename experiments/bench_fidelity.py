@@ -158,7 +158,7 @@ def run(parser: argparse.ArgumentParser, args: argparse.Namespace, archs: list, 
 
 
 def write_zero_cost(data_spec: str, out: Path) -> None:
-    """Synflow and jacob_cov of every benchmark architecture at initialisation (seed 0), as trained by the default
+    """The zero-cost scores of every benchmark architecture at initialisation (seed 0), as trained by the default
     proxy (56 px; jacob_cov on its first 128 training images, as Abdelfattah et al.): a CSV that `score --scores`
     reads."""
     import pandas as pd
@@ -173,9 +173,9 @@ def write_zero_cost(data_spec: str, out: Path) -> None:
     archs = benchmark.load_architectures(ARCHS)
     for position, (name, arch) in enumerate(archs, start=1):
         trained = task.proxy_arch(arch)
-        images = task.view("train", trained.resolution)[0][:JACOB_COV_IMAGES]
+        images, labels = (part[:JACOB_COV_IMAGES] for part in task.view("train", trained.resolution))
         start = time.perf_counter()
-        rows.append({"name": name, **zero_cost_scores(trained, images), "seconds": time.perf_counter() - start})
+        rows.append({"name": name, **zero_cost_scores(trained, images, labels), "seconds": time.perf_counter() - start})
         print(f"[{position}/{len(archs)}] {name}: " + ", ".join(f"{k} {rows[-1][k]:.4g}" for k in ZERO_COST),
               file=sys.stderr)
     pd.DataFrame(rows).to_csv(out, index=False, float_format="%.6g")

@@ -236,8 +236,9 @@ def test_zero_cost_scores_work_through_the_space_interface(name):
 
     space = load_space(name)
     arch = space.sample(0)
-    images = torch.randn(8, *space.input_shape(arch)[1:])
-    first, again = zero_cost_scores(arch, images, space=space), zero_cost_scores(arch, images, space=space)
+    images, labels = torch.randn(8, *space.input_shape(arch)[1:]), torch.arange(8) % 5
+    first, again = (zero_cost_scores(arch, images, labels, space=space),
+                    zero_cost_scores(arch, images, labels, space=space))
     assert first == again and all(np.isfinite(v) for v in first.values())
 
 

@@ -1,6 +1,7 @@
 """Zero-cost scores: rank architectures at initialisation, without training, from one batch or none.
 
-Two from the literature, as the fidelity benchmark scores them (higher means better, both):
+Four from the literature, as Abdelfattah et al. (ICLR 2021) score NAS with them (higher means better, all). Two read
+no labels:
 
 - ``synflow`` (Tanaka et al. 2020, as Abdelfattah et al. 2021 score NAS with it): with every parameter and
   buffer replaced by its absolute value and an all-ones input, the sum over the weights of every conv and linear
@@ -12,7 +13,13 @@ Two from the literature, as the fidelity benchmark scores them (higher means bet
   whose Jacobians are less correlated across images score higher: ``-sum(log(lambda + k) + 1 / (lambda + k))``
   over its eigenvalues, ``k = 1e-5``.
 
-Both are deterministic for a seed (initialisation; jacob_cov's batch is the task's first training images). Both
+and two that read the loss's gradient on a labelled batch (the same images; model in training mode, cross-entropy,
+summed over the weights of every conv and linear layer, as Abdelfattah et al.'s code sums them):
+
+- ``snip`` (Lee et al. 2019): the sum of |w * dL/dw|, the loss's sensitivity to removing each weight;
+- ``grad_norm``: the sum over layers of the Euclidean norm of dL/dw.
+
+All are deterministic for a seed (initialisation; the batch is the task's first training images). All
 score an architecture of any space through its interface (``space.build_model``, ``space.input_shape``): a
 SwiftFormer architecture by default, a NAS-Bench-201 or FBNet one with its space.
 """
@@ -27,7 +34,7 @@ import torch
 from search_spaces import SearchSpace, Space
 from swiftformer import SwiftFormerArch
 
-ZERO_COST = ("synflow", "jacob_cov")
+ZERO_COST = ("synflow", "jacob_cov", "snip", "grad_norm")
 JACOB_COV_IMAGES = 128  # the batch Abdelfattah et al. score jacob_cov on
 _SWIFTFORMER = SearchSpace("swiftformer", ())  # builds any SwiftFormer architecture (its choices are not used)
 
@@ -51,8 +58,7 @@ def synflow(arch: SwiftFormerArch | Any, seed: int = 0, space: Space | None = No
     out = model(x)
     out = out[0] if isinstance(out, tuple) else out
     out.sum().backward()
-    weights = [m.weight for m in model.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
-    total = sum(float((w.detach() * w.grad).abs().sum()) for w in weights if w.grad is not None)
+    total = sum(float((w.detach() * w.grad).abs().sum()) for w in _weights(model) if w.grad is not None)
     return math.log10(total) if total > 0 else -math.inf
 
 
@@ -65,7 +71,8 @@ def jacob_cov(arch: SwiftFormerArch | Any, images: torch.Tensor, seed: int = 0, 
     out = out[0] if isinstance(out, tuple) else out
     out.backward(torch.ones_like(out))
     jacobians = x.grad.reshape(len(x), -1).double().numpy()
-    correlations = np.corrcoef(jacobians)
+    with np.errstate(invalid="ignore", divide="ignore"):  # a zero Jacobian row: NaN, answered below
+        correlations = np.corrcoef(jacobians)
     if not np.all(np.isfinite(correlations)):
         return -math.inf  # a constant Jacobian: no image is told apart
     eigenvalues = np.linalg.eigvalsh(correlations)
@@ -73,7 +80,25 @@ def jacob_cov(arch: SwiftFormerArch | Any, images: torch.Tensor, seed: int = 0, 
     return float(-np.sum(np.log(eigenvalues + k) + 1.0 / (eigenvalues + k)))
 
 
-def zero_cost_scores(arch: SwiftFormerArch | Any, images: torch.Tensor, seed: int = 0,
+def _weights(model: torch.nn.Module) -> list[torch.Tensor]:
+    return [m.weight for m in model.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
+
+
+def loss_gradient_scores(arch: SwiftFormerArch | Any, images: torch.Tensor, labels: torch.Tensor, seed: int = 0,
+                         space: Space | None = None) -> dict[str, float]:
+    """``snip`` and ``grad_norm`` of ``arch`` from one backward pass of the cross-entropy of ``images``
+    (normalised, at the architecture's side) against ``labels``."""
+    model = _fresh(arch, seed, space).train()
+    out = model(images.detach().float())
+    out = out[0] if isinstance(out, tuple) else out
+    torch.nn.functional.cross_entropy(out, labels).backward()
+    weights = [w for w in _weights(model) if w.grad is not None]
+    return {"snip": float(sum((w.detach() * w.grad).abs().sum() for w in weights)),
+            "grad_norm": float(sum(w.grad.norm() for w in weights))}
+
+
+def zero_cost_scores(arch: SwiftFormerArch | Any, images: torch.Tensor, labels: torch.Tensor, seed: int = 0,
                      space: Space | None = None) -> dict[str, float]:
     """Every zero-cost score of ``arch`` by name (the names of ``ZERO_COST``)."""
-    return {"synflow": synflow(arch, seed, space), "jacob_cov": jacob_cov(arch, images, seed, space)}
+    return {"synflow": synflow(arch, seed, space), "jacob_cov": jacob_cov(arch, images, seed, space),
+            **loss_gradient_scores(arch, images, labels, seed, space)}

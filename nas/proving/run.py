@@ -90,27 +90,31 @@ def run_search_spec(spec: RunSpec) -> dict[str, Any]:
 
 
 def load_results(out: Path) -> dict[str, dict[str, Any]]:
-    """The finished searches of ``out/runs.jsonl`` by key; a last line cut by a kill is dropped (and the file
-    rewritten without it), a damaged line elsewhere is an error naming it."""
-    path = out / RESULTS
+    """The finished searches of ``out/runs.jsonl`` by key (``read_records``)."""
+    return read_records(out / RESULTS, "key", "proving-ground record", "every search in it then runs again")
+
+
+def read_records(path: Path, key: str, what: str, consequence: str) -> dict[Any, dict[str, Any]]:
+    """The records of a JSON-lines file by their ``key`` field; a last line cut by a kill is dropped (and the file
+    rewritten without it: its work runs again), a damaged line elsewhere is an error naming it."""
     if not path.exists():
         return {}
     try:
         lines = path.read_text().splitlines(keepends=True)
     except (OSError, UnicodeDecodeError) as exc:
-        raise ProvingError(f"cannot read {path}: {exc}; move it aside to start the benchmark again") from None
-    results: dict[str, dict[str, Any]] = {}
+        raise ProvingError(f"cannot read {path}: {exc}; move it aside to start again ({consequence})") from None
+    results: dict[Any, dict[str, Any]] = {}
     for number, line in enumerate(lines, start=1):
         try:
             record = json.loads(line)
-            results[record["key"]] = record
+            results[record[key]] = record
         except (json.JSONDecodeError, KeyError, TypeError):
-            if number == len(lines) and not line.endswith("\n"):  # a write cut by a kill: the search runs again
-                print(f"{path}: the last line was cut off (a killed run); its search runs again", file=sys.stderr)
+            if number == len(lines) and not line.endswith("\n"):  # a write cut by a kill: its work runs again
+                print(f"{path}: the last line was cut off (a killed run); its work runs again", file=sys.stderr)
                 path.write_text("".join(lines[:-1]))
                 break
-            raise ProvingError(f"{path}, line {number}: not a proving-ground record; restore the file or move it "
-                               "aside (every search in it then runs again)") from None
+            raise ProvingError(f"{path}, line {number}: not a {what}; restore the file or move it aside "
+                               f"({consequence})") from None
     return results
 
 
@@ -132,14 +136,23 @@ def check_plan(out: Path, plan: Plan) -> None:
     path.write_text(json.dumps(plan.to_dict(), indent=2) + "\n")
 
 
-def _append(path: Path, record: dict[str, Any]) -> None:
+def append_record(path: Path, record: dict[str, Any]) -> None:
     with path.open("a") as handle:
         handle.write(json.dumps(record, separators=(",", ":")) + "\n")
         handle.flush()
         os.fsync(handle.fileno())
 
 
-def _init_worker() -> None:
+def log_command(out: Path) -> str:
+    """Append when, on what machine, with which code and what command to ``out/commands.log``; the machine."""
+    machine = f"{platform.node()} ({platform.machine()}, {os.cpu_count()} cores)"
+    with (out / COMMANDS).open("a") as handle:
+        handle.write(f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC | {machine} | code {code_version()} | "
+                     f"{' '.join(sys.argv)}\n")
+    return machine
+
+
+def init_worker() -> None:
     import torch
 
     torch.set_num_threads(1)
@@ -157,10 +170,7 @@ def run_plan(plan: Plan, out: str | Path, minutes: float | None = None, workers:
     todo = [spec for spec in plan.runs() if spec.key not in done]
     planned = len(done) + len(todo)
     deadline = time.time() + 60 * minutes if minutes else None
-    machine = f"{platform.node()} ({platform.machine()}, {os.cpu_count()} cores)"
-    with (out / COMMANDS).open("a") as handle:
-        handle.write(f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC | {machine} | code {code_version()} | "
-                     f"{' '.join(sys.argv)}\n")
+    machine = log_command(out)
     log(f"proving ground {plan.name!r} in {out}: {len(done)}/{planned} searches held; running {len(todo)} with "
         f"{workers} worker(s) on {machine}" + (f", for {minutes:g} min" if minutes else ""))
     if not todo:
@@ -170,7 +180,7 @@ def run_plan(plan: Plan, out: str | Path, minutes: float | None = None, workers:
 
     def record(result: dict[str, Any]) -> None:
         nonlocal finished, spent
-        _append(path, result)
+        append_record(path, result)
         finished += 1
         spent += result["seconds"]
         if finished % max(1, len(todo) // 40) == 0 or finished == len(todo):
@@ -184,7 +194,7 @@ def run_plan(plan: Plan, out: str | Path, minutes: float | None = None, workers:
                             f"finished searches are kept in {path}; run the same command again to resume")
 
     if workers == 1:
-        _init_worker()
+        init_worker()
         for spec in todo:
             if deadline and time.time() > deadline:
                 break
@@ -195,7 +205,7 @@ def run_plan(plan: Plan, out: str | Path, minutes: float | None = None, workers:
             record(result)
     else:
         context = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker) as pool:
+        with ProcessPoolExecutor(workers, mp_context=context, initializer=init_worker) as pool:
             pending: dict[Future, RunSpec] = {}
             queue = iter(todo)
             for spec in queue:

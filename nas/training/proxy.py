@@ -37,7 +37,7 @@ from ..engine.augment import RESIZED_CROPS
 from ..engine.batches import prepare
 
 if TYPE_CHECKING:
-    from search_spaces import SearchSpace
+    from search_spaces import SearchSpace, Space
 
 SPLITS = ("train", "val", "test")
 # a protocol's ``augment``: whole images flipped (every proxy before version 2 of the fidelity benchmark), or random
@@ -131,21 +131,30 @@ class ProxyTask:
         return arch.replace(num_classes=self.num_classes, in_chans=self.channels,
                             resolution=self.config.resolution(arch.resolution), distillation=False)
 
-    def training(self, arch: SwiftFormerArch) -> Training:
-        """The protocol's training of ``arch`` as the engine runs it: a fresh model from the seed, timm's AdamW
-        and cosine schedule (per step, with warm-up), label smoothing, whole images resized to the side and
-        flipped at random."""
+    def side(self, arch: Any, space: "Space | None" = None) -> int:
+        """The side ``arch`` trains and is scored at: its resolution over the protocol's downscale (a SwiftFormer
+        architecture's own; another space's input side, e.g. NAS-Bench-201's 32 px)."""
+        if space is None:
+            return self.proxy_arch(arch).resolution
+        return self.config.resolution(space.input_shape(arch)[-1])
+
+    def training(self, arch: Any, space: "Space | None" = None) -> Training:
+        """The protocol's training of ``arch`` (a SwiftFormer architecture, or one of ``space``) as the engine runs
+        it: a fresh model from the seed, timm's AdamW and cosine schedule (per step, with warm-up), label
+        smoothing, whole images resized to the side and flipped at random."""
         cfg = self.config
-        trained = self.proxy_arch(arch)
+        side = self.side(arch, space)
         seed_init(cfg.seed)
-        model = self.policy.place(SwiftFormer(trained))
+        built = (SwiftFormer(self.proxy_arch(arch)) if space is None
+                 else space.for_task(self.num_classes, self.channels).build_model(arch))
+        model = self.policy.place(built)
         optimizer = create_optimizer_v2(model, "adamw", lr=cfg.lr, weight_decay=cfg.weight_decay)
         augmentation = PROXY_AUGMENTATION[cfg.augment]
         if augmentation.crop != "none":
             augmentation = dataclasses.replace(augmentation, crop=RESIZED_CROPS[cfg.crop_draw])
-        prepared = self.view("train", trained.resolution)[0] if augmentation.cacheable else None
+        prepared = self.view("train", side)[0] if augmentation.cacheable else None
         source = ResidentBatches(self._source["train"], self._labels["train"], self._indices["train"], augmentation,
-                                 trained.resolution, self.mean, self.std, cfg.batch_size, cfg.seed, prepared=prepared)
+                                 side, self.mean, self.std, cfg.batch_size, cfg.seed, prepared=prepared)
         steps_per_epoch = source.steps_per_epoch
         scheduler = CosineLRScheduler(optimizer, t_initial=cfg.epochs * steps_per_epoch, lr_min=cfg.lr * 0.01,
                                       warmup_t=int(cfg.warmup_epochs * steps_per_epoch), warmup_lr_init=cfg.lr * 0.01,
@@ -154,16 +163,17 @@ class ProxyTask:
         step = classification_step(model, LabelSmoothingCrossEntropy(cfg.label_smoothing), self.policy, scaler)
         return Training(model, optimizer, source, self.policy, step, scheduler, scaler, seed=cfg.seed)
 
-    def train(self, arch: SwiftFormerArch, report: Callable[[int, float], None] | None = None,
-              keep_model: bool = False) -> ProxyResult:
-        """Train ``arch`` from scratch; ``report(epoch, val_accuracy)`` after each epoch may raise to stop early."""
+    def train(self, arch: Any, report: Callable[[int, float], None] | None = None,
+              keep_model: bool = False, space: "Space | None" = None) -> ProxyResult:
+        """Train ``arch`` (SwiftFormer's, or of ``space``) from scratch; ``report(epoch, val_accuracy)`` after each
+        epoch may raise to stop early."""
         cfg = self.config
         start, cpu_start = time.perf_counter(), time.process_time()
-        training = self.training(arch)
-        model = training.model
+        training = self.training(arch, space)
+        model, side = training.model, self.side(arch, space)
 
         def end_epoch(epoch: int, losses: list[float]) -> dict[str, Any]:
-            accuracy = self.evaluate(model, "val")
+            accuracy = self.evaluate(model, "val", resolution=side)
             if report is not None:
                 report(epoch, accuracy)
             return {"val_accuracy": accuracy}
@@ -171,15 +181,16 @@ class ProxyTask:
         state = fit(training, cfg.epochs, end_epoch=end_epoch)
         last = state.log[-1]
         return ProxyResult(last["val_accuracy"], cfg.epochs, time.perf_counter() - start,
-                           time.process_time() - cpu_start, last["train_loss"], model.arch.resolution,
+                           time.process_time() - cpu_start, last["train_loss"], side,
                            model if keep_model else None, sum(row["train_loss"] for row in state.log))
 
     @torch.no_grad()
-    def evaluate(self, model: torch.nn.Module, split: str = "val", recalibrate: bool = True) -> float:
-        """Top-1 accuracy on ``split`` after re-estimating BatchNorm statistics ("precise BN") on the first
-        ``bn_images`` training images; pass ``recalibrate=False`` when the model was just evaluated and its
-        statistics are already re-estimated."""
-        resolution = model.arch.resolution
+    def evaluate(self, model: torch.nn.Module, split: str = "val", recalibrate: bool = True,
+                 resolution: int | None = None) -> float:
+        """Top-1 accuracy on ``split`` at ``resolution`` (default: a SwiftFormer model's own) after re-estimating
+        BatchNorm statistics ("precise BN") on the first ``bn_images`` training images; pass
+        ``recalibrate=False`` when the model was just evaluated and its statistics are already re-estimated."""
+        resolution = resolution or model.arch.resolution
         if recalibrate:
             batch = self.config.batch_size
             whole = -(-min(self.size("train"), self.config.bn_images) // batch) * batch  # whole batches, as before
