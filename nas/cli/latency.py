@@ -9,6 +9,8 @@ from ..models import parse_model_ref
 from ..progress import progress
 from .options import MODEL_REF_HELP, SPACE_HELP, UsageError, add_predictor_choice, positive_int
 
+TABLES = ("nb201", "fbnet")
+
 
 def _profiled(measurements, label: str):
     """Profile every sample (the slow part), showing progress."""
@@ -38,7 +40,58 @@ def _band_text(predictor) -> str:
             f"{band['quantile_high']:g} of measured / predicted - 1, {band['split']}, {band['rows']} rows)")
 
 
+def _table_calibrate(args: argparse.Namespace) -> None:
+    from ..benchmarks.few_shot import calibrate_few_shot, score_few_shot
+    from ..benchmarks.tables import BenchmarkError, latency_table
+
+    if not args.device_name:
+        raise UsageError(f"--table {args.table} needs --device-name (one of its columns)")
+    try:
+        calibration = calibrate_few_shot(args.table, args.device_name, args.shots, args.seed)
+    except BenchmarkError as exc:
+        raise UsageError(str(exc)) from None
+    scores = score_few_shot(calibration, args.table)
+    frame = calibration.predicted.rename("predicted_ms").to_frame()
+    frame["measured_ms"] = latency_table(args.table)[args.device_name]
+    frame["calibrated_on"] = frame.index.isin(calibration.archs)
+    frame.to_csv(args.out, float_format="%.5g")
+    print(f"wrote {args.out}: {len(frame)} architectures of {args.table} on {args.device_name}, predicted from "
+          f"{args.shots} measured (seed {args.seed}; form {calibration.form})")
+    print(f"on the {len(frame) - args.shots} not measured: Spearman {scores['spearman']:.3f}, Kendall "
+          f"{scores['kendall']:.3f}, MAPE {scores['mape']:.1%}, within 10 % {scores['within_10']:.0%}")
+
+
+def _table_evaluate(args: argparse.Namespace) -> None:
+    from pathlib import Path
+
+    from ..benchmarks.few_shot import FORMS, evaluate_few_shot
+    from ..benchmarks.few_shot_report import markdown, resolve_devices, summarise, write_evaluation
+    from ..benchmarks.tables import BenchmarkError
+
+    try:
+        devices = resolve_devices(args.table, args.devices)
+        shots = [int(k) for k in args.shots.split(",")]
+    except BenchmarkError as exc:
+        raise UsageError(str(exc)) from None
+    except ValueError:
+        raise UsageError(f"--shots {args.shots!r}: comma-separated whole numbers, e.g. 10,20,50,100") from None
+    forms = tuple(f.strip() for f in args.forms.split(",")) if args.forms else None
+    if forms and any(f not in FORMS for f in forms):
+        raise UsageError(f"--forms {args.forms!r}: accepted: {', '.join(FORMS)}")
+    try:
+        frame = evaluate_few_shot(args.table, devices, shots, args.draws, **({"forms": forms} if forms else {}),
+                                  progress=progress(f"few-shot calibration on {len(devices)} device(s)"))
+    except BenchmarkError as exc:
+        raise UsageError(str(exc)) from None
+    if args.out:
+        path = write_evaluation(args.table, frame, Path(args.out), forms)
+        print(f"wrote {path} and the CSVs and plot beside it", file=sys.stderr)
+    print(markdown(args.table, summarise(frame)))
+
+
 def cmd_latency_calibrate(args: argparse.Namespace) -> None:
+    if args.table:
+        return _table_calibrate(args)
     from ..latency import calibrate, read_measurements
     from ..latency.evaluate import evaluate_predictor
 
@@ -90,6 +143,10 @@ def cmd_latency_predict(args: argparse.Namespace) -> None:
 
 
 def cmd_latency_evaluate(args: argparse.Namespace) -> None:
+    if args.table:
+        if _predictor(args) or args.group:
+            raise UsageError("--table judges the few-shot calibration; --device, --predictor and --group do not apply")
+        return _table_evaluate(args)
     from ..latency import read_measurements
     from ..latency.evaluate import evaluate_calibration, evaluate_predictor
 
@@ -187,10 +244,18 @@ def register(commands) -> None:
                          "graph, trust); rows of other devices help the fit")
     calibrate = latency.add_parser("calibrate", help="fit a predictor to measured latencies (its form chosen by "
                                                       "leave-one-family-out; other devices' rows help)")
-    calibrate.add_argument("--measurements", required=True, nargs="+", help=measurements_help)
-    calibrate.add_argument("--out", required=True, help="predictor JSON to write")
+    source = calibrate.add_mutually_exclusive_group(required=True)
+    source.add_argument("--measurements", nargs="+", help=measurements_help)
+    source.add_argument("--table", choices=TABLES, help="a benchmark's latency table instead (nb201, fbnet): "
+                        "--device-name is measured on --shots random architectures, HELP's known devices are the "
+                        "prior, and the rest of the table is predicted")
+    calibrate.add_argument("--out", required=True, help="predictor JSON to write (with --table: a CSV of every "
+                                                        "architecture's predicted and measured ms)")
     calibrate.add_argument("--device-name", help="the device to calibrate for (needed when the files hold several; "
                                                  "names the rows of files without a device column)")
+    calibrate.add_argument("--shots", type=positive_int, default=10,
+                           help="with --table: measured architectures of the device (default 10)")
+    calibrate.add_argument("--seed", type=int, default=0, help="with --table: which architectures (default 0)")
     calibrate.set_defaults(func=cmd_latency_calibrate)
 
     predict = latency.add_parser("predict", help="predicted latency of a model")
@@ -202,7 +267,18 @@ def register(commands) -> None:
 
     evaluate = latency.add_parser("evaluate", help="predicted against measured: a predictor, or cross-validated "
                                                     "calibration when none is given")
-    evaluate.add_argument("--measurements", required=True, nargs="+", help=measurements_help)
+    source = evaluate.add_mutually_exclusive_group(required=True)
+    source.add_argument("--measurements", nargs="+", help=measurements_help)
+    source.add_argument("--table", choices=TABLES, help="judge the few-shot calibration on a benchmark's latency "
+                        "table (nb201, fbnet) with HELP's split")
+    evaluate.add_argument("--devices", default="test", help="with --table: test or validation (HELP's split) or a "
+                          "comma-separated list (default test)")
+    evaluate.add_argument("--shots", default="10,20,50,100", help="with --table: k values (default 10,20,50,100)")
+    evaluate.add_argument("--draws", type=positive_int, default=10,
+                          help="with --table: random draws of the k architectures per device and k (default 10)")
+    evaluate.add_argument("--forms", help="with --table: the forms tried, the best by leave-one-out on the shots "
+                          "(comma-separated: devices, work, devices+work; default devices)")
+    evaluate.add_argument("--out", help="with --table: folder for the CSVs, the Markdown table and the plot")
     add_predictor_choice(evaluate, required=False)
     evaluate.add_argument("--device-name", help="whose rows to evaluate when the files hold several devices")
     evaluate.add_argument("--group", choices=("row", "family"),
