@@ -6,6 +6,7 @@ no choice) and a wider grid of forms. Run by hand (not a test); record the outpu
 
     OMP_NUM_THREADS=1 PYTHONPATH=. .venv/bin/python experiments/bench_latency.py
     OMP_NUM_THREADS=1 PYTHONPATH=. .venv/bin/python experiments/bench_latency.py --family [EXTRA.csv]  # the family
+    OMP_NUM_THREADS=1 PYTHONPATH=. .venv/bin/python experiments/bench_latency.py --blend  # the tables' method, tried
 """
 from __future__ import annotations
 
@@ -194,8 +195,46 @@ def extra_rows_report(data, extra: str) -> None:
                   + " |")
 
 
+def blend_report(data) -> None:
+    """The few-shot method of the benchmark tables (``nas.benchmarks.few_shot``: a phone priced as a non-negative
+    blend of the other devices' own models, plus an intercept) tried on the published rows, leave-one-family-out
+    and nested as the shipped figures are: each held-out family leaves every device's fit, and the blend is
+    fitted on the phone's remaining rows. The other devices' models are each device alone in a fixed form."""
+    from nas.benchmarks.few_shot import fit_blend, predict_linear
+    from nas.latency.calibration import group_labels
+    from nas.latency.fitting import BASELINE, Rows, fit
+    from nas.latency.predictor import device_key
+
+    rows = Rows.of(data.samples)
+    families = group_labels(data.samples, "family")
+    print("\n| phone | basis: each other device alone in | nested leave-one-family-out MAPE | shipped |")
+    print("|---|---|---|---|")
+    shipped_mape = {"iPhone 14": "24.0 %", "iPhone 12": "9.5 %"}
+    for phone in PHONES:
+        d = rows.devices.index(device_key(phone))
+        mine = rows.device == d
+        for form in (BASELINE, PREVIOUS):
+            predicted = np.full(len(rows.latency_ms), np.nan)
+            for family in dict.fromkeys(families[mine]):
+                test = families == family
+                fitted = fit(rows.take(np.flatnonzero(~test)), form)
+                others = [k for k in range(len(rows.devices))
+                          if k != d and np.all(np.isfinite(fitted.costs[k]))]
+                basis = np.stack([fitted.predict(Rows(rows.work, rows.latency_ms, np.full(len(rows.device), k),
+                                                      rows.devices)) for k in others], 1)
+                train = mine & ~test
+                coef = fit_blend(basis[train], rows.latency_ms[train])
+                predicted[mine & test] = predict_linear(coef, basis[mine & test])
+            mape = np.mean(np.abs(predicted[mine] / rows.latency_ms[mine] - 1))
+            print(f"| {phone} | {form.describe()} | {mape:.1%} | {shipped_mape[phone]} |")
+
+
 if __name__ == "__main__":
     import sys
+
+    if sys.argv[1:2] == ["--blend"]:
+        blend_report(samples())
+        raise SystemExit
 
     if sys.argv[1:2] == ["--family"]:  # the family table alone (seconds)
         family_report()

@@ -2,11 +2,12 @@
 
     .venv/bin/python experiments/bench_proving.py shot-forms     # which form fits k measured architectures
     .venv/bin/python experiments/bench_proving.py networks       # our networks' MACs against measured latency
+    .venv/bin/python experiments/bench_proving.py few-shot-forms # which few-shot procedure, on validation devices
 
 ``shot-forms``: every form of ``nas.latency.fitting.TERM_SETS`` x {squared, Huber}, each device alone, fitted on k
 random measured NAS-Bench-201 architectures of HELP's validation devices (titanx_1/32/256, gold_6240; never a device
 the benchmark reports), 10 draws per device, scored on the rest: mean Spearman and MAPE. The form of lowest mean
-MAPE over k = 10 and 100 is ``nas.benchmarks.latency.SHOTS_FORM``.
+MAPE over k = 10 and 100 is ``nas.benchmarks.latency.SHOTS_FORM`` (the few-shot calibration's "work" form).
 """
 from __future__ import annotations
 
@@ -73,14 +74,43 @@ def networks() -> None:
             print(f"  {device:16s} Spearman {spearmanr(macs, table[device])[0]:.3f}{published}")
 
 
+FEW_SHOT_PROCEDURES = (("devices",), ("devices+work",), ("devices", "devices+work"), ("devices", "work", "devices+work"),
+                       ("work",))
+
+
+def few_shot_forms(shots: tuple[int, ...] = (10, 100), draws: int = 10) -> None:
+    """Each procedure of ``nas.benchmarks.few_shot`` on HELP's validation devices of both spaces (never a test
+    device): mean Spearman and MAPE at each k; the one of least MAPE averaged over k and spaces is shipped."""
+    from nas.benchmarks.few_shot import DEFAULT_FORMS, SPLITS, evaluate_few_shot
+
+    print(f"{'procedure (best by leave-one-out)':36s}" + "".join(f"  {space} k={k}: Spearman MAPE"
+                                                             for space in SPLITS for k in shots))
+    overall = {}
+    for forms in FEW_SHOT_PROCEDURES:
+        cells, mapes = [], []
+        for space, split in SPLITS.items():
+            frame = evaluate_few_shot(space, split.validation, shots, draws, forms)
+            for k in shots:
+                rows = frame[frame.shots == k]
+                cells.append(f"  {rows.spearman.mean():21.3f} {rows.mape.mean():5.1%}")
+                mapes.append(rows.mape.mean())
+        overall[forms] = float(np.mean(mapes))
+        print(f"{' | '.join(forms):36s}" + "".join(cells))
+    best = min(overall, key=overall.get)
+    print(f"least mean MAPE: {' | '.join(best)} ({overall[best]:.2%}); shipped: {' | '.join(DEFAULT_FORMS)}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("shot-forms", help="choose the form of the k-shot latency predictor")
     commands.add_parser("networks", help="our networks' MACs against each device's measured latency")
+    commands.add_parser("few-shot-forms", help="choose the few-shot procedure on HELP's validation devices")
     args = parser.parse_args()
     if args.command == "shot-forms":
         shot_forms()
+    elif args.command == "few-shot-forms":
+        few_shot_forms()
     else:
         networks()
 

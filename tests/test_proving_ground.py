@@ -11,7 +11,7 @@ import torch
 from swiftnas_testing.cli import run_nas_here
 
 from nas.benchmarks import DATASETS, latency_table, nb201_accuracies, oracle
-from nas.benchmarks.latency import PartProfiles, calibrate_shots
+from nas.benchmarks.latency import PartProfiles, work_predictor
 from nas.latency.lut import build_table, LatencyTable
 from nas.latency.predictor import work_vector
 from nas.proving import PLANS, load_results
@@ -109,13 +109,14 @@ def test_positional_mutation_and_crossover():
 
 def test_latency_table_of_a_benchmark_space_predicts_the_whole_network(tmp_path):
     """Calibrated on 20 measured architectures, the per-part table gives the predictor's whole-graph price."""
-    calibration = calibrate_shots("nb201", "pixel2", 20, seed=0)
     space = NB201Space()
-    table = build_table(space, calibration.predictor)
     profiles = PartProfiles(space)
+    measured = latency_table("nb201")["pixel2"].iloc[:20]
+    predictor = work_predictor("pixel2", np.stack([profiles.work(space.parse(k)) for k in measured.index]), measured)
+    table = build_table(space, predictor)
     for seed in range(3):
         arch = space.sample(seed)
-        whole = calibration.predictor.predict(profiles.profile(arch))
+        whole = predictor.predict(profiles.profile(arch))
         assert table.predict(arch) == pytest.approx(whole, rel=1e-6)
     table.save(tmp_path / "t.json")
     assert LatencyTable.load(tmp_path / "t.json", space.part_keys).predict(arch) == pytest.approx(table.predict(arch))
@@ -242,11 +243,20 @@ def test_zero_cost_scores_work_through_the_space_interface(name):
     assert first == again and all(np.isfinite(v) for v in first.values())
 
 
-def test_a_predictor_that_rules_out_every_architecture_is_a_search_with_no_pick():
-    """The 10-shot predictor of gold_6226 drawn with seed 14 prices every architecture over 8 ms: `nas search` would
-    stop with that one line; the proving ground records a search with no pick instead of stopping the plan."""
+def test_a_predictor_that_rules_out_every_architecture_is_a_search_with_no_pick(monkeypatch):
+    """A few-shot predictor that prices every architecture over the budget (the work-only calibration of gold_6226
+    drawn with seed 14 did, at 8 ms): `nas search` would stop with that one line; the proving ground records a
+    search with no pick instead of stopping the plan."""
+    import nas.benchmarks.tabular as tabular
+    from nas.benchmarks.few_shot import calibrate_few_shot
     from nas.proving import RunSpec, run_search_spec
 
+    def over_budget(*args, **kwargs):
+        calibration = calibrate_few_shot(*args, **kwargs)
+        calibration.predicted = calibration.predicted + 100.0
+        return calibration
+
+    monkeypatch.setattr(tabular, "calibrate_few_shot", over_budget)
     record = run_search_spec(RunSpec("cifar100-gold_6226-8ms", 10, "tpe", 14, 500))
     assert record["picks"] == [] and record["queries"] == 0
     assert record["no_search"].startswith("no nb201 architecture fits 8 ms on gold_6226 (predicted)")

@@ -16,7 +16,8 @@ measured on k architectures and the rest of the space is predicted. Our method, 
 3. **The new device** from its k rows, in one of two forms chosen on those rows alone by leave-one-out relative
    error (``calibrate_few_shot``): "devices", a non-negative mix of the known devices' models plus an intercept
    (a new device is priced like a blend of the ones it resembles: k = 10 rows fit 10 numbers); or "work", the
-   device alone fitted on its profiled work (``SHOTS_FORM``, the calibration before, which needs no other device).
+   device alone fitted on its profiled work (``work_predictor``, the calibration before, which needs no other
+   device); or "devices+work", the blend with the work terms as further non-negative columns.
 
 Which devices are known, validated on (choices made here) and tested on is HELP's split (``SPLITS``); nothing here
 was chosen on a test device.
@@ -34,9 +35,8 @@ from scipy.optimize import nnls
 
 from search_spaces.nb201 import EDGES
 
-from ..latency.fitting import Rows, fit
-from ..latency.predictor import TERMS, device_key
-from .latency import SHOTS_FORM, PartProfiles
+from ..latency.predictor import TERMS
+from .latency import PartProfiles, work_predictor
 from .tables import BenchmarkError, benchmark_space, check_device, latency_table
 
 FORMS = ("devices", "work", "devices+work")
@@ -195,7 +195,7 @@ class FewShot:
         return float(self.predicted.at[arch.digest()])
 
 
-def _fit_devices(basis: np.ndarray, y: np.ndarray) -> np.ndarray:
+def fit_blend(basis: np.ndarray, y: np.ndarray) -> np.ndarray:
     """Non-negative weights of the known devices' models and a free intercept (last), squared relative error."""
     scale = basis.max(0) + 1e-12
     design = np.hstack([basis / scale, np.ones((len(y), 1)), -np.ones((len(y), 1))]) / y[:, None]
@@ -204,12 +204,12 @@ def _fit_devices(basis: np.ndarray, y: np.ndarray) -> np.ndarray:
 
 
 def _fit_work(work: np.ndarray, y: np.ndarray, device: str) -> np.ndarray:
-    rows = Rows(work, y, np.zeros(len(y), dtype=int), [device_key(device)])
-    costs, intercept = fit(rows, SHOTS_FORM).of_device(device_key(device))
-    return np.append(np.array([costs.get(term, 0.0) for term in TERMS]), intercept)
+    predictor = work_predictor(device, work, y)
+    return np.append(np.array([predictor.costs.get(term, 0.0) for term in TERMS]), predictor.intercept_ms)
 
 
-def _predict_work(coef: np.ndarray, work: np.ndarray) -> np.ndarray:
+def predict_linear(coef: np.ndarray, work: np.ndarray) -> np.ndarray:
+    """``work @ coef`` plus the intercept (``coef``'s last entry)."""
     return work @ coef[:-1] + coef[-1]
 
 
@@ -234,7 +234,7 @@ def calibrate_few_shot(space_name: str, device: str, shots: int, seed: int,
     inputs["devices+work"] = np.hstack([inputs["devices"], inputs["work"]])
     row_of = {key: i for i, key in enumerate(table.index)}
     rows = np.array([row_of[key] for key in chosen])
-    fitters = {"devices": _fit_devices, "devices+work": _fit_devices, "work": lambda x, t: _fit_work(x, t, device)}
+    fitters = {"devices": fit_blend, "devices+work": fit_blend, "work": lambda x, t: _fit_work(x, t, device)}
     loo = {}
     for form in forms if len(forms) > 1 else ():
         x = inputs[form][rows]
@@ -242,11 +242,11 @@ def calibrate_few_shot(space_name: str, device: str, shots: int, seed: int,
         for i in range(shots):
             keep = np.arange(shots) != i
             coef = fitters[form](x[keep], y[keep])
-            errors.append(abs(_predict_work(coef, x[i:i + 1])[0] / y[i] - 1))
+            errors.append(abs(predict_linear(coef, x[i:i + 1])[0] / y[i] - 1))
         loo[form] = float(np.mean(errors))
     form = min(loo, key=loo.get) if loo else forms[0]
     coef = fitters[form](inputs[form][rows], y)
-    predicted = pd.Series(_predict_work(coef, inputs[form]), index=table.index, name=device)
+    predicted = pd.Series(predict_linear(coef, inputs[form]), index=table.index, name=device)
     return FewShot(device, shots, seed, form, loo, chosen, predicted)
 
 

@@ -1,14 +1,9 @@
-"""Latency of a benchmark space's architectures: measured (the tables' oracle), or predicted by a predictor
-calibrated on k measured architectures of the device (the realistic case: a user measures a handful).
-
-The prediction is our own latency machinery, unchanged: each architecture's deployed graph is profiled part by part
-(``Space.part_keys``), its work fitted by ``nas.latency.fitting`` to the k measurements, and the space priced by a
-per-part ``LatencyTable``, so a search prices a candidate in microseconds.
+"""Latency of a benchmark space's architectures: measured (the tables' oracle), and the profiled work of each
+architecture's deployed graph (``PartProfiles``, part by part: ``Space.part_keys``) that a device's predictor is
+fitted on (``work_predictor``; ``few_shot`` uses it as one of its forms).
 """
 from __future__ import annotations
 
-import random
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -19,16 +14,14 @@ from search_spaces.interface import Space
 
 from ..latency.fitting import ModelForm, Rows, fit
 from ..latency.graph import OpProfile, profile_module
-from ..latency.lut import LatencyTable, build_table
 from ..latency.predictor import TERMS, LatencyPredictor, device_key, work_vector
-from .tables import BenchmarkError, benchmark_space, check_device, latency_table
+from .tables import check_device, latency_table
 
 # How k measured architectures are fitted: the device alone (its k rows), every cost term (the extras ridge-shrunk),
 # squared relative error. Chosen among the forms of ``fitting.TERM_SETS`` x {squared, Huber} by the mean held-out
 # MAPE of 10 draws at k = 10 and 100 on HELP's validation devices (titanx_1/32/256, gold_6240), never on a device
 # a benchmark reports (experiments/RESULTS.md, "Proving ground").
 SHOTS_FORM = ModelForm("all", 0.0, "squared")
-SHOT_CHOICES = (10, 20, 50, 100)
 
 
 class PartProfiles:
@@ -55,41 +48,15 @@ class PartProfiles:
         return profile_module(model, torch.randn(self.space.input_shape(arch)))
 
 
-@dataclass
-class Calibration:
-    """A predictor of ``device`` fitted on ``shots`` measured architectures drawn with ``seed``."""
-
-    device: str
-    shots: int
-    seed: int
-    archs: list[str] = field(default_factory=list)  # the measured architectures it was fitted on
-    predictor: LatencyPredictor | None = None
-
-
-def calibrate_shots(space_name: str, device: str, shots: int, seed: int,
-                    profiles: PartProfiles | None = None, form: ModelForm = SHOTS_FORM) -> Calibration:
-    """Fit ``device``'s costs on ``shots`` architectures drawn at random (``seed``) from its measured rows."""
-    table = latency_table(space_name)[check_device(space_name, device)]
-    if not 3 <= shots <= len(table):
-        raise BenchmarkError(f"--latency-shots {shots}: between 3 and {len(table)} measured architectures")
-    space = profiles.space if profiles else benchmark_space(space_name)
-    profiles = profiles or PartProfiles(space)
-    chosen = random.Random(f"{device}:{shots}:{seed}").sample(list(table.index), shots)
-    archs = [space.parse(key) for key in chosen]
-    work = np.stack([profiles.work(arch) for arch in archs])
-    rows = Rows(work, table.loc[chosen].to_numpy(dtype=float), np.zeros(shots, dtype=int), [device_key(device)])
-    costs, intercept = fit(rows, form).of_device(device)
-    predictor = LatencyPredictor(device, costs, intercept, {t: TERMS[t] for t in costs},
-                                 {"rows": shots, "form": form.to_dict(), "source": f"{space_name} latency table",
-                                  "seed": seed})
-    return Calibration(device, shots, seed, chosen, predictor)
-
-
-def predicted_table(space: Space, calibration: Calibration) -> LatencyTable:
-    """The space priced part by part by the calibrated predictor."""
-    table = build_table(space, calibration.predictor)
-    table.space = f"{space.name}:{calibration.device}:{calibration.shots}-shot:seed{calibration.seed}"
-    return table
+def work_predictor(device: str, work: np.ndarray, latency_ms: np.ndarray, record: dict[str, Any] | None = None
+                   ) -> LatencyPredictor:
+    """``device``'s predictor fitted on measured rows alone (their work, one row per architecture, and their
+    milliseconds) in ``SHOTS_FORM``: linear in the deployed graph's work, so a per-part ``LatencyTable`` of it
+    prices a whole network."""
+    rows = Rows(work, np.asarray(latency_ms, dtype=float), np.zeros(len(work), dtype=int), [device_key(device)])
+    costs, intercept = fit(rows, SHOTS_FORM).of_device(device)
+    return LatencyPredictor(device, costs, intercept, {t: TERMS[t] for t in costs},
+                            {"rows": len(work), "form": SHOTS_FORM.to_dict(), **(record or {})})
 
 
 def measured(space_name: str, device: str) -> pd.Series:

@@ -1,7 +1,8 @@
 """A search on a tabular benchmark: ``--space nb201 --data nb201:cifar100 --device pixel2``.
 
 Nothing is trained: a candidate's score is a table column, its latency the device's measured figure (the oracle)
-or a predictor's, calibrated on ``--latency-shots K`` measured architectures of the device. Every trial also
+or the few-shot calibration's (``few_shot``) from ``--latency-shots K`` measured architectures of the device, with
+HELP's known devices as its prior. Every trial also
 records the truth the search does not see (the architecture's measured latency and its 200-epoch accuracy), so the
 report can say what the winner really is.
 """
@@ -16,7 +17,8 @@ import pandas as pd
 from search_spaces.interface import Space
 
 from ..latency.predictor import LatencyPredictor
-from .latency import calibrate_shots, measured, predicted_table
+from .few_shot import calibrate_few_shot
+from .latency import measured
 from .tables import DATASETS, BenchmarkError, Dataset, benchmark_space, check_dataset, nb201_accuracies
 
 PREFIX = "nb201:"
@@ -57,7 +59,7 @@ class TabularSetup:
 
     dataset: Dataset
     space: Space
-    table: Any  # MeasuredLatency or a LatencyTable (predicted)
+    table: Any  # MeasuredLatency or a FewShot calibration (predicted)
     predictor: LatencyPredictor
     evaluate: Callable[[Any], float]
     truth: Callable[[Any], dict[str, float]]
@@ -79,8 +81,10 @@ def tabular_setup(data: str, space_name: str, device: str, score: str = "12ep", 
         table, calibrated_on = MeasuredLatency(truth_latency), []
         predictor = LatencyPredictor(device, {}, 0.0, {}, {"source": "measured (the benchmark's table)"})
     else:
-        calibration = calibrate_shots("nb201", device, shots, seed)
-        table, calibrated_on, predictor = predicted_table(space, calibration), calibration.archs, calibration.predictor
+        table = calibrate_few_shot("nb201", device, shots, seed)
+        calibrated_on = table.archs
+        predictor = LatencyPredictor(device, {}, 0.0, {}, {"source": f"few-shot: {shots} measured architectures "
+                                                                      f"(seed {seed}), form {table.form}"})
     accuracies = nb201_accuracies()
     column = {"12ep": dataset.proxy, "200ep-mean": dataset.final}.get(score)
 

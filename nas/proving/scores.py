@@ -21,6 +21,7 @@ from __future__ import annotations
 import math
 import sys
 import time
+import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -180,15 +181,17 @@ def correlation(score: np.ndarray, truth: np.ndarray, resamples: int = 1000, see
 
     score = np.where(np.isfinite(score), score, -np.inf)
     n = len(score)
-    rho, tau = spearmanr(score, truth)[0], kendalltau(score, truth)[0]
     rng = np.random.default_rng(seed)
     draws = rng.integers(0, n, size=(resamples, n))
     rhos, taus = [], []
-    for idx in draws:
-        rhos.append(spearmanr(score[idx], truth[idx])[0])
-        taus.append(kendalltau(score[idx], truth[idx])[0])
-    ci = lambda values: tuple(float(v) for v in np.nanpercentile(values, [2.5, 97.5]))  # noqa: E731
-    return Correlation(n, float(rho), ci(rhos), float(tau), ci(taus))
+    with warnings.catch_warnings():  # a constant score (or resample): NaN, as it should be, without a warning
+        warnings.simplefilter("ignore")
+        rho, tau = spearmanr(score, truth)[0], kendalltau(score, truth)[0]
+        for idx in draws:
+            rhos.append(spearmanr(score[idx], truth[idx])[0])
+            taus.append(kendalltau(score[idx], truth[idx])[0])
+        ci = lambda values: tuple(float(v) for v in np.nanpercentile(values, [2.5, 97.5]))  # noqa: E731
+        return Correlation(n, float(rho), ci(rhos), float(tau), ci(taus))
 
 
 def standard_ranks(values: np.ndarray) -> np.ndarray:
@@ -253,13 +256,13 @@ def judge(frame: pd.DataFrame, scores: Sequence[str] = SCORES, resamples: int = 
     return pd.DataFrame(rows)
 
 
-def whole_space() -> pd.DataFrame:
+def whole_space(resamples: int = 200) -> pd.DataFrame:
     """The table-read scores on all 15,625 architectures (no sampling): the check that the sample is typical."""
     table = nb201_accuracies()
     truth = table[DATASET.final].to_numpy(float)
     rows = []
     for name, column in (("12-epoch", DATASET.proxy), ("params", DATASET.params)):
-        c = correlation(table[column].to_numpy(float), truth, resamples=200)
+        c = correlation(table[column].to_numpy(float), truth, resamples=resamples)
         rows.append({"score": name, "subset": "whole space", **asdict(c), "published": PUBLISHED.get(name)})
     return pd.DataFrame(rows)
 
