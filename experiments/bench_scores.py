@@ -3,6 +3,7 @@
     .venv/bin/python experiments/bench_scores.py zero-cost [--n 3000] [--minutes N]   # synflow, jacob_cov, snip, grad_norm
     .venv/bin/python experiments/bench_scores.py proxy [--n 200] [--minutes N]        # our proxy protocol, trained
     .venv/bin/python experiments/bench_scores.py report                              # REPORT.md, scores.csv, plots
+    .venv/bin/python experiments/bench_scores.py jacob-batch [--n 400]              # jacob_cov on 64 images, beside 128
 
 Both computing commands are resumable (run again to go on) and record each chunk in ``commands.log``; each uses one
 thread, so the two run side by side on two cores. The folder is ``experiments/proving/scores`` unless ``--out``.
@@ -19,6 +20,44 @@ HERE = Path(__file__).resolve().parent / "proving" / "scores"
 ARCHIVE = Path(__file__).resolve().parents[2] / "shared/datasets/cifar10-jpeg.tar.gz"
 
 
+def jacob_batch(out: Path, n: int, data: str) -> None:
+    """jacob_cov of the sample's first ``n`` on the first 64 training images (resumable, ``jacob_cov_64.jsonl``),
+    and both batches' Spearman against the truth on those architectures."""
+    import numpy as np
+
+    from nas.benchmarks import nb201_accuracies
+    from nas.data import load_data
+    from nas.fidelity.zero_cost import jacob_cov
+    from nas.proving.run import append_record, init_worker, log_command, read_records
+    from nas.proving.scores import DATASET, FILES, PROXY, correlation, sample
+    from nas.training import ProxyTask
+
+    path = out / "jacob_cov_64.jsonl"
+    done = read_records(path, "arch", "jacob_cov record", "its architectures are then scored again")
+    keys = sample(n)
+    log_command(out)
+    todo = [key for key in keys if key not in done]
+    if todo:
+        init_worker()
+        task = ProxyTask(load_data(data), PROXY, "cpu")
+        images = task.view("train", DATASET.side)[0][:64]
+        from nas.benchmarks import benchmark_space
+
+        space = benchmark_space("nb201", DATASET)
+        for i, key in enumerate(todo, start=1):
+            append_record(path, {"arch": key, "jacob_cov_64": jacob_cov(space.parse(key), images, 0, space)})
+            if i % 100 == 0:
+                print(f"  {i}/{len(todo)}", file=sys.stderr)
+    done = read_records(path, "arch", "jacob_cov record", "its architectures are then scored again")
+    full = read_records(out / FILES["zero-cost"], "arch", "zero-cost record", "move it aside to score again")
+    truth = nb201_accuracies().loc[keys, DATASET.final].to_numpy(float)
+    for label, values in (("64 images", [done[k]["jacob_cov_64"] for k in keys]),
+                          ("128 images", [full[k]["jacob_cov"] for k in keys])):
+        c = correlation(np.array(values, float), truth)
+        print(f"jacob_cov on {label}, {len(keys)} architectures: Spearman {c.spearman:.3f} "
+              f"[{c.spearman_ci[0]:.3f}, {c.spearman_ci[1]:.3f}], Kendall {c.kendall:.3f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=HERE, help=f"the folder (default {HERE})")
@@ -31,11 +70,17 @@ def main() -> None:
         command.add_argument("--part", default="0/1", help="K/N: every N-th architecture from the K-th, for N "
                              "processes sharing the work (default 0/1: all)")
     commands.add_parser("report", help="write REPORT.md, scores.csv and the plots from what the folder holds")
+    batch = commands.add_parser("jacob-batch", help="jacob_cov on 64 images (Abdelfattah et al.'s batch) beside the "
+                                "128 the issue asks for, on the sample's first N")
+    batch.add_argument("--n", type=int, default=400)
+    batch.add_argument("--data", default=f"cifar10:{ARCHIVE}")
     args = parser.parse_args()
     from nas.proving.run import ProvingError
 
     try:
-        if args.command == "report":
+        if args.command == "jacob-batch":
+            jacob_batch(args.out, args.n, args.data)
+        elif args.command == "report":
             from nas.proving.score_report import write_report
 
             print(write_report(args.out))

@@ -71,7 +71,7 @@ def test_the_report_judges_what_the_folder_holds(tmp_path):
     report = write_report(tmp_path, resamples=20).read_text()
     assert "| synflow | 40 | 1.000 [1.000, 1.000]" in report
     assert "| jacob_cov | 40 | -1.000 [-1.000, -1.000]" in report
-    assert "synflow + jacob_cov" in report and "proxy: not run" not in report
+    assert "synflow + jacob_cov" in report and "our proxy not run" in report
     assert "| 12-epoch | 0.823" in report  # the whole space's figure, as SOURCES.md records it
     assert (tmp_path / "scores.png").stat().st_size > 0
     assert not math.isnan(float(report.split("| params | 40 | ")[1].split(" ")[0]))

@@ -169,10 +169,14 @@ class MetaBasis:
         self.predictions = pd.DataFrame(np.stack(columns, 1), index=features.index, columns=list(self.devices))
 
 
-@lru_cache(maxsize=8)
 def meta_basis(space_name: str, device: str | None = None) -> MetaBasis:
-    """HELP's known devices' models (without ``device``, where it is one of them)."""
-    return MetaBasis(space_name, [d for d in SPLITS[space_name].known if d != device])
+    """HELP's known devices' models (without ``device``, where it is one of them), built once per process."""
+    return _basis(space_name, device if device in SPLITS[space_name].known else None)
+
+
+@lru_cache(maxsize=4)
+def _basis(space_name: str, without: str | None) -> MetaBasis:
+    return MetaBasis(space_name, [d for d in SPLITS[space_name].known if d != without])
 
 
 @dataclass
