@@ -100,9 +100,7 @@ def encode(space_name: str) -> pd.DataFrame:
     for row, arch in enumerate(archs):
         for position, op in zip(space.positions, arch.ops):
             onehot[row, where[(position, op)]] = 1
-    parts = [onehot]
-    profiles = PartProfiles(space)
-    parts.append(np.stack([profiles.work(arch) for arch in archs]))
+    parts = [onehot, encode_work(space_name)]
     if space_name == "nb201":
         live = np.zeros_like(onehot)
         dead = np.zeros((len(archs), 1))
