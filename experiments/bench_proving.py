@@ -3,6 +3,7 @@
     .venv/bin/python experiments/bench_proving.py shot-forms     # which form fits k measured architectures
     .venv/bin/python experiments/bench_proving.py networks       # our networks' MACs against measured latency
     .venv/bin/python experiments/bench_proving.py few-shot-forms # which few-shot procedure, on validation devices
+    .venv/bin/python experiments/bench_proving.py few-shot-ceiling  # the encoding fitted to every row of a device
 
 ``shot-forms``: every form of ``nas.latency.fitting.TERM_SETS`` x {squared, Huber}, each device alone, fitted on k
 random measured NAS-Bench-201 architectures of HELP's validation devices (titanx_1/32/256, gold_6240; never a device
@@ -100,17 +101,46 @@ def few_shot_forms(shots: tuple[int, ...] = (10, 100), draws: int = 10) -> None:
     print(f"least mean MAPE: {' | '.join(best)} ({overall[best]:.2%}); shipped: {' | '.join(DEFAULT_FORMS)}")
 
 
+def few_shot_ceiling() -> None:
+    """What no calibration from k rows can beat: the few-shot encoding fitted (ridge, linear or log link by
+    leave-one-out, as the known devices' models are) to every row of each test device, scored on those rows; and
+    the latency of the NAS-Bench-201 cells with no path from input to output against the others."""
+    from nas.benchmarks.few_shot import SPLITS, encode, live_edges, ridge_loo
+
+    for space, split in SPLITS.items():
+        table = latency_table(space)
+        x = encode(space).to_numpy()
+        design = np.hstack([x, np.ones((len(x), 1))])
+        for device in split.test:
+            y = table[device].to_numpy(float)
+            fits = {link: ridge_loo(x, y, log=link == "log") for link in ("linear", "log")}
+            link = min(fits, key=lambda name: fits[name][2])
+            predicted = design @ fits[link][0]
+            predicted = np.exp(predicted) if link == "log" else predicted
+            line = (f"{space} {device:14s} every row ({link}): Spearman {spearmanr(predicted, y)[0]:.3f}, "
+                    f"MAPE {np.mean(np.abs(predicted / y - 1)):.1%}")
+            if space == "nb201":
+                space_ = benchmark_space(space)
+                dead = np.array([not live_edges(space_.parse(k).ops)[1] for k in table.index])
+                line += (f"; {dead.sum()} cells with no path: {np.min(y[dead]):.3f}-{np.max(y[dead]):.3f} ms, "
+                         f"the others from {np.min(y[~dead]):.3f} ms")
+            print(line)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("shot-forms", help="choose the form of the k-shot latency predictor")
     commands.add_parser("networks", help="our networks' MACs against each device's measured latency")
     commands.add_parser("few-shot-forms", help="choose the few-shot procedure on HELP's validation devices")
+    commands.add_parser("few-shot-ceiling", help="the few-shot encoding fitted to every row of each test device")
     args = parser.parse_args()
     if args.command == "shot-forms":
         shot_forms()
     elif args.command == "few-shot-forms":
         few_shot_forms()
+    elif args.command == "few-shot-ceiling":
+        few_shot_ceiling()
     else:
         networks()
 
