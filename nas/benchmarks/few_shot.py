@@ -7,17 +7,17 @@ measured on k architectures and the rest of the space is predicted. Our method, 
    deployed graph (``PartProfiles``: MACs, memory and the other ``TERMS``), and for NAS-Bench-201 the choices of
    the *live* edges (on a path from the cell's input to its output) with a flag for a cell with no such path, and
    the pairs of positions' choices. Live edges matter because some measured runtimes (HW-NAS-Bench's compiled
-   graphs) drop the dead ones: a cell with no path costs almost nothing on raspi4 and pixel3.
+   graphs) drop the dead ones: most cells with no path cost under 0.5 ms on raspi4 and pixel3.
 2. **One model per known device** (``MetaBasis``): a ridge regression of its latency, or of its logarithm, on the
    encoding, fitted on ``META_ROWS`` random rows of that device (HELP's meta-training sample sizes); the link and
    the ridge strength are the ones of least leave-one-out relative error on those rows. (Linear suits a device whose
    latency adds up over the graph; the log link a device whose dead cells cost next to nothing, which a sum
-   cannot fit: pixel3's linear model misses its own rows by 210 % on average.)
-3. **The new device** from its k rows, in one of two forms chosen on those rows alone by leave-one-out relative
-   error (``calibrate_few_shot``): "devices", a non-negative mix of the known devices' models plus an intercept
-   (a new device is priced like a blend of the ones it resembles: k = 10 rows fit 10 numbers); or "work", the
-   device alone fitted on its profiled work (``work_predictor``, the calibration before, which needs no other
-   device); or "devices+work", the blend with the work terms as further non-negative columns.
+   cannot fit.)
+3. **The new device** from its k rows (``calibrate_few_shot``), by default as "devices": a non-negative mix of the
+   known devices' models plus an intercept (a new device is priced like a blend of the ones it resembles: k = 10
+   rows fit 10 numbers). Other forms: "work", the device alone fitted on its profiled work (``work_predictor``,
+   the calibration before, which needs no other device), and "devices+work", the blend with the work terms as
+   further non-negative columns; given several, the one of least leave-one-out relative error on the k rows.
 
 Which devices are known, validated on (choices made here) and tested on is HELP's split (``SPLITS``); nothing here
 was chosen on a test device.
