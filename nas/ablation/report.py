@@ -14,6 +14,7 @@ import optuna
 import pandas as pd
 
 from ..latency.lut import PHONES
+from ..pareto import pareto_front
 from . import stats
 from .config import AblationConfig
 from .runs import FINAL, status_of
@@ -102,15 +103,8 @@ def stage_effects(runs: pd.DataFrame, records: list[dict[str, Any]]) -> pd.DataF
 
 
 def pareto(summary: pd.DataFrame, phone: str = PHONES[0]) -> pd.DataFrame:
-    """Variants no other is both as accurate (mean val) and as fast as."""
-    done = summary.dropna(subset=["val_mean"]).sort_values([f"latency_{phone}_ms", "val_mean"],
-                                                           ascending=[True, False])
-    keep, best = [], -1.0
-    for index, row in done.iterrows():
-        if row["val_mean"] > best:
-            keep.append(index)
-            best = row["val_mean"]
-    return done.loc[keep]
+    """Variants no other is both as accurate (mean val) and as fast as on ``phone``."""
+    return pareto_front(summary, "val_mean", f"latency_{phone}_ms")
 
 
 # ---------------------------------------------------------------------------------------------- outputs

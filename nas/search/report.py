@@ -11,6 +11,7 @@ from typing import Any
 import optuna
 import pandas as pd
 
+from ..pareto import pareto_front as front_of
 from .config import SearchConfig, SearchError
 from .storage import open_recorded
 from .study import retry_of, status_of
@@ -56,13 +57,7 @@ def evaluated(df: pd.DataFrame) -> pd.DataFrame:
 
 def pareto_front(df: pd.DataFrame) -> pd.DataFrame:
     """Evaluated trials no other is both as accurate and as fast as (and strictly better in one)."""
-    done = evaluated(df).sort_values(["latency_ms", "val_accuracy"], ascending=[True, False])
-    keep, best = [], -1.0
-    for index, row in done.iterrows():
-        if row["val_accuracy"] > best:
-            keep.append(index)
-            best = row["val_accuracy"]
-    return done.loc[keep]
+    return front_of(evaluated(df), "val_accuracy", "latency_ms")
 
 
 def hypervolume(df: pd.DataFrame, budget_ms: float) -> float:
