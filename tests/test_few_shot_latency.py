@@ -99,6 +99,9 @@ def test_calibrate_and_evaluate_on_a_table_from_the_command_line(tmp_path, capsy
                        str(tmp_path / "x.csv"))
     assert bad.returncode != 0 and len(bad.stderr.strip().splitlines()) == 1 and "iphone99" in bad.stderr
     assert not (tmp_path / "x.csv").exists()
+    bad = run_nas_here(capsys, "latency", "calibrate", "--table", "nb201", "--device-name", "fpga", "--out",
+                       str(tmp_path / "missing" / "x.csv"))
+    assert bad.returncode != 0 and len(bad.stderr.strip().splitlines()) == 1 and "cannot write" in bad.stderr
     folder = tmp_path / "eval"
     result = run_nas_here(capsys, "latency", "evaluate", "--table", "nb201", "--devices", "fpga,eyeriss", "--shots",
                           "10,20", "--draws", "2", "--out", str(folder))

@@ -54,7 +54,10 @@ def _table_calibrate(args: argparse.Namespace) -> None:
     frame = calibration.predicted.rename("predicted_ms").to_frame()
     frame["measured_ms"] = latency_table(args.table)[args.device_name]
     frame["calibrated_on"] = frame.index.isin(calibration.archs)
-    frame.to_csv(args.out, float_format="%.5g")
+    try:
+        frame.to_csv(args.out, float_format="%.5g")
+    except OSError as exc:
+        raise UsageError(f"--out {args.out}: cannot write it ({exc.strerror or exc}); choose a writable file") from None
     print(f"wrote {args.out}: {len(frame)} architectures of {args.table} on {args.device_name}, predicted from "
           f"{args.shots} measured (seed {args.seed}; form {calibration.form})")
     print(f"on the {len(frame) - args.shots} not measured: Spearman {scores['spearman']:.3f}, Kendall "
@@ -84,7 +87,11 @@ def _table_evaluate(args: argparse.Namespace) -> None:
     except BenchmarkError as exc:
         raise UsageError(str(exc)) from None
     if args.out:
-        path = write_evaluation(args.table, frame, Path(args.out), forms)
+        try:
+            path = write_evaluation(args.table, frame, Path(args.out), forms)
+        except OSError as exc:
+            raise UsageError(f"--out {args.out}: cannot write there ({exc.strerror or exc}); choose a writable "
+                             "folder") from None
         print(f"wrote {path} and the CSVs and plot beside it", file=sys.stderr)
     print(markdown(args.table, summarise(frame)))
 
