@@ -23,13 +23,12 @@ from scipy.stats import spearmanr
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from nas.benchmarks import benchmark_space, latency_table  # noqa: E402
+from nas.benchmarks.few_shot import HELP_FLOPS_SPEARMAN, SPLITS  # noqa: E402
 from nas.benchmarks.latency import SHOTS_FORM, PartProfiles  # noqa: E402
 from nas.latency.fitting import TERM_SETS, ModelForm, Rows, fit  # noqa: E402
 
-VALIDATION_DEVICES = ("titanx_1", "titanx_32", "titanx_256", "gold_6240")  # HELP's validation split
-# HELP (NeurIPS 2021) Table 3: Spearman of FLOPs alone against measured latency on its NAS-Bench-201 test devices
-HELP_FLOPS = {"titan_rtx_256": 0.950, "gold_6226": 0.826, "pixel2": 0.765, "raspi4": 0.846, "eyeriss": 0.437,
-              "fpga": 0.900}
+VALIDATION_DEVICES = SPLITS["nb201"].validation  # HELP's validation split
+HELP_FLOPS = HELP_FLOPS_SPEARMAN["nb201"]  # HELP (NeurIPS 2021) Table 3: FLOPs alone on its test devices
 DRAWS = 10
 
 
@@ -82,7 +81,7 @@ FEW_SHOT_PROCEDURES = (("devices",), ("devices+work",), ("devices", "devices+wor
 def few_shot_forms(shots: tuple[int, ...] = (10, 100), draws: int = 10) -> None:
     """Each procedure of ``nas.benchmarks.few_shot`` on HELP's validation devices of both spaces (never a test
     device): mean Spearman and MAPE at each k; the one of least MAPE averaged over k and spaces is shipped."""
-    from nas.benchmarks.few_shot import DEFAULT_FORMS, SPLITS, evaluate_few_shot
+    from nas.benchmarks.few_shot import DEFAULT_FORMS, evaluate_few_shot
 
     print(f"{'procedure (best by leave-one-out)':36s}" + "".join(f"  {space} k={k}: Spearman MAPE"
                                                              for space in SPLITS for k in shots))
@@ -105,7 +104,7 @@ def few_shot_ceiling() -> None:
     """What no calibration from k rows can beat: the few-shot encoding fitted (ridge, linear or log link by
     leave-one-out, as the known devices' models are) to every row of each test device, scored on those rows; and
     the latency of the NAS-Bench-201 cells with no path from input to output against the others."""
-    from nas.benchmarks.few_shot import SPLITS, encode, live_edges, ridge_loo
+    from nas.benchmarks.few_shot import encode, live_edges, ridge_loo
 
     for space, split in SPLITS.items():
         table = latency_table(space)

@@ -25,7 +25,7 @@ def jacob_batch(out: Path, n: int, data: str) -> None:
     and both batches' Spearman against the truth on those architectures."""
     import numpy as np
 
-    from nas.benchmarks import nb201_accuracies
+    from nas.benchmarks import benchmark_space, nb201_accuracies
     from nas.data import load_data
     from nas.fidelity.zero_cost import jacob_cov
     from nas.proving.run import append_record, init_worker, log_command, read_records
@@ -41,8 +41,6 @@ def jacob_batch(out: Path, n: int, data: str) -> None:
         init_worker()
         task = ProxyTask(load_data(data), PROXY, "cpu")
         images = task.view("train", DATASET.side)[0][:64]
-        from nas.benchmarks import benchmark_space
-
         space = benchmark_space("nb201", DATASET)
         for i, key in enumerate(todo, start=1):
             append_record(path, {"arch": key, "jacob_cov_64": jacob_cov(space.parse(key), images, 0, space)})

@@ -52,7 +52,7 @@ def test_ridge_leave_one_out_error_equals_refitting_without_each_row(log):
         # the closed form standardises with all 30 rows; refitting re-standardises, so compare loosely
         predicted = x[i] @ fitted[:-1] + fitted[-1]
         errors.append(abs((np.exp(predicted) if log else predicted) / y[i] - 1))
-    assert error == pytest.approx(np.mean(errors), rel=0.1)
+    assert error == pytest.approx(np.mean(errors), rel=0.05)  # in-sample error is 17-19 % lower: it would fail
     predicted = x @ coef[:-1] + coef[-1]
     assert np.mean(np.abs((np.exp(predicted) if log else predicted) / y - 1)) < error  # in-sample beats held out
 

@@ -189,10 +189,6 @@ class FewShot:
     archs: list[str] = field(default_factory=list)  # the measured architectures it was fitted on
     predicted: pd.Series | None = None  # ms, every architecture of the table
 
-    @property
-    def space(self) -> str:
-        return f"few-shot:{self.device}:{self.shots}-shot:seed{self.seed}:{self.form}"
-
     def predict(self, arch: Any) -> float:
         return float(self.predicted.at[arch.digest()])
 

@@ -87,7 +87,7 @@ def write_report(out: str | Path, resamples: int = 1000) -> Path:
              "| score | n | Spearman [95 % CI] | Kendall [95 % CI] | published Spearman (whole space) |",
              "|---|---|---|---|---|"]
     for row in table[table.subset == "all"].itertuples():
-        published = f"{row.published:.3f}" if row.published == row.published and row.published is not None else ""
+        published = f"{row.published:.3f}" if pd.notna(row.published) else ""
         lines.append(f"| {row.score} | {row.n} | {format_interval(row.spearman, row.spearman_ci)} | "
                      f"{format_interval(row.kendall, row.kendall_ci)} | {published} |")
     lines += ["", "Whole space (all 15,625, the table's columns):", "",

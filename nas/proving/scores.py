@@ -218,9 +218,10 @@ def score_frame(out: str | Path) -> pd.DataFrame:
     frame["MACs"] = [space.counts(space.parse(k))["macs"] for k in keys]
     frame["12-epoch"] = table.loc[keys, DATASET.proxy].to_numpy()
     proxy = read_records(out / FILES["proxy"], "arch", "proxy record", "move it aside to train again")
-    frame["proxy"] = [proxy.get(k, {}).get("val_accuracy", np.nan) if k in proxy else np.nan for k in keys]
-    frame["proxy loss sum"] = [-proxy[k].get("loss_sum", np.inf) if k in proxy else np.nan for k in keys]
-    frame["proxy seconds"] = [proxy[k]["seconds"] if k in proxy else np.nan for k in keys]
+    trained = [proxy.get(k, {}) for k in keys]  # a diverged training has no accuracy or loss: it ranks lowest
+    frame["proxy"] = [r.get("val_accuracy", np.nan) for r in trained]
+    frame["proxy loss sum"] = [-r.get("loss_sum", np.inf) if r else np.nan for r in trained]
+    frame["proxy seconds"] = [r.get("seconds", np.nan) for r in trained]
     frame["zero-cost seconds"] = [sum(zero[k]["seconds"].values()) for k in keys]
     frame["latency_ms"] = latency_table("nb201").loc[keys, LATENCY_DEVICE].to_numpy()
     for name, parts in COMBINATIONS.items():
