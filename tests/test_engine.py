@@ -191,7 +191,7 @@ def test_throughput_counts_the_images_and_seconds_of_the_same_span(tiny_data):
 
 def test_a_loss_that_stops_being_finite_ends_the_training(tiny_data):
     training = _training(tiny_data)
-    training.step = lambda inputs, targets: torch.tensor(math.nan)
+    training.step = lambda inputs, targets, state: torch.tensor(math.nan)
     with pytest.raises(Diverged, match="loss became nan in epoch 1"):
         fit(training, 1)
 

@@ -51,10 +51,10 @@ class LoopState:
                    data.get("loss_sum"), data.get("rng"))
 
 
-def updater(training: Training) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+def updater(training: Training) -> Callable[[torch.Tensor, torch.Tensor, LoopState], torch.Tensor]:
     """The training's update, eager. (A replayed CUDA graph was tried and removed until a GPU run measures that it
     pays and is exact: its warm-up reset optimizer state and advanced the random streams.)"""
-    return lambda inputs, targets: eager_update(training, inputs, targets)
+    return lambda inputs, targets, state: eager_update(training, inputs, targets, state)
 
 
 def fit(training: Training, epochs: int, state: LoopState | None = None,
@@ -88,7 +88,7 @@ def fit(training: Training, epochs: int, state: LoopState | None = None,
         for inputs, targets in source.epoch(epoch, state.step):
             if training.mixup is not None:
                 inputs, targets = training.mixup(inputs, targets)
-            losses = update(inputs, targets)
+            losses = update(inputs, targets, state)  # (the step sees the loop's state, ``step`` not yet counted)
             state.updates += 1
             if training.after_update is not None:
                 training.after_update(state.updates)

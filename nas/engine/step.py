@@ -3,7 +3,7 @@ the step's forward and backward, clipping, the optimizer step), eagerly."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import swiftformer._torchvision_fix  # noqa: F401  (before timm)
 
@@ -14,9 +14,12 @@ from torch import nn
 from .batches import EpochSource
 from .policy import Policy
 
+if TYPE_CHECKING:
+    from .loop import LoopState
 
-#: one step: forward and backward (through ``backward``) on a batch; returns the step's losses, detached
-StepFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+#: one step: forward and backward (through ``backward``) on a batch, given where the loop stands (the supernet's
+#: subnets follow from the epoch and step); returns the step's losses, detached
+StepFn = Callable[[torch.Tensor, torch.Tensor, "LoopState"], torch.Tensor]
 
 
 @dataclass
@@ -49,7 +52,7 @@ def classification_step(model: nn.Module, criterion: nn.Module, policy: Policy,
                         scaler: torch.amp.GradScaler | None) -> StepFn:
     """The plain step: ``criterion(model(x), y)`` under the policy's autocast, then backward."""
 
-    def step(inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    def step(inputs: torch.Tensor, targets: torch.Tensor, state: "LoopState") -> torch.Tensor:
         with policy.autocast():
             loss = criterion(model(inputs), targets)
         backward(loss, scaler)
@@ -73,11 +76,11 @@ def apply_update(training: Training) -> None:
     optimizer.step()
 
 
-def eager_update(training: Training, inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+def eager_update(training: Training, inputs: torch.Tensor, targets: torch.Tensor, state: "LoopState") -> torch.Tensor:
     """One update: gradients released (set to None, so a parameter this step does not reach, such as an unused
     supernet slice, is left alone by the optimizer; and so a step after a replayed CUDA graph does not add to the
     graph's gradients), the step's forward and backward, the optimizer step."""
     training.optimizer.zero_grad(set_to_none=True)
-    losses = training.step(inputs, targets)
+    losses = training.step(inputs, targets, state)
     apply_update(training)
     return losses

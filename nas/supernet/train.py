@@ -46,17 +46,16 @@ from search_spaces import SearchSpace
 from swiftformer import SwiftFormerArch
 
 from ..data.loaders import ImageSplits, image_splits
-from ..engine import (LoopState, Policy, Training, backward, fit, load_checkpoint, restore_checkpoint,
-                      save_checkpoint, seed_init)
+from ..engine import LoopState, Policy, Training, backward, fit, seed_init
+from ..engine.run_folder import RunFolder
 from ..training.components import (build_mixup, build_optimization, chunk_rules, data_pipeline, label_criterion,
                                    recipe_policy)
 from ..training.devices import resolve_train_device
 from ..training.processes import Processes
 from ..training.recipe import Recipe
-from ..training.outputs import write_log
 from ..units import format_duration
 from ..identity import training_side
-from .checkpoint import STATE, SupernetRecord, load_supernet, save_supernet
+from .checkpoint import SupernetRecord, load_supernet, save_supernet
 from .model import SuperNet
 from .scoring import ScoringConfig, SupernetScorer
 from .spaces import SupernetError
@@ -194,8 +193,8 @@ def train_supernet(spec: SupernetSpec, stop_after_epoch: int | None = None, log:
     procs.barrier()
     identity = {"space": space.to_dict(), "recipe": recipe.to_dict(), "sandwich": sandwich.to_dict(),
                 "data": spec.data, "world": procs.world}
-    state_path = out / STATE
-    payload = load_checkpoint(state_path, identity, SupernetError, "supernet training")
+    folder = RunFolder(out, identity, "supernet training", SupernetError)
+    payload = folder.load()
 
     seed_init(recipe.seed)  # the initial weights follow from the seed (the same on every process)
     supernet = SuperNet(space)
@@ -216,9 +215,8 @@ def train_supernet(spec: SupernetSpec, stop_after_epoch: int | None = None, log:
     criterion = label_criterion(recipe)
     scorer = SupernetScorer(supernet, _record(identity, spec, recipe, sandwich, splits, 0, 0.0, []), splits.train,
                             splits.val, recipe, splits.channels, spec.scoring, device)
-    state = LoopState()
 
-    def step(inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    def step(inputs: torch.Tensor, targets: torch.Tensor, state: LoopState) -> torch.Tensor:
         # the step's subnets follow from (seed, epoch, step) alone: the same on every process and after a resume
         archs = sandwich_archs(space, supernet, sandwich.random_subnets, recipe.seed, state.epoch, state.step + 1)
         losses = sandwich_step(model, archs, [training_side(a.resolution, sandwich.downscale) for a in archs],
@@ -229,12 +227,10 @@ def train_supernet(spec: SupernetSpec, stop_after_epoch: int | None = None, log:
                         clip_grad=recipe.clip_grad, clip_mode=recipe.clip_mode, mixup=build_mixup(recipe,
                                                                                                   splits.num_classes),
                         seed=recipe.seed, rank=procs.rank)
+    state = None
     if payload is not None:
-        restored = restore_checkpoint(payload, training)
-        state.__dict__.update(restored.__dict__)  # the step closure reads this object
-        where = f"after epoch {state.epoch}/{recipe.epochs}" + (f", step {state.step}/{updates_per_epoch} of the "
-                                                               "next" if state.step else "")
-        say(f"resuming {out} {where}")
+        state, where = folder.resume(payload, training, recipe.epochs)
+        say(where)
     say(f"supernet over space {space.name} ({space.size():,} architectures, "
         f"{sum(p.numel() for p in supernet.parameters()) / 1e6:.2f} M parameters); largest "
         f"{supernet.largest_arch().summary()}")
@@ -255,30 +251,20 @@ def train_supernet(spec: SupernetSpec, stop_after_epoch: int | None = None, log:
             supernet.train()
         return row
 
-    def checkpoint(current: LoopState) -> None:
-        if procs.main:
-            save_checkpoint(state_path, identity, training, current)
-            if current.log:
-                write_log(out, [dict(r, images_per_s=r["images_per_s"] * procs.world) for r in current.log])
-        procs.barrier()
-        if current.step == 0 and current.log:
-            row = current.log[-1]
-            left = (recipe.epochs - current.epoch) * row["seconds"] / current.epoch
-            scores = (f", val top-1 largest {row['val_top1']:.2f} % / smallest {row['val_top1_smallest']:.2f} % "
-                      "(calibrated BN)" if "val_top1" in row else "")
-            say(f"epoch {current.epoch}/{recipe.epochs}: train loss largest {row['train_loss']:.4f}, smallest "
-                f"{row['train_loss_smallest']:.4f}{scores}, lr {row['lr']:.2e}, "
-                f"{row['images_per_s'] * procs.world:.0f} img/s | ETA {format_duration(left)}")
+    def describe(row: dict[str, Any]) -> str:
+        scores = (f", val top-1 largest {row['val_top1']:.2f} % / smallest {row['val_top1_smallest']:.2f} % "
+                  "(calibrated BN)" if "val_top1" in row else "")
+        return (f"train loss largest {row['train_loss']:.4f}, smallest {row['train_loss_smallest']:.4f}{scores}, "
+                f"lr {row['lr']:.2e}")
 
     last_epoch = recipe.epochs if stop_after_epoch is None else min(recipe.epochs, stop_after_epoch)
     stop, every_s = chunk_rules(deadline, procs, device)
-    fit(training, last_epoch, state, end_epoch, checkpoint, every_s, stop,
-        f"epoch {{epoch}}/{recipe.epochs}" if procs.main else None)
-    rows = [dict(r, images_per_s=r["images_per_s"] * procs.world) for r in state.log]
+    state = fit(training, last_epoch, state, end_epoch, folder.saver(training, procs, recipe.epochs, say, describe),
+                every_s, stop, f"epoch {{epoch}}/{recipe.epochs}" if procs.main else None)
+    rows = folder.rows(state, procs.world)
     result = SupernetResult(out, supernet, recipe, state.epoch, rows, state.seconds)
-    if state.epoch < recipe.epochs:
-        where = f"epoch {state.epoch}/{recipe.epochs}" + (f" and step {state.step} of the next" if state.step else "")
-        say(f"stopped after {where}; run the same command again to continue")
+    if (stopped := folder.stopped(state, recipe.epochs)) is not None:
+        say(stopped)
         return result
     result.finished = True
     if procs.main:

@@ -14,7 +14,6 @@ import platform
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
-import pandas as pd
 import torch
 from torch import nn
 
@@ -25,28 +24,6 @@ from .runs import RetrainResult, RetrainSpec
 
 if TYPE_CHECKING:
     from ..data.loaders import ImageSplits
-
-
-def plot_curve(frame: pd.DataFrame, path: Path) -> None:
-    """Training loss and val top-1 (model and EMA) per epoch."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.6))
-    left.plot(frame["epoch"], frame["train_loss"], marker=".")
-    left.set(xlabel="epoch", ylabel="training loss", title="training loss")
-    for column, label in (("val_top1", "model"), ("ema_val_top1", "EMA")):
-        if column in frame:
-            points = frame.dropna(subset=[column])
-            right.plot(points["epoch"], points[column], marker=".", label=label)
-    right.set(xlabel="epoch", ylabel="val top-1 (%)", title="validation accuracy (val split)")
-    if right.lines:
-        right.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
 
 
 def predicted_latencies(arch) -> dict[str, float]:
@@ -169,12 +146,3 @@ Exports (fused for inference): {', '.join(summary['exports']) or 'none'}; again 
 
 def _stats(channels: int):
     return normalisation(channels)
-
-
-def write_log(out: Path, rows: list[dict[str, Any]]) -> None:
-    """``log.csv`` (one row per epoch; rewritten whole, so a resumed run never duplicates rows) and the curve."""
-    import pandas as pd
-
-    frame = pd.DataFrame(rows)
-    frame.to_csv(out / "log.csv", index=False, float_format="%.6g")
-    plot_curve(frame, out / "curve.png")

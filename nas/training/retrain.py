@@ -29,14 +29,13 @@ from torch import nn
 from swiftformer import SwiftFormerArch
 
 from ..data.loaders import ImageSplits, image_splits
-from ..engine import (STATE_FILE, LoopState, Training, backward, evaluate, fit, load_checkpoint,
-                      restore_checkpoint, save_checkpoint, seed_init)
-from ..units import format_duration
+from ..engine import LoopState, Training, backward, evaluate, fit, seed_init
+from ..engine.run_folder import RunFolder
 from .components import (RetrainError, build_mixup, build_optimization, build_student, build_task, chunk_rules,
                          data_pipeline, load_init, load_teacher, normalisation, recipe_policy, resolve_reference)
 from .devices import resolve_train_device
 from .processes import Processes
-from .outputs import write_log, write_outputs
+from .outputs import write_outputs
 from .recipe import Recipe, official_recipe
 from .runs import RetrainResult, RetrainSpec
 
@@ -58,7 +57,7 @@ def resolve_recipe(spec: RetrainSpec, arch: SwiftFormerArch) -> tuple[Recipe, st
 def ema_left_behind(recipe: Recipe, steps: int) -> str | None:
     """A warning when the run is too short for its EMA: without warm-up, ``decay ** steps`` of the initial
     weights (and of BatchNorm's initial statistics) remain in the average, and above a few per cent its outputs
-    collapse (a 5-epoch CPU run at decay 0.999 scored 10 % on CIFAR-10's val split, chance)."""
+    collapse to chance (a short CPU run in experiments/RESULTS.md shows it)."""
     if recipe.model_ema_warmup:
         return None
     kept = recipe.model_ema_decay ** steps
@@ -97,8 +96,8 @@ def retrain(spec: RetrainSpec, stop_after_epoch: int | None = None, log: Callabl
     procs.barrier()
     identity = {"arch": arch.to_dict(), "recipe": recipe.to_dict(), "data": spec.data, "world": procs.world,
                 "teacher": spec.teacher, "init": spec.init}
-    state_path = out / STATE_FILE
-    payload = load_checkpoint(state_path, identity, RetrainError, "retraining")
+    folder = RunFolder(out, identity, "retraining", RetrainError)
+    payload = folder.load()
     say(f"retraining {source_name}: {arch.summary()}" + (f" (rebuilt for the data: {', '.join(changed)})"
                                                         if changed else ""))
     mean, std = normalisation(splits.channels)
@@ -127,7 +126,7 @@ def retrain(spec: RetrainSpec, stop_after_epoch: int | None = None, log: Callabl
     mixup = build_mixup(recipe, splits.num_classes)
     ema = task.get_trainable_module(ema=True).module if recipe.model_ema else None
 
-    def step(inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    def step(inputs: torch.Tensor, targets: torch.Tensor, state: LoopState) -> torch.Tensor:
         with policy.autocast():
             loss = task(inputs, targets)["loss"]
         backward(loss, scaler)
@@ -141,10 +140,8 @@ def retrain(spec: RetrainSpec, stop_after_epoch: int | None = None, log: Callabl
     if payload is not None:
         if ema is not None:
             ema.load_state_dict(payload["ema"])
-        state = restore_checkpoint(payload, training)
-        where = f"after epoch {state.epoch}/{recipe.epochs}" + (f", step {state.step}/{updates_per_epoch} of the "
-                                                               "next" if state.step else "")
-        say(f"resuming {out} {where}")
+        state, where = folder.resume(payload, training, recipe.epochs)
+        say(where)
 
     if procs.main:
         (out / "arch.json").write_text(arch.to_json() + "\n")
@@ -165,30 +162,21 @@ def retrain(spec: RetrainSpec, stop_after_epoch: int | None = None, log: Callabl
                 row.update(_prefixed("ema_val", evaluate(ema, data.val(), policy, procs.world > 1).percent()))
         return row
 
-    def checkpoint(state: LoopState) -> None:
-        if procs.main:
-            save_checkpoint(state_path, identity, training, state,
-                            {"ema": ema.state_dict() if ema is not None else None})
-            if state.log:
-                write_log(out, [dict(row, images_per_s=row["images_per_s"] * procs.world) for row in state.log])
-        procs.barrier()
-        if state.step == 0 and state.log:
-            row = state.log[-1]
-            left = (recipe.epochs - state.epoch) * row["seconds"] / state.epoch
-            scores = (f", val top-1 {row['val_top1']:.2f} %" if "val_top1" in row else "") + \
-                     (f" (EMA {row['ema_val_top1']:.2f} %)" if "ema_val_top1" in row else "")
-            say(f"epoch {state.epoch}/{recipe.epochs}: train loss {row['train_loss']:.4f}{scores}, lr "
-                f"{row['lr']:.2e}, {row['images_per_s'] * procs.world:.0f} img/s | ETA {format_duration(left)}")
+    def describe(row: dict[str, Any]) -> str:
+        scores = (f", val top-1 {row['val_top1']:.2f} %" if "val_top1" in row else "") + \
+                 (f" (EMA {row['ema_val_top1']:.2f} %)" if "ema_val_top1" in row else "")
+        return f"train loss {row['train_loss']:.4f}{scores}, lr {row['lr']:.2e}"
+
+    checkpoint = folder.saver(training, procs, recipe.epochs, say, describe,
+                              lambda: {"ema": ema.state_dict() if ema is not None else None})
 
     last_epoch = recipe.epochs if stop_after_epoch is None else min(recipe.epochs, stop_after_epoch)
     stop, every_s = chunk_rules(deadline, procs, device)
     state = fit(training, last_epoch, state, end_epoch, checkpoint, every_s, stop,
                 f"epoch {{epoch}}/{recipe.epochs}" if procs.main else None)
-    rows = [dict(row, images_per_s=row["images_per_s"] * procs.world) for row in state.log]
-    result = RetrainResult(out, arch, recipe, state.epoch, rows, seconds=state.seconds)
-    if state.epoch < recipe.epochs:
-        where = f"epoch {state.epoch}/{recipe.epochs}" + (f" and step {state.step} of the next" if state.step else "")
-        say(f"stopped after {where}; run the same command again to continue")
+    result = RetrainResult(out, arch, recipe, state.epoch, folder.rows(state, procs.world), seconds=state.seconds)
+    if (stopped := folder.stopped(state, recipe.epochs)) is not None:
+        say(stopped)
         return result
     final = {}
     for split, batches in (("val", data.val), ("test", data.test)):
