@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Sequence
 
 import numpy as np
 from torch.utils.data import Dataset
@@ -106,17 +106,3 @@ def image_splits(spec: str, val_fraction: float = 0.1, val_seed: int = 0) -> Ima
                        ArrayImages(data.train_x[split.train], data.train_y[split.train]),
                        ArrayImages(data.train_x[split.val], data.train_y[split.val]),
                        ArrayImages(data.test_x, data.test_y), split, False)
-
-
-class Transformed(Dataset):
-    """A split seen through a transform (each split gets its own: augmentation for train, resize-crop else)."""
-
-    def __init__(self, base: Dataset, transform: Callable):
-        self.base, self.transform = base, transform
-
-    def __len__(self) -> int:
-        return len(self.base)
-
-    def __getitem__(self, index: int):
-        image, label = self.base[index]
-        return self.transform(image), label

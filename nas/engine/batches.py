@@ -180,11 +180,13 @@ class _PlannedSampler(Sampler):
         return len(self.items)
 
 
-class _SeededItems(Dataset):
-    """A dataset whose item (seed, index) is transformed with Python, NumPy and torch (CPU) seeded from ``seed``:
-    the same draws in whichever worker loads it. timm's and torchvision's transforms draw from those global
-    generators, so each item seeds them and then puts back the states it found: with ``loader_workers=0`` the
-    items load in the training process, whose streams (mixup, drop-path, CUDA's) must not be the last image's."""
+class TransformedItems(Dataset):
+    """A split seen through a transform, the one way both kinds of item are read: ``index`` (an evaluation's
+    deterministic resize and crop) or ``(seed, index)`` (a training's augmentation), transformed with Python, NumPy
+    and torch (CPU) seeded from ``seed``: the same draws in whichever worker loads it. timm's and torchvision's
+    transforms draw from those global generators, so each seeded item seeds them and then puts back the states it
+    found: with ``loader_workers=0`` the items load in the training process, whose streams (mixup, drop-path,
+    CUDA's) must not be the last image's."""
 
     def __init__(self, base: Dataset, transform: Callable):
         self.base, self.transform = base, transform
@@ -192,7 +194,10 @@ class _SeededItems(Dataset):
     def __len__(self) -> int:
         return len(self.base)
 
-    def __getitem__(self, item: tuple[int, int]):
+    def __getitem__(self, item: int | tuple[int, int]):
+        if not isinstance(item, tuple):
+            image, label = self.base[item]
+            return self.transform(image), label
         seed, index = item
         python_state, numpy_state = random.getstate(), np.random.get_state()
         with torch.random.fork_rng(devices=[]):  # the CPU generator only: CUDA's streams are never touched
@@ -226,7 +231,7 @@ class StreamingBatches:
         self.steps_per_epoch = self.plans.steps(batch_size, drop_last)
         self.sampler = _PlannedSampler(rank, world)
         # the loader's own generator: its base seed is drawn from it, not from the training process's stream
-        self.loader = DataLoader(_SeededItems(dataset, transform), batch_size=batch_size, sampler=self.sampler,
+        self.loader = DataLoader(TransformedItems(dataset, transform), batch_size=batch_size, sampler=self.sampler,
                                  num_workers=workers, persistent_workers=workers > 0,
                                  pin_memory=device.type == "cuda", drop_last=False,
                                  generator=torch.Generator().manual_seed(seed))

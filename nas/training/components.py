@@ -25,11 +25,11 @@ from torch.utils.data import DataLoader, Subset
 import swiftformer
 from swiftformer import SwiftFormerArch
 
-from ..data.loaders import ArrayImages, ImageSplits, Transformed
+from ..data.loaders import ArrayImages, ImageSplits
 from ..engine import (CHECKPOINT_EVERY_S, Augmentation, EpochSource, Policy, PolicyError, ResidentBatches,
                       ResidentImages, StreamingBatches, eval_batches, resident)
 from ..engine.augment import RESIZED_CROPS
-from ..engine.batches import stream_eval_batches
+from ..engine.batches import TransformedItems, stream_eval_batches
 from ..models import ModelRefError, parse_model_ref
 from .processes import Processes
 from .recipe import Recipe, RecipeError, RetrainError
@@ -248,7 +248,7 @@ def data_pipeline(splits: ImageSplits, recipe: Recipe, resolution: int, procs: P
     eval_tf = eval_transform(recipe, resolution, splits.channels)
 
     def streamed(dataset) -> Callable[[], Iterable[tuple[torch.Tensor, torch.Tensor]]]:
-        part = Subset(Transformed(dataset, eval_tf), range(procs.rank, len(dataset), procs.world))
+        part = Subset(TransformedItems(dataset, eval_tf), range(procs.rank, len(dataset), procs.world))
         loader = DataLoader(part, batch_size=eval_batch, shuffle=False, num_workers=recipe.loader_workers,
                             pin_memory=device.type == "cuda")
         return lambda: stream_eval_batches(loader, mean_t, std_t, device)
