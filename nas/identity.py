@@ -94,11 +94,9 @@ class ProxyConfig:
 
 @dataclass(frozen=True)
 class ScoringConfig:
-    """How many images score a candidate: fewer score faster and noisier. ``bench_supernet.py settings``
-    measured the ranking each image count keeps (experiments/RESULTS.md): 128 / 500 agreed with 512 / 5,000 at
-    tau 0.55 against 0.59 for 256 / 1,000, and no count was distinguishable from another against the reference
-    protocol, while halving the images doubles the candidates a search sees (the issue's 300 per 10 minutes on
-    2 cores, which 256 / 1,000 missed at about 250)."""
+    """How many images score a candidate: fewer score faster and noisier. The defaults are the counts whose
+    ranking ``bench_supernet.py settings`` could not tell from larger ones' while they score twice the candidates
+    in the same time (the figures: experiments/RESULTS.md)."""
 
     bn_images: int = 128  # training images that re-estimate a subnet's BN statistics
     val_images: int | None = 500  # val images scored (a fixed class-stratified subset; None: all of val)

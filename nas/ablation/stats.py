@@ -5,8 +5,8 @@ the base are compared seed by seed: the paired difference removes the share of t
 
 - Intervals: each variant's mean gets a 95 % percentile bootstrap interval (descriptive); the paired difference,
   which every conclusion rests on, gets a 95 % Student-t interval. At 3-5 seeds the percentile bootstrap cannot
-  leave the observed range and covers far less than it claims: simulated with normal data (400 draws each), 74 %
-  at 3 seeds, 84 % at 5, 89 % at 10, against the t interval's 95 %; a flag read off it would call noise an effect.
+  leave the observed range and covers far less than it claims (``experiments/bench_interval_coverage.py``
+  simulates both; its figures are in RESULTS.md): a flag read off it would call noise an effect.
 - Test: an exact two-sided sign-flip permutation test of the paired differences (all 2^n sign patterns up to
   n = 16, 20,000 random ones beyond). Its smallest attainable p is 2 / 2^n: 0.25 with 3 seeds, 0.0625 with 5;
   no paired test of 3 or 5 seeds can reach 0.05, which is why the report also gives intervals and seeds needed.

@@ -23,7 +23,7 @@ MIN_FAMILIES = 3  # below this, a device's form is chosen by leave-one-row-out i
 BAND_QUANTILES = (0.1, 0.9)  # the error band: these quantiles of measured / predicted - 1 on unseen families
 # Where a device's predictor may come from: a form chosen among FORMS (inside every fold, by the one-standard-error
 # rule), or the form of the predictors shipped before, fixed. With 5 families a phone the choice among 10 forms can
-# cost more than it gains (iPhone 12: 14 % against 9.5 % on unseen families), so each device gets the procedure
+# cost more than it gains (the iPhone 12 in experiments/RESULTS.md), so each device gets the procedure
 # of lower nested leave-one-family-out MAPE on its own rows. Choosing between two procedures on those same figures
 # flatters the winner's by a little; the benchmark says so.
 CHOICE = "chosen among forms"  # the procedure ``evaluate_calibration`` cross-validates by default

@@ -185,7 +185,7 @@ def profiled_ref(model: str) -> str:
     """The reference whose graph *prices* ``model``: timm's port of a released SwiftFormer variant is priced as
     our family's model of that variant. They are one architecture with one function; the port writes its 1x1
     convolutions as linears on permuted tokens and keeps five BatchNorms our exporter folds, which priced the two
-    24 % apart on the iPhone 12 predictor. Calibration still learns the shared costs from the graph the phone ran
+    far apart (experiments/RESULTS.md). Calibration still learns the shared costs from the graph the phone ran
     (``Sample.profile``: the official export, BatchNorms and all); a measured family's own line
     (``fitting.family_effects``) is fitted on the graph it is priced by (``Sample.priced_profile``), so it maps
     the graph we deploy onto what the phone measured of that family."""
