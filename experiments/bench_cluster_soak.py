@@ -41,8 +41,8 @@ def main() -> None:
     from ray.cluster_utils import Cluster
 
     import optuna
-    from nas.search.storage import make_storage
-    from nas.search.study import counted, status_of
+    from nas.trials.storage import make_storage
+    from nas.trials.study import counted, status_of
     from swiftnas_testing.postgres_server import ThrowawayPostgres, why_unavailable
 
     reason = why_unavailable()

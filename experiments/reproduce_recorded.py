@@ -1,7 +1,10 @@
 """Recorded runs trained again on this machine: by the code that recorded them and by the training engine.
 
-    .venv/bin/python experiments/reproduce_recorded.py [--base 0d2eceb] [--threads 2]
+    .venv/bin/python experiments/reproduce_recorded.py [--base 0d2eceb] [--threads 2] [--out FILE]
     # writes experiments/engine/reproduce.md
+
+Where this checkout has the jobs' one evaluation of a trial (``nas.trials.evaluate``), its column trains through
+it, so a ``--base`` from before that change shows whether the trial path changed any figure.
 
 For a handful of recorded fidelity-benchmark runs (experiments/fidelity/results.csv) and ablation runs
 (experiments/ablation/placement-xs-cifar10-reference), each is trained three ways apart: its recorded figures,
@@ -49,22 +52,32 @@ from nas.training.protocols import train_and_evaluate
 from nas.ablation.run import load_ablation, load_ablation_data
 from swiftformer import SwiftFormerArch
 from pathlib import Path
+try:  # the jobs' one evaluation of a trial, where the code has it (issue 36); else the protocol's own call
+    from nas.trials.evaluate import TaskCache, TrainingEvaluator, evaluate
+except ImportError:
+    evaluate = None
+
+
+def train(data, protocol, seed, arch):
+    if evaluate is None:
+        r = train_and_evaluate(ProxyTask(data, protocol.with_seed(seed).config, "cpu"), arch, protocol.reads_test)
+        return [r.val_accuracy, r.test_accuracy]
+    outcome = evaluate(TrainingEvaluator(TaskCache(data, "cpu", max_tasks=1), protocol), arch, seed)
+    return [outcome.value, outcome.attrs.get("test_accuracy")]
+
+
 out = []
 archs = dict(load_architectures(Path(spec["archs"])))
 data = load_data(spec["data"], image_size=32)  # the fidelity benchmark's decode, in both codes
 for protocol, seed, name in spec["fidelity"]:
-    p = PROTOCOLS[protocol]
     start = time.perf_counter()
-    r = train_and_evaluate(ProxyTask(data, p.with_seed(seed).config, "cpu"), archs[name], p.reads_test)
-    out.append([r.val_accuracy, r.test_accuracy, time.perf_counter() - start])
+    out.append(train(data, PROTOCOLS[protocol], seed, archs[name]) + [time.perf_counter() - start])
 cfg, _ = load_ablation(spec["ablation"])
 ablation_data = load_ablation_data(cfg)  # each code's own decode
-protocol = cfg.training_protocol()
 for arch_json, seed in spec["ablation_runs"]:
     start = time.perf_counter()
-    r = train_and_evaluate(ProxyTask(ablation_data, protocol.with_seed(seed).config, "cpu"),
-                           SwiftFormerArch.from_dict(json.loads(arch_json)), protocol.reads_test)
-    out.append([r.val_accuracy, r.test_accuracy, time.perf_counter() - start])
+    out.append(train(ablation_data, cfg.training_protocol(), seed, SwiftFormerArch.from_dict(json.loads(arch_json)))
+               + [time.perf_counter() - start])
 print("RESULT " + json.dumps(out))
 """
 

@@ -15,8 +15,8 @@ from pathlib import Path
 import optuna
 import pytest
 
-from nas.search.storage import make_storage
-from nas.search.study import counted, status_of
+from nas.trials.storage import make_storage
+from nas.trials.study import counted, status_of
 from swiftnas_testing.postgres_server import why_unavailable
 
 pytestmark = pytest.mark.skipif(why_unavailable() is not None, reason=str(why_unavailable()))

@@ -12,7 +12,7 @@ from collections import Counter
 import optuna
 import pytest
 
-from nas.search.study import counted, status_of
+from nas.trials.study import counted, status_of
 from swiftnas_testing.postgres_server import why_unavailable
 from test_distributed import check_exactly_once, environment, finish, load, search, wait_for
 

@@ -190,7 +190,7 @@ def test_diverged_and_out_of_memory_trials_fail_with_their_reason(tmp_path, tiny
     failures = iter([ProxyDiverged("loss became nan at epoch 1, step 3"), torch.OutOfMemoryError("CUDA out of memory"),
                      RuntimeError("[enforce fail at alloc_cpu.cpp:117] DefaultCPUAllocator: can't allocate memory")])
 
-    def failing(arch, report=None):
+    def failing(arch, report=None, **_):
         raise next(failures)
 
     monkeypatch.setattr(ctx.task, "train", failing)
@@ -272,7 +272,7 @@ def test_a_crashing_trial_is_recorded_and_not_retried(tmp_path, tiny_imagefolder
     ctx = build_context(cfg, quiet=True)
     study = open_study(cfg)
 
-    def crash(arch, report=None):
+    def crash(arch, report=None, **_):
         raise ValueError("shape mismatch somewhere")
 
     monkeypatch.setattr(ctx.task, "train", crash)
@@ -310,7 +310,7 @@ def test_a_study_trains_in_one_precision(tiny_imagefolder, tmp_path):
     from optuna.storages import InMemoryStorage
 
     from nas.search.context import check_same_precision
-    from nas.search.study import other_precision
+    from nas.trials.study import other_precision
 
     study = optuna.create_study(storage=InMemoryStorage(), direction="maximize")
     assert other_precision(study, "bf16") is None and study.user_attrs["nas_precision"] == "bf16"

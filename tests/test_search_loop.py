@@ -32,7 +32,7 @@ def config(tmp_path, data, space, **kwargs):
 
 def fake_training(ctx, monkeypatch, calls=None):
     """Training replaced by a deterministic score per architecture (a search's logic, not its learning)."""
-    def train(arch, report=None, keep_model=False):
+    def train(arch, report=None, keep_model=False, **_):
         if calls is not None:
             calls.append(arch.digest())
         score = random.Random(arch.digest()).random()
@@ -181,7 +181,7 @@ def test_a_pruned_architecture_is_a_known_result(tmp_path, tiny_imagefolder, tin
     study = open_study(cfg)
     arch = next(a for a in ctx.space.samples(50) if ctx.table.predict(a) <= BUDGET)
 
-    def pruned(arch, report=None, keep_model=False):
+    def pruned(arch, report=None, keep_model=False, **_):
         report(1, 0.1)
         raise optuna.TrialPruned()
 
@@ -219,7 +219,7 @@ def test_two_trials_proposing_one_architecture_at_once_train_it_once(tmp_path, t
             higher_training.wait(3.0)  # without the wait for proposals, the higher trial trains meanwhile
         return suggest(space, trial)
 
-    def train(arch, report=None, keep_model=False):
+    def train(arch, report=None, keep_model=False, **_):
         calls.append(threading.current_thread().name)
         if threading.current_thread().name == "higher":
             higher_training.set()
@@ -332,7 +332,7 @@ def test_a_retry_queued_while_another_worker_asks_never_passes_the_count(tmp_pat
     asking, retrying = open_study(cfg), open_study(cfg)
     new_started, retry_decided = threading.Event(), threading.Event()
 
-    def train(arch, report=None, keep_model=False):
+    def train(arch, report=None, keep_model=False, **_):
         if arch.digest() != retried.digest():
             new_started.set()
             retry_decided.wait(10.0)  # the new trial still trains when the retry looks

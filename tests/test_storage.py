@@ -7,7 +7,8 @@ import time
 import pytest
 from sqlalchemy import exc as sa
 
-from nas.search import storage
+from nas.trials import storage
+from nas.trials.errors import RunError
 from nas.search.config import SearchConfig, SearchError
 
 
@@ -109,9 +110,9 @@ def test_the_callable_evaluator_is_part_of_the_study_identity():
 
 
 def test_a_bad_storage_url_or_a_missing_driver_is_one_line():
-    with pytest.raises(SearchError, match="needs the .* driver, which is not installed"):
+    with pytest.raises(RunError, match="needs the .* driver, which is not installed"):
         storage.make_storage("mysql://user@127.0.0.1/db")
-    with pytest.raises(SearchError, match="--storage nosuchdb://"):
+    with pytest.raises(RunError, match="--storage nosuchdb://"):
         storage.make_storage("nosuchdb://x/y")
 
 

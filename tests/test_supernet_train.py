@@ -197,7 +197,7 @@ def test_search_scores_calibrated_inherited_accuracy_and_resumes_without_rescori
     assert "inherited-weight accuracy on val" in report and "proxy" not in report.lower()
 
     # the same score computed another way: the sliced supernet under `calibrated`, on the scorer's images
-    scorer = build_context(cfg, quiet=True).scorer
+    scorer = build_context(cfg, quiet=True).evaluator.scorer
     supernet = scorer.supernet
     for t in scored:
         arch = SwiftFormerArch.from_dict(t.user_attrs["arch"])
@@ -219,8 +219,8 @@ def test_search_scores_calibrated_inherited_accuracy_and_resumes_without_rescori
 def test_the_uncalibrated_pass_is_skipped_unless_asked_and_changes_no_score(tmp_path, trained, space_file,
                                                                           tiny_imagefolder):
     cfg = search_config(tmp_path, tiny_imagefolder, space_file, trained)
-    plain = build_context(cfg, quiet=True).scorer
-    both = build_context(dataclasses.replace(cfg, scoring=ScoringConfig(uncalibrated=True)), quiet=True).scorer
+    plain = build_context(cfg, quiet=True).evaluator.scorer
+    both = build_context(dataclasses.replace(cfg, scoring=ScoringConfig(uncalibrated=True)), quiet=True).evaluator.scorer
     for arch in search_spaces.load_space(str(space_file)).samples(3, seed=1):
         a, b = plain.score(arch), both.score(arch)
         assert a.top1_uncalibrated is None and a.loss_uncalibrated is None and b.top1_uncalibrated is not None

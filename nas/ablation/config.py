@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import dataclasses
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -10,6 +9,8 @@ from typing import Any
 from swiftformer import SwiftFormerArch
 
 from ..models import parse_model_ref
+from ..trials.errors import RunError
+from ..trials.execution import Execution
 from ..training import ProxyConfig
 from ..training.protocols import CANDIDATES, Protocol, named_protocol
 from .grid import Grid, grid_variants
@@ -21,12 +22,12 @@ DEFAULT_BASE = "swiftformer:xs"
 DEFAULT_MAX_RUNS = 100
 
 
-class AblationError(ValueError):
+class AblationError(RunError):
     """An ablation that cannot start or go on; the message says what to change."""
 
 
 @dataclass
-class AblationConfig:
+class AblationConfig(Execution):
     ablation: str  # placement, type or grid
     base: str | None = None  # a model reference of the family (default: the grid's, else swiftformer:xs)
     grid: dict[str, Any] | None = None  # a parsed grid (Grid.to_dict()) for ablation "grid"
@@ -38,16 +39,8 @@ class AblationConfig:
     proxy: ProxyConfig = field(default_factory=ProxyConfig)
     max_runs: int = DEFAULT_MAX_RUNS  # variants x seeds above this is refused before anything trains
     reuse: list[str] = field(default_factory=list)  # other ablations' folders whose matching runs are copied
-    timeout_s: float | None = None
     out: str = ""
     study: str = ""
-    storage: str | None = None
-    backend: str = "local"
-    ray_address: str | None = None
-    workers: int = 1
-    train_device: str = "auto"
-    cpus_per_trial: int | None = None
-    gpus_per_trial: float = 0.0
 
     def __post_init__(self) -> None:
         if self.ablation not in ABLATIONS:
@@ -56,10 +49,9 @@ class AblationConfig:
             raise AblationError("a grid ablation needs its grid")
         if self.protocol not in PROTOCOLS:
             raise AblationError(f"unknown protocol {self.protocol!r}; accepted: {', '.join(PROTOCOLS)}")
-        if self.seeds < 1 or self.workers < 1 or self.max_runs < 1:
-            raise AblationError("--seeds, --workers and --max-runs must be at least 1")
-        if self.backend not in ("local", "ray"):
-            raise AblationError(f"unknown backend {self.backend!r}; accepted: local, ray")
+        self.check_execution(AblationError)
+        if self.seeds < 1 or self.max_runs < 1:
+            raise AblationError("--seeds and --max-runs must be at least 1")
         if self.kinds is not None and self.ablation != "type":
             raise AblationError("--kinds belongs to the type ablation")
         self.base = _absolute(self.base or (self.grid or {}).get("base") or DEFAULT_BASE)
@@ -69,21 +61,14 @@ class AblationConfig:
         self.study = self.study or f"ablate-{what}-{Path(self.base.split(':')[-1]).stem}-{self.protocol}"
         self.out = str(Path(self.out or Path("runs") / self.study).resolve())
 
-    @property
-    def threads(self) -> int:
-        return self.cpus_per_trial or max(1, (os.cpu_count() or 1) // self.workers)
-
     def training_protocol(self) -> Protocol:
         """The protocol every run trains under (its seed set per run)."""
         return Protocol("proxy", self.proxy) if self.protocol == "proxy" else named_protocol(self.protocol)
 
     def storage_url(self) -> str:
         """``--storage`` if given, else the journal file in ``--out`` (several workers and Ray may share it)."""
-        url = self.storage or str(Path(self.out).resolve() / "study.journal")
-        if url.startswith("sqlite") and (self.workers > 1 or self.backend == "ray"):
-            raise AblationError(f"SQLite ({url}) does not survive parallel writers; use a journal file or an "
-                                "RDB URL (postgresql://..., mysql://...)")
-        return url
+        return self.checked_storage(self.storage or str(Path(self.out).resolve() / "study.journal"), self.out,
+                                    AblationError)
 
     def base_arch(self, num_classes: int | None = None, in_chans: int | None = None) -> SwiftFormerArch:
         ref = parse_model_ref(self.base)

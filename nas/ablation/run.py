@@ -12,7 +12,7 @@ import json
 import sys
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,14 +27,12 @@ from swiftformer import SwiftFormerArch, count_macs, count_params
 from ..data import ImageData, load_data
 from ..latency.lut import PHONES, table_for_archs
 from ..latency.predictor import resolve_predictor
-from ..provenance import code_version
-from ..search.parallel import run_at_start_line, run_processes
-from ..search.step import is_out_of_memory
-from ..search.storage import open_recorded
-from ..search.study import Heartbeat, make_storage, other_precision, recover_interrupted
 from ..engine import Policy
-from ..training import ProxyDiverged, ProxyTask, resolve_train_device
-from ..training.protocols import train_and_evaluate
+from ..training import resolve_train_device
+from ..trials.evaluate import TaskCache, TrainingEvaluator, evaluate_trial
+from ..trials.parallel import run_at_start_line, run_processes, worker_context
+from ..trials.storage import open_recorded
+from ..trials.study import Heartbeat, check_precision, make_storage, open_study, recover_interrupted, take_queued
 from ..units import format_duration
 from .config import AblationConfig, AblationError
 from .report import write_outputs
@@ -43,23 +41,16 @@ from .variants import Variant
 
 @dataclass
 class AblationContext:
-    """What a worker needs: the variants as recorded in the study, the data, one prepared task at a time."""
+    """What a worker needs: the variants as recorded in the study and the protocol's training (one prepared task at
+    a time: runs go seed by seed)."""
 
     cfg: AblationConfig
     variants: dict[str, dict[str, Any]]  # name -> record (arch, digest, counts, latencies)
-    data: ImageData
-    device: torch.device
-    data_fingerprint: str = ""  # recorded with every run, beside the code's version (nas.provenance)
-    _task: tuple[int, ProxyTask] | None = field(default=None, repr=False)
+    training: TrainingEvaluator
 
-    def task(self, seed: int) -> ProxyTask:
-        """The protocol's task for ``seed`` (its training subset and order); one kept, as runs go seed by seed
-        and a task holds the prepared images."""
-        if self._task is None or self._task[0] != seed:
-            self._task = None  # free the previous seed's images first
-            self._task = (seed, ProxyTask(self.data, self.cfg.training_protocol().with_seed(seed).config,
-                                          self.device))
-        return self._task[1]
+    @property
+    def device(self) -> torch.device:
+        return self.training.tasks.device
 
 
 def load_ablation_data(cfg: AblationConfig) -> ImageData:
@@ -76,17 +67,10 @@ def variant_records(variants: list[Variant]) -> list[dict[str, Any]]:
 
 
 def open_ablation_study(cfg: AblationConfig, storage: optuna.storages.BaseStorage | None = None) -> optuna.Study:
-    study = optuna.create_study(study_name=cfg.study, storage=storage or make_storage(cfg.storage_url()),
-                                direction="maximize", load_if_exists=True)
-    identity = cfg.identity()
-    stored = study.user_attrs.get("nas_identity")
-    if stored is None:
-        study.set_user_attr("nas_identity", identity)
-    elif stored != identity:
-        changed = sorted(k for k in set(stored) | set(identity) if stored.get(k) != identity.get(k))
-        raise AblationError(f"study {cfg.study!r} in {cfg.out} was run with other settings ({', '.join(changed)}); "
-                            "resume with the same ones, or choose another --study or --out")
-    return study
+    return open_study(cfg.study, storage or make_storage(cfg.storage_url(), cfg.storage_patience_s), cfg.identity(),
+                      lambda changed: AblationError(f"study {cfg.study!r} in {cfg.out} was run with other settings "
+                                                    f"({changed}); resume with the same ones, or choose another "
+                                                    "--study or --out"))
 
 
 def load_ablation(out: str | Path) -> tuple[AblationConfig, optuna.Study]:
@@ -132,6 +116,7 @@ def reuse_runs(study: optuna.Study, cfg: AblationConfig,
             waiting = queued.pop(key, None)
             if waiting is None:
                 study.add_trial(optuna.trial.create_trial(state=t.state, values=t.values, user_attrs=attrs))
+            # (Optuna has no public call that takes one particular queued trial: the storage's, as ask() makes it)
             elif study._storage.set_trial_state_values(waiting._trial_id, TrialState.RUNNING):  # noqa: SLF001
                 claimed = optuna.Trial(study, waiting._trial_id)  # noqa: SLF001 (a queued run, taken like a worker)
                 for name, value in attrs.items():
@@ -150,8 +135,8 @@ def build_context(cfg: AblationConfig, study: optuna.Study, worker: int = 0,
     if records is None:
         raise AblationError(f"study {cfg.study!r} holds no variants yet; run the ablation command to start it")
     data = data or load_ablation_data(cfg)
-    return AblationContext(cfg, {r["name"]: r for r in records}, data, resolve_train_device(cfg.train_device, worker),
-                           data.fingerprint())
+    tasks = TaskCache(data, resolve_train_device(cfg.train_device, worker), max_tasks=1)
+    return AblationContext(cfg, {r["name"]: r for r in records}, TrainingEvaluator(tasks, cfg.training_protocol()))
 
 
 def enqueue_runs(study: optuna.Study, cfg: AblationConfig, names: list[str]) -> int:
@@ -166,58 +151,29 @@ def enqueue_runs(study: optuna.Study, cfg: AblationConfig, names: list[str]) -> 
 
 def run_one(study: optuna.Study, ctx: AblationContext, worker: str = "w0") -> optuna.trial.FrozenTrial | None:
     """Take one queued run and train it; None when the queue is empty."""
-    trial_id = study._pop_waiting_trial_id()  # noqa: SLF001 (ask() would sample a new trial on an empty queue)
-    if trial_id is None:
+    trial = take_queued(study)
+    if trial is None:
         return None
-    trial = optuna.Trial(study, trial_id)
     name, seed = trial.user_attrs["variant"], trial.user_attrs["seed"]
-    record = ctx.variants[name]
-    arch = SwiftFormerArch.from_dict(record["arch"])
-    protocol = ctx.cfg.training_protocol()
-    task = ctx.task(seed)
+    epochs = ctx.training.protocol.config.epochs
     trial.set_user_attr("worker", worker)
-    trial.set_user_attr("threads", torch.get_num_threads())
-    trial.set_user_attr("device", str(task.device))
-    trial.set_user_attr("precision", task.policy.precision)
-    trial.set_user_attr("code", code_version())
-    trial.set_user_attr("data", ctx.data_fingerprint)
-
-    def fail(status: str, reason: str) -> optuna.trial.FrozenTrial:
-        trial.set_user_attr("status", status)
-        trial.set_user_attr("fail_reason", reason)
-        return study.tell(trial, None, state=TrialState.FAIL)
 
     def epoch_done(epoch: int, accuracy: float) -> None:  # a reference-protocol run takes minutes: a line each
-        print(f"  [{worker}] #{trial.number} {name} seed {seed}: epoch {epoch}/{protocol.config.epochs}, val "
-              f"{accuracy:.4f}", file=sys.stderr, flush=True)
+        print(f"  [{worker}] #{trial.number} {name} seed {seed}: epoch {epoch}/{epochs}, val {accuracy:.4f}",
+              file=sys.stderr, flush=True)
 
     with Heartbeat(study, trial):
-        try:
-            result = train_and_evaluate(task, arch, protocol.reads_test, epoch_done)
-        except ProxyDiverged as exc:
-            return fail("diverged", str(exc))
-        except Exception as exc:  # (an interrupt is not caught: that run is retried on resume)
-            message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            if is_out_of_memory(exc):
-                return fail("out of memory", f"out of memory: {message}")
-            fail("error", f"{type(exc).__name__}: {message}")
-            raise
-    for key, value in {"seconds": result.seconds, "cpu_seconds": result.cpu_seconds,
-                       "resolution": result.resolution, "test_accuracy": result.test_accuracy}.items():
-        trial.set_user_attr(key, value)
-    trial.set_user_attr("status", "trained")
-    return study.tell(trial, result.val_accuracy)
+        _, finished = evaluate_trial(study, trial, ctx.training, SwiftFormerArch.from_dict(ctx.variants[name]["arch"]),
+                                     seed, epoch_done, worker=worker)
+    return finished
 
 
 def worker_loop(cfg: AblationConfig, worker: int, ctx: AblationContext, study: optuna.Study,
                 deadline: float | None = None, max_runs: int | None = None) -> None:
     """Train queued runs until none is left, the deadline passes, or ``max_runs`` were trained here."""
     torch.set_num_threads(cfg.threads)
-    mine = Policy.for_device(ctx.device).precision
-    recorded = other_precision(study, mine)
-    if recorded is not None:
-        raise AblationError(f"ablation {cfg.study!r} trains in {recorded}; this process would train in {mine} (on "
-                            f"{ctx.device}): train on the same kind of device, or choose another --study or --out")
+    check_precision(study, Policy.for_device(ctx.device).precision, ctx.device, lambda detail: AblationError(
+        f"ablation {cfg.study!r} {detail}: train on the same kind of device, or choose another --study or --out"))
     name, times = f"w{worker}", []
     while not (deadline and time.time() > deadline) and (max_runs is None or len(times) < max_runs):
         recover_interrupted(study, wait=False)
@@ -256,18 +212,16 @@ def spawned_worker(payload: dict[str, Any], worker: int, start: threading.Barrie
     run_at_start_line(worker, start, prepare, lambda p: worker_loop(cfg, worker, p[0], p[1], payload["deadline"]))
 
 
-_CONTEXTS: dict[str, tuple[AblationContext, optuna.Study]] = {}  # per Ray worker process: data decoded once
-
-
 def _tune_trial(config: dict[str, Any]) -> None:
     from ray import tune
 
     cfg = AblationConfig.from_dict(config["ablation"])
-    key = cfg.out + cfg.study
-    if key not in _CONTEXTS:
+
+    def build() -> tuple[AblationContext, optuna.Study]:
         study = open_ablation_study(cfg)
-        _CONTEXTS[key] = (build_context(cfg, study), study)
-    ctx, study = _CONTEXTS[key]
+        return build_context(cfg, study), study
+
+    ctx, study = worker_context(("ablation", cfg.out, cfg.study), build)
     worker = int(config.get("slot", 0)) + 1
     worker_loop(cfg, worker, ctx, study, deadline=config.get("deadline"), max_runs=1)
     tune.report({"done": sum(status_of(t) in FINAL for t in study.get_trials(deepcopy=False))})
@@ -306,9 +260,9 @@ def run_ablation(cfg: AblationConfig) -> tuple[optuna.Study, str]:
     print(f"{waiting} run(s) to train ({queued} newly queued); finished runs are kept", file=sys.stderr)
     deadline = time.time() + cfg.timeout_s if cfg.timeout_s else None
     if waiting and cfg.backend == "ray":
-        from ..search.ray_backend import run_tune
+        from ..trials.ray import run_tune
 
-        cpus = cfg.cpus_per_trial or (1 if cfg.ray_address else cfg.threads)
+        cpus = cfg.ray_cpus()
         run_cfg = AblationConfig.from_dict({**cfg.to_dict(), "cpus_per_trial": cpus})
         run_tune(_tune_trial, {"ablation": run_cfg.to_dict(), "deadline": deadline}, waiting,
                  {"cpu": cpus, "gpu": cfg.gpus_per_trial}, cfg.workers, cfg.study, out, cfg.ray_address, url)

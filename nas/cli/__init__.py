@@ -29,12 +29,13 @@ from ..search.config import SearchError
 from ..supernet import SupernetError
 from ..training import TrainDeviceError
 from ..training.recipe import RecipeError, RetrainError
+from ..trials.errors import RunError
 from . import ablate, benchmark, latency, models, retrain, search, spaces, supernet
 from .options import UsageError
 
 USER_ERRORS = (AblationError, ArchitectureError, BackendUnavailable, BenchmarkError, DatasetError, ExportError, GridError,
-               MeasurementError, ModelRefError, PolicyError, PredictorError, RecipeError, RetrainError, SearchError,
-               SpaceError, SupernetError, TableMissError, TrainDeviceError, VariantError)
+               MeasurementError, ModelRefError, PolicyError, PredictorError, RecipeError, RetrainError, RunError,
+               SearchError, SpaceError, SupernetError, TableMissError, TrainDeviceError, VariantError)
 GROUPS = (models, spaces, latency, search, supernet, retrain, ablate, benchmark)  # in the order ``nas --help`` lists them
 
 

@@ -25,12 +25,12 @@ import search_spaces
 from swiftformer import VARIANTS, SwiftFormerArch, count_macs, count_params
 
 from ..data import ImageData
-from ..latency.lut import build_table
+from ..latency.lut import PHONES, build_table
 from ..latency.predictor import resolve_predictor
-from ..search.study import Heartbeat, make_storage, other_precision, recover_interrupted
-from ..latency.lut import PHONES
-from ..training import ProxyConfig, ProxyTask
-from ..training.protocols import CANDIDATES, REFERENCE, Protocol, train_and_evaluate
+from ..training import ProxyConfig
+from ..training.protocols import CANDIDATES, REFERENCE, Protocol
+from ..trials.evaluate import TaskCache, TrainingEvaluator, evaluate_trial
+from ..trials.study import Heartbeat, check_precision, make_storage, open_study, recover_interrupted, status_of
 
 PROXIES = (
     Protocol("proxy-56px-2ep-4k", ProxyConfig(epochs=2, downscale=4.0, subset=4000)),
@@ -125,15 +125,20 @@ def study_name(protocol: str, seed: int) -> str:
     return f"{protocol}-seed{seed}"
 
 
+FINAL = ("trained", "diverged")  # a run with either status is never trained again (out of memory is retried)
+
+
 def run_benchmark(archs: list[tuple[str, SwiftFormerArch]], data: ImageData, storage_path: Path,
                   work: Iterable[tuple[str, int, str]], device: str = "cpu",
                   deadline: float | None = None, log: Callable[[str], None] = print,
-                  protocols: Mapping[str, Protocol] | None = None) -> int:
+                  protocols: Mapping[str, Protocol] | None = None, max_tasks: int = 4) -> int:
     """Train every (protocol, seed, architecture name) of ``work`` not finished yet (protocols named in
-    ``protocols``: version 1's or the pilot's); returns how many ran.
+    ``protocols``: version 1's or the pilot's); returns how many ran. A run that diverges or runs out of memory is
+    recorded as such and the work goes on (a diverged one is final; one out of memory is tried again on resume).
 
     ``work`` is an ordered list, so a partial run leaves the most useful results (every protocol of the first
-    architectures) rather than one protocol of all.
+    architectures) rather than one protocol of all. ``max_tasks``: prepared training sets kept at once (see
+    ``TaskCache``: the reference's is 1.7 GB on CIFAR-10).
     """
     protocols = PROTOCOLS if protocols is None else protocols
     storage = make_storage(str(storage_path))
@@ -141,7 +146,8 @@ def run_benchmark(archs: list[tuple[str, SwiftFormerArch]], data: ImageData, sto
     space = search_spaces.load_space("swiftformer")
     space = dataclasses.replace(space, num_classes=data.num_classes, in_chans=data.channels)
     predictors = {phone: build_table(space, resolve_predictor(phone, None)) for phone in PHONES}
-    tasks: dict[tuple[str, int], ProxyTask] = {}
+    tasks = TaskCache(data, device, max_tasks)
+    trainings = {name: TrainingEvaluator(tasks, protocol) for name, protocol in protocols.items()}
     studies: dict[str, optuna.Study] = {}
     work = list(work)
     ran = 0
@@ -152,63 +158,47 @@ def run_benchmark(archs: list[tuple[str, SwiftFormerArch]], data: ImageData, sto
         protocol = protocols[protocol_name]
         key = study_name(protocol_name, seed)
         if key not in studies:
-            studies[key] = optuna.create_study(study_name=key, storage=storage, direction="maximize",
-                                               load_if_exists=True)
-            wanted = {**protocol.config.to_dict(), "seed": seed}
-            recorded = studies[key].user_attrs.get("protocol")
-            if recorded is not None and recorded != wanted and studies[key].get_trials(deepcopy=False):
-                changed = sorted(k for k in set(recorded) | set(wanted) if recorded.get(k) != wanted.get(k))
-                raise ValueError(f"study {key} in {storage_path} was trained with another protocol "
-                                 f"({', '.join(changed)} differ); use another journal")
-            studies[key].set_user_attr("protocol", wanted)
+            studies[key] = open_study(key, storage, {**protocol.config.to_dict(), "seed": seed}, lambda changed: (
+                ValueError(f"study {key} in {storage_path} was trained with another protocol ({changed} differ); "
+                           "use another journal")), key="protocol")
             recover_interrupted(studies[key])  # a trial killed moments ago gets its grace period
+            check_precision(studies[key], trainings[protocol_name].task(seed).policy.precision, device,
+                            lambda detail: ValueError(f"study {key} in {storage_path} {detail}: train on the same "
+                                                      "kind of device, or use another journal"))
         study = studies[key]
         trials = study.get_trials(deepcopy=False)
-        if any(t.user_attrs.get("name") == name and t.state in (TrialState.COMPLETE, TrialState.RUNNING)
+        if any(t.user_attrs.get("name") == name and (t.state == TrialState.RUNNING or status_of(t) in FINAL)
                for t in trials):
             continue  # finished, or being trained by another worker (a dead one's trial is recovered and queued)
         if not any(t.user_attrs.get("name") == name and t.state == TrialState.WAITING for t in trials):
             study.enqueue_trial(space.trial_params(by_name[name]), user_attrs={"name": name})
-        if (protocol_name, seed) not in tasks:
-            tasks[(protocol_name, seed)] = ProxyTask(data, protocol.with_seed(seed).config, device)
-            recorded = other_precision(study, tasks[(protocol_name, seed)].policy.precision)
-            if recorded is not None:
-                raise ValueError(f"study {key} in {storage_path} trains in {recorded}; this process would train in "
-                                 f"{tasks[(protocol_name, seed)].policy.precision} (on {device}): train on the same "
-                                 "kind of device, or use another journal")
-        task = tasks[(protocol_name, seed)]
         trial = study.ask()
         arch = space.suggest(trial)
         name = trial.user_attrs["name"]
         for attr, value in {"arch": arch.to_dict(), "summary": arch.summary(), "digest": arch.digest(),
                             "params": count_params(arch), "macs": count_macs(arch),
-                            **{f"latency_{p}_ms": predictors[p].predict(arch) for p in PHONES},
-                            "threads": torch.get_num_threads(), "device": str(task.device),
-                            "precision": task.policy.precision}.items():
+                            **{f"latency_{p}_ms": predictors[p].predict(arch) for p in PHONES}}.items():
             trial.set_user_attr(attr, value)
+        epochs = protocol.config.epochs  # a reference training runs for many minutes: a line per epoch
         with Heartbeat(study, trial):
-            epochs = protocol.config.epochs  # a reference training runs for many minutes: a line per epoch
-            result = train_and_evaluate(
-                task, arch, protocol.reads_test, lambda epoch, acc: log(f"  {key} {name}: epoch {epoch}/{epochs}, "
-                                                                        f"val {acc:.4f}"))
-            trial.set_user_attr("seconds", result.seconds)
-            trial.set_user_attr("cpu_seconds", result.cpu_seconds)
-            trial.set_user_attr("resolution", result.resolution)
-            trial.set_user_attr("train_loss_sum", result.loss_sum)
-            if protocol.reads_test:
-                trial.set_user_attr("test_accuracy", result.test_accuracy)
-        study.tell(trial, result.val_accuracy)
+            status, finished = evaluate_trial(
+                study, trial, trainings[protocol_name], arch, seed,
+                lambda epoch, acc: log(f"  {key} {name}: epoch {epoch}/{epochs}, val {acc:.4f}"))
         ran += 1
-        test = f", test {trial.user_attrs.get('test_accuracy', float('nan')):.4f}" if protocol.reads_test else ""
-        log(f"[{position}/{len(work)}] {key} {name}: val {result.val_accuracy:.4f}{test} ({result.seconds:.0f} s, "
-            f"{result.resolution} px) {arch.summary()}")
+        if status != "trained":
+            log(f"[{position}/{len(work)}] {key} {name}: {status} ({finished.user_attrs.get('fail_reason', '')})")
+            continue
+        a = finished.user_attrs
+        test = f", test {a.get('test_accuracy', float('nan')):.4f}" if protocol.reads_test else ""
+        log(f"[{position}/{len(work)}] {key} {name}: val {finished.values[0]:.4f}{test} ({a['seconds']:.0f} s, "
+            f"{a['resolution']} px) {arch.summary()}")
     return ran
 
 
 def worker_process(payload: dict, worker: int, start=None) -> None:
     """Entry point of one of ``run_workers``'s processes: its share of the work (every ``workers``-th item)."""
     from ..data import load_data
-    from ..search.parallel import run_at_start_line
+    from ..trials.parallel import run_at_start_line
 
     torch.set_num_threads(payload["threads"])
 
@@ -231,7 +221,7 @@ def run_workers(archs: list[tuple[str, SwiftFormerArch]], data_spec: str, storag
     """``run_benchmark`` in ``workers`` processes sharing the journal, each training its share of ``work`` at
     once on the same device (on a GPU several small trainings together use it far better than one; each process
     holds its own copy of the data there)."""
-    from ..search.parallel import run_processes
+    from ..trials.parallel import run_processes
 
     payload = {"archs": [(n, a.to_dict()) for n, a in archs], "data": data_spec, "journal": str(storage_path),
                "work": [list(w) for w in work], "workers": workers, "device": device, "deadline": deadline,

@@ -27,9 +27,10 @@ from optuna.storages import InMemoryStorage
 from ..benchmarks import nb201_accuracies
 from ..provenance import code_version
 from ..search.config import SearchConfig, SearchError
-from ..search.context import SearchContext, build_context
-from ..search.study import status_of
+from ..search.context import build_context
+from ..trials.study import status_of
 from ..search.worker import open_study, worker_loop
+from ..trials.parallel import worker_context
 from ..units import format_duration
 from .plan import SETTINGS, UNCONSTRAINED_DEVICE, Plan, RunSpec
 
@@ -49,25 +50,21 @@ def search_config(spec: RunSpec) -> SearchConfig:
                         table_score=spec.score, latency_shots=spec.shots, out=os.devnull)
 
 
-_CONTEXTS: dict[tuple, SearchContext] = {}  # per process: a measured setting's context serves every repeat
-
-
 def run_search_spec(spec: RunSpec) -> dict[str, Any]:
     """One search; returns its record: the picks (query number, NAS-Bench-201 index) each time the best score so
     far changed, and what the search spent."""
     cfg = search_config(spec)
     key = (spec.setting, spec.shots, spec.score, spec.repeat if spec.shots is not None else None)
     started = time.perf_counter()
-    if key not in _CONTEXTS:  # a predicted latency is calibrated on a draw of the repeat's seed
-        _CONTEXTS.clear() if len(_CONTEXTS) > 64 else None
-        try:
-            _CONTEXTS[key] = build_context(cfg)
-        except SearchError as exc:  # a few-shot predictor can price every architecture over the budget
-            return {"key": spec.key, "setting": spec.setting, "latency": spec.shots, "sampler": spec.sampler,
-                    "score": spec.score, "repeat": spec.repeat, "planned": spec.queries, "queries": 0, "picks": [],
-                    "trials": 0, "statuses": {}, "seconds": round(time.perf_counter() - started, 3),
-                    "no_search": str(exc)}
-    ctx = dataclasses.replace(_CONTEXTS[key], cfg=cfg)  # the table and prices shared; the search's own settings
+    try:  # per process: a measured setting's context serves every repeat (a predicted latency is calibrated on a
+        # draw of the repeat's seed, so each repeat has its own)
+        context = worker_context(("proving", *key), lambda: build_context(cfg), keep=64)
+    except SearchError as exc:  # a few-shot predictor can price every architecture over the budget
+        return {"key": spec.key, "setting": spec.setting, "latency": spec.shots, "sampler": spec.sampler,
+                "score": spec.score, "repeat": spec.repeat, "planned": spec.queries, "queries": 0, "picks": [],
+                "trials": 0, "statuses": {}, "seconds": round(time.perf_counter() - started, 3),
+                "no_search": str(exc)}
+    ctx = dataclasses.replace(context, cfg=cfg)  # the table and prices shared; the search's own settings
     study = open_study(cfg, storage=InMemoryStorage())
     with contextlib.redirect_stderr(io.StringIO()):  # (a search's own notes; the record says what happened)
         worker_loop(cfg, 0, ctx, study=study, quiet=True)

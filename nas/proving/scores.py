@@ -91,20 +91,20 @@ def _zero_cost_scorer(task: Any) -> Callable[[str], dict[str, Any]]:
     return score
 
 
-def _proxy_trainer(task: Any) -> Callable[[str], dict[str, Any]]:
-    from ..engine import Diverged
-
-    space = benchmark_space("nb201", DATASET)
+def _proxy_trainer(training: Any) -> Callable[[str], dict[str, Any]]:
+    """Our proxy protocol on a benchmark architecture, through the one evaluation every job uses: a training that
+    diverges or runs out of memory is a record saying so (its architecture ranks lowest), and the work goes on."""
+    from ..trials.evaluate import evaluate
 
     def train(key: str) -> dict[str, Any]:
         start = time.perf_counter()
-        try:
-            result = task.train(space.parse(key), space=space)
-        except Diverged:
-            return {"status": "diverged", "seconds": round(time.perf_counter() - start, 3)}
-        return {"status": "done", "val_accuracy": result.accuracy, "loss_sum": result.loss_sum,
-                "final_loss": result.final_loss, "seconds": round(result.seconds, 3),
-                "cpu_seconds": round(result.cpu_seconds, 3)}
+        outcome = evaluate(training, training.space.parse(key), training.protocol.config.seed)
+        if outcome.status != "trained":
+            return {"status": outcome.status, "seconds": round(time.perf_counter() - start, 3)}
+        a = outcome.attrs
+        return {"status": "done", "val_accuracy": outcome.value, "loss_sum": a["train_loss_sum"],
+                "final_loss": a["final_train_loss"], "seconds": round(a["seconds"], 3),
+                "cpu_seconds": round(a["cpu_seconds"], 3)}
 
     return train
 
@@ -141,11 +141,13 @@ def compute(kind: str, out: str | Path, data_spec: str, n: int | None = None, mi
     if not todo:
         return len(done), len(done)
     from ..data import load_data
-    from ..training import ProxyTask
+    from ..training.protocols import Protocol
+    from ..trials.evaluate import TaskCache, TrainingEvaluator
 
     init_worker()
-    task = ProxyTask(load_data(data_spec), protocol, "cpu")
-    run = _zero_cost_scorer(task) if kind == "zero-cost" else _proxy_trainer(task)
+    training = TrainingEvaluator(TaskCache(load_data(data_spec), "cpu", max_tasks=1), Protocol("proxy", protocol),
+                                 benchmark_space("nb201", DATASET))
+    run = _zero_cost_scorer(training.task(protocol.seed)) if kind == "zero-cost" else _proxy_trainer(training)
     deadline = time.time() + 60 * minutes if minutes else None
     started, finished = time.time(), 0
     for key in todo:

@@ -10,7 +10,7 @@ from .context import SearchContext, build_context
 from .report import load_run, write_outputs
 from .runner import run_search
 from .step import run_step
-from .study import best_feasible, counted, recover_interrupted, status_of
+from ..trials.study import best_feasible, counted, recover_interrupted, status_of
 from .worker import open_study, worker_loop
 
 __all__ = ["OBJECTIVES", "SAMPLERS", "SearchConfig", "SearchContext", "SearchError", "best_feasible",

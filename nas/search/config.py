@@ -2,31 +2,31 @@
 from __future__ import annotations
 
 import dataclasses
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ..identity import ProxyConfig, ScoringConfig
+from ..trials.errors import RunError
+from ..trials.execution import Execution
 
 SAMPLERS = ("tpe", "nsga2", "random", "evolution", "gp")
 OBJECTIVES = ("constrained", "pareto")
 MARGINS = ("none", "band")  # what must fit the budget: the predicted latency, or its error band's upper edge
 
 
-class SearchError(ValueError):
+class SearchError(RunError):
     """A search that cannot start or go on; the message says what to change."""
 
 
 @dataclass
-class SearchConfig:
+class SearchConfig(Execution):
     budget_ms: float
     device: str | None = "iphone14"  # the phone whose latency is predicted
     predictor: str | None = None  # a calibrated predictor file instead of a shipped device
     space: str = "swiftformer"
     data: str = "fashion-mnist"
     trials: int = 25  # searched architectures given training time (rejections, duplicates, references are extra)
-    timeout_s: float | None = None
     sampler: str = "tpe"
     objective: str = "constrained"
     proxy: ProxyConfig = field(default_factory=ProxyConfig)
@@ -36,14 +36,6 @@ class SearchConfig:
     seed: int = 0
     out: str = ""
     study: str = ""
-    storage: str | None = None
-    backend: str = "local"
-    ray_address: str | None = None
-    workers: int = 1
-    train_device: str = "auto"  # where candidates train: auto, cpu, cuda, cuda:N, mps
-    cpus_per_trial: int | None = None  # threads of each worker / CPUs each Ray trial requests (default: shared out)
-    gpus_per_trial: float = 0.0  # GPUs each Ray trial requests (local workers take one GPU each)
-    storage_patience_s: float = 120.0  # how long workers retry an unreachable database before they stop
     latency_margin: str = "none"  # "band": the upper edge of the predictor's error band must fit the budget
     # tabular benchmarks (--data nb201:<dataset>): the table column scored, and whether latency is the device's
     # measured figure (None) or a predictor's calibrated on this many measured architectures of the device
@@ -55,18 +47,11 @@ class SearchConfig:
             raise SearchError(f"unknown sampler {self.sampler!r}; accepted: {', '.join(SAMPLERS)}")
         if self.objective not in OBJECTIVES:
             raise SearchError(f"unknown objective {self.objective!r}; accepted: {', '.join(OBJECTIVES)}")
-        if self.backend not in ("local", "ray"):
-            raise SearchError(f"unknown backend {self.backend!r}; accepted: local, ray")
-        if self.workers < 1 or self.trials < 1:
-            raise SearchError("--workers and --trials must be at least 1")
-        if self.cpus_per_trial is not None and self.cpus_per_trial < 1:
-            raise SearchError(f"--cpus-per-trial {self.cpus_per_trial} must be at least 1")
+        self.check_execution(SearchError)
+        if self.trials < 1:
+            raise SearchError(f"--trials {self.trials} must be at least 1")
         if self.latency_margin not in MARGINS:
             raise SearchError(f"unknown latency margin {self.latency_margin!r}; accepted: {', '.join(MARGINS)}")
-        if self.gpus_per_trial < 0:
-            raise SearchError(f"--gpus-per-trial {self.gpus_per_trial:g} must not be negative")
-        if self.storage_patience_s <= 0:
-            raise SearchError(f"--storage-patience {self.storage_patience_s:g} must be positive (seconds)")
         kind, _, folder = self.evaluator.partition(":")
         if self.evaluator != "proxy" and not ((kind == "supernet" and folder) or
                                               (kind == "callable" and folder.count(":") == 1 and all(
@@ -101,11 +86,6 @@ class SearchConfig:
         """Whether candidates are scored from a benchmark's table (``--data nb201:<dataset>``) instead of trained."""
         return self.data.startswith("nb201:")
 
-    @property
-    def threads(self) -> int:
-        """Threads each worker trains with: the CPUs it was given, or this machine's shared out."""
-        return self.cpus_per_trial or max(1, (os.cpu_count() or 1) // self.workers)
-
     def storage_url(self) -> str:
         """``--storage`` if given; else the one already in ``--out``; else SQLite for one local process, a
         journal file for several or for Ray. A URL with ``://`` is an RDB, anything else a journal file path."""
@@ -114,15 +94,12 @@ class SearchConfig:
         if url is None:
             if (out / "study.db").exists():
                 url = f"sqlite:///{out / 'study.db'}"
-            elif (out / "study.journal").exists() or self.workers > 1 or self.backend == "ray" or self.tabular:
+            elif (out / "study.journal").exists() or self.parallel_writers or self.tabular:
                 # (a tabular trial takes microseconds: SQLite's commit per attribute would be most of the run)
                 url = str(out / "study.journal")
             else:
                 url = f"sqlite:///{out / 'study.db'}"
-        if url.startswith("sqlite") and (self.workers > 1 or self.backend == "ray"):
-            raise SearchError(f"SQLite ({url}) does not survive parallel writers; use a journal file "
-                              f"(--storage {out / 'study.journal'}) or an RDB URL (postgresql://..., mysql://...)")
-        return url
+        return self.checked_storage(url, out, SearchError)
 
     def identity(self) -> dict[str, Any]:
         """What must stay the same for results to be comparable, and so for a run to resume a study. The proxy

@@ -9,7 +9,7 @@ import importlib
 import math
 import sys
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
 import optuna
 import search_spaces
@@ -23,10 +23,12 @@ from ..latency.lut import LatencyTable, build_table
 from ..latency.predictor import SEARCHED_FAMILY, resolve_predictor
 from ..progress import progress
 from ..training import ProxyTask, attention_token_warnings, resolve_train_device
+from ..training.protocols import Protocol
+from ..trials.evaluate import Evaluator, FunctionEvaluator, SupernetEvaluator, TaskCache, TrainingEvaluator
 from ..supernet import SupernetError
 from ..identity import digest
 from .config import SearchConfig, SearchError
-from .study import other_precision
+from ..trials.study import check_precision
 
 
 @dataclasses.dataclass
@@ -35,10 +37,8 @@ class SearchContext:
     predictor: LatencyPredictor
     space: Space  # with the data's classes and channels: its architectures are the ones that ship
     table: LatencyTable  # (or anything with its ``predict(arch) -> ms``: a benchmark's measured latency)
-    task: ProxyTask | None  # None: nothing is trained (a tabular benchmark)
-    scorer: SupernetScorer | None = None  # --evaluator supernet:DIR: candidates are scored, not trained
-    evaluate: Callable[[Any], float] | None = None  # --evaluator callable:MODULE:FUNCTION, or a benchmark's table
-    truth: Callable[[Any], dict[str, float]] | None = None  # a benchmark's truth, recorded beside each score
+    evaluator: Evaluator  # how a candidate is scored: proxy training, a supernet, the user's function, a table
+    task: ProxyTask | None = None  # the proxy's prepared task when candidates train (its device, precision, split)
 
     def checked_ms(self, predicted_ms: float) -> float:
         """What must fit the budget: the prediction, or with ``--latency-margin band`` its band's upper edge."""
@@ -75,9 +75,15 @@ def build_context(cfg: SearchConfig, quiet: bool = False, worker: int = 0) -> Se
         table_path.parent.mkdir(parents=True, exist_ok=True)
         table.save(table_path)
     device = resolve_train_device(cfg.train_device, worker)
-    scorer = build_scorer(cfg, space, device, quiet) if cfg.supernet_dir is not None else None
-    evaluate = load_callable(cfg.evaluator) if cfg.evaluator.startswith("callable:") else None
-    return SearchContext(cfg, predictor, space, table, ProxyTask(data, cfg.proxy, device), scorer, evaluate)
+    training = TrainingEvaluator(TaskCache(data, device, max_tasks=1), Protocol("proxy", cfg.proxy))
+    task = training.task(cfg.proxy.seed)  # (prepared now: a bad device or split is refused before any trial)
+    if cfg.supernet_dir is not None:
+        evaluator: Evaluator = SupernetEvaluator(build_scorer(cfg, space, device, quiet))
+    elif cfg.evaluator.startswith("callable:"):
+        evaluator = FunctionEvaluator(load_callable(cfg.evaluator), cfg.evaluator)
+    else:
+        evaluator = training
+    return SearchContext(cfg, predictor, space, table, evaluator, task)
 
 
 def _tabular_context(cfg: SearchConfig) -> SearchContext:
@@ -95,8 +101,8 @@ def _tabular_context(cfg: SearchConfig) -> SearchContext:
         raise SearchError(f"no {setup.space.name} architecture fits {cfg.budget_ms:g} ms on {cfg.device} "
                           f"({'measured' if cfg.latency_shots is None else 'predicted'}); the fastest is "
                           f"{setup.table.predict(fastest):.3f} ms: {fastest.digest()}")
-    return SearchContext(cfg, setup.predictor, setup.space, setup.table, None, evaluate=setup.evaluate,
-                         truth=setup.truth)
+    return SearchContext(cfg, setup.predictor, setup.space, setup.table,
+                         FunctionEvaluator(setup.evaluate, "table", setup.truth))
 
 
 def check_same_precision(study: optuna.Study, ctx: SearchContext) -> None:
@@ -105,12 +111,9 @@ def check_same_precision(study: optuna.Study, ctx: SearchContext) -> None:
     nothing."""
     if ctx.task is None:
         return
-    mine = ctx.task.policy.precision
-    recorded = other_precision(study, mine)
-    if recorded is not None:
-        raise SearchError(f"study {study.study_name!r} trains in {recorded}; this process would train in {mine} (on "
-                          f"{ctx.task.device}): train on the same kind of device (--train-device), or choose another "
-                          "--study or --out")
+    check_precision(study, ctx.task.policy.precision, ctx.task.device, lambda detail: SearchError(
+        f"study {study.study_name!r} {detail}: train on the same kind of device (--train-device), or choose "
+        "another --study or --out"))
 
 
 def check_priced_alike(study: optuna.Study, ctx: SearchContext, sample: int = 3) -> None:

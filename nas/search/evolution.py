@@ -15,7 +15,7 @@ import optuna
 from optuna.trial import TrialState
 
 from .context import SearchContext
-from .study import KNOWN, status_of
+from ..trials.study import KNOWN, status_of
 
 POPULATION, TOURNAMENT, WARMUP, ATTEMPTS, CROSSOVER = 20, 5, 10, 200, 0.3
 

@@ -13,8 +13,8 @@ import pandas as pd
 
 from ..pareto import pareto_front as front_of
 from .config import SearchConfig, SearchError
-from .storage import open_recorded
-from .study import retry_of, status_of
+from ..trials.storage import open_recorded
+from ..trials.study import retry_of, status_of
 
 PLOT = "accuracy_vs_latency.png"
 COLUMNS = ["number", "status", "reference", "architecture", "digest", "params", "macs", "latency_ms",
@@ -39,8 +39,10 @@ def trials_frame(study: optuna.Study) -> pd.DataFrame:
             "latency_upper_ms": attrs.get("latency_upper_ms"),
             "val_accuracy": t.values[0] if t.values and status_of(t) in ("trained", "reference", "duplicate") else None,
             "last_val_accuracy": max(t.intermediate_values.items())[1] if t.intermediate_values else None,
-            "state": t.state.name, "duration_s": duration, "train_seconds": attrs.get("train_seconds"),
-            "train_cpu_seconds": attrs.get("train_cpu_seconds"), "fail_reason": attrs.get("fail_reason", ""),
+            "state": t.state.name, "duration_s": duration,
+            "train_seconds": attrs.get("seconds", attrs.get("train_seconds")),  # (named so before 2026-12-08)
+            "train_cpu_seconds": attrs.get("cpu_seconds", attrs.get("train_cpu_seconds")),
+            "fail_reason": attrs.get("fail_reason", ""),
             "duplicate_of": attrs.get("duplicate_of"), "retry_of": retry_of(t), "parent": attrs.get("parent"),
             "worker": attrs.get("worker", ""),
             "arch_json": json.dumps(attrs["arch"], sort_keys=True) if "arch" in attrs else "",

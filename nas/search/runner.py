@@ -16,10 +16,10 @@ import optuna
 from ..latency.predictor import SEARCHED_FAMILY
 from .config import SearchConfig
 from .context import build_context, check_priced_alike, check_same_precision
-from .parallel import run_processes
+from ..trials.parallel import run_processes
 from .report import write_outputs
 from .step import enqueue_references
-from .study import counted, make_storage, recover_interrupted
+from ..trials.study import counted, make_storage, recover_interrupted
 from .worker import open_study, spawned_worker, worker_loop
 
 

@@ -27,18 +27,15 @@ import sys
 import time
 
 import optuna
-import torch
 from optuna.trial import TrialState
 
 from search_spaces import SearchSpace
 from swiftformer import VARIANTS
 
-from ..supernet import SupernetError
-from ..training import ProxyDiverged
 from .context import SearchContext, task_arch
 from .evolution import enqueue_child
-from .storage import StorageUnavailable
-from .study import KNOWN, Heartbeat, TrialIndex, index_of, status_of, tally
+from ..trials.evaluate import evaluate_trial, tell as tell_status
+from ..trials.study import KNOWN, Heartbeat, TrialIndex, index_of, status_of, tally
 
 PROCESS = f"{socket.gethostname()}:{os.getpid()}"  # which machine and process evaluated a trial
 WAIT_FOR_PROPOSALS_S = 20.0  # the longest a trial waits for a lower-numbered one to write its architecture
@@ -89,16 +86,7 @@ def _carry(study: optuna.Study, ctx: SearchContext, trial: optuna.Trial,
 
     def tell(status: str, values: list[float] | None,
              state: TrialState = TrialState.COMPLETE) -> tuple[str, optuna.trial.FrozenTrial]:
-        try:
-            trial.set_user_attr("status", status)
-            return status, study.tell(trial, values, state=state)
-        except StorageUnavailable:
-            raise
-        except (optuna.exceptions.UpdateFinishedTrialError, ValueError):
-            # another process judged this trial stale (a heartbeat arrived late) and queued it again
-            print(f"[{worker}] trial #{trial.number} was recovered by another process; its result is dropped",
-                  file=sys.stderr)
-            return "recovered elsewhere", study._storage.get_trial(trial._trial_id)
+        return tell_status(study, trial, status, values, state, worker)
 
     def objective(accuracy: float) -> list[float]:
         return [accuracy] if cfg.objective == "constrained" else [accuracy, latency]
@@ -138,53 +126,8 @@ def _carry(study: optuna.Study, ctx: SearchContext, trial: optuna.Trial,
         if reference is None and epoch < cfg.proxy.epochs and trial.should_prune():
             raise optuna.TrialPruned(f"val accuracy {accuracy:.3f} after epoch {epoch} is below the median")
 
-    failure: tuple[str, str] | None = None
-    scored = None
-    try:
-        if ctx.scorer is not None:  # one-shot: the architecture's inherited weights, calibrated BN
-            scored = ctx.scorer.score(ctx.scorer.check(arch))
-        elif ctx.evaluate is not None:
-            value = float(ctx.evaluate(arch))
-        else:
-            result = ctx.task.train(arch, report)
-    except StorageUnavailable:
-        raise  # the trial is left running: its heartbeat stops, and the next run recovers and retries it
-    except SupernetError as exc:
-        failure = ("not scorable", f"not representable in the supernet: {exc}")
-    except optuna.TrialPruned:
-        failure = ("pruned", "")
-    except ProxyDiverged as exc:
-        failure = ("diverged", str(exc))
-    except Exception as exc:  # (an interrupt is not caught: that trial is retried on resume)
-        message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        if not is_out_of_memory(exc):  # a crash: record why (so it is not retried), then surface it
-            trial.set_user_attr("fail_reason", f"{type(exc).__name__}: {message}")
-            tell("error", None, TrialState.FAIL)
-            raise
-        failure = ("out of memory", f"out of memory: {message}")
-    if failure is not None:
-        status, reason = failure
-        if status == "pruned":
-            return tell("pruned", None, TrialState.PRUNED)
-        trial.set_user_attr("fail_reason", reason)
-        return tell(status, None, TrialState.FAIL)
-    if scored is not None:
-        for key, value in {"evaluator": "supernet", "supernet_top1": scored.top1, "supernet_val_loss": scored.loss,
-                           "supernet_top1_uncalibrated": scored.top1_uncalibrated,
-                           "supernet_val_loss_uncalibrated": scored.loss_uncalibrated,
-                           "score_seconds": scored.seconds}.items():
-            if value is not None:
-                trial.set_user_attr(key, value)
-        return tell("reference" if reference else "trained", objective(scored.top1))
-    if ctx.evaluate is not None:
-        trial.set_user_attr("evaluator", "table" if cfg.tabular else cfg.evaluator)
-        for key, truth in (ctx.truth(arch) if ctx.truth else {}).items():  # what the search does not see
-            trial.set_user_attr(key, truth)
-        return tell("reference" if reference else "trained", objective(value))
-    trial.set_user_attr("train_seconds", result.seconds)
-    trial.set_user_attr("train_cpu_seconds", result.cpu_seconds)
-    trial.set_user_attr("precision", ctx.task.policy.precision)
-    return tell("reference" if reference else "trained", objective(result.accuracy))
+    return evaluate_trial(study, trial, ctx.evaluator, arch, cfg.proxy.seed, report, objective,
+                          "reference" if reference else "trained", worker)
 
 
 def _proposals_before_looking(study: optuna.Study, number: int, index: TrialIndex) -> list[optuna.trial.FrozenTrial]:
@@ -206,10 +149,3 @@ def _places_taken(study: optuna.Study, number: int) -> int:
     evaluating now and those queued (a retry queued just after this trial's ask found the queue empty)."""
     done, flying, _ = tally(study.get_trials(deepcopy=False), before=number, index=index_of(study))
     return done + flying
-
-
-def is_out_of_memory(exc: BaseException) -> bool:
-    """CUDA raises OutOfMemoryError; the CPU allocator a RuntimeError saying it cannot allocate."""
-    text = str(exc)
-    return isinstance(exc, (torch.cuda.OutOfMemoryError, MemoryError)) or "can't allocate memory" in text \
-        or "out of memory" in text

@@ -16,10 +16,11 @@ from ..units import format_duration
 from .config import SearchConfig, SearchError
 from .context import SearchContext, build_context, check_same_precision
 from .evolution import enqueue_unseen
-from .parallel import run_at_start_line
+from ..trials.parallel import run_at_start_line
 from .pruning import SearchedMedianPruner
 from .step import run_step
-from .study import best_feasible, counted, index_of, make_storage, recover_interrupted, status_of, tally
+from ..trials.study import (best_feasible, counted, index_of, make_storage, open_study as open_job_study,
+                           recover_interrupted, status_of, tally)
 
 MAX_REJECTED_IN_A_ROW = 2000
 MAX_DUPLICATES_IN_A_ROW = 200
@@ -38,21 +39,17 @@ def open_study(cfg: SearchConfig, worker: int = 0, storage: optuna.storages.Base
     directions = ["maximize"] if cfg.objective == "constrained" else ["maximize", "minimize"]
     pruner = SearchedMedianPruner() if cfg.objective == "constrained" else optuna.pruners.NopPruner()
     storage = storage or make_storage(storage_url or cfg.storage_url(), cfg.storage_patience_s)
-    study = optuna.create_study(study_name=cfg.study, storage=storage, pruner=pruner, directions=directions,
-                                load_if_exists=True)
+
+    def refuse(changed: str) -> SearchError:
+        if changed == "objective":
+            return SearchError(f"study {cfg.study!r} has another objective; choose another --study")
+        return SearchError(f"study {cfg.study!r} in {cfg.out} was run with other settings ({changed}); resume with "
+                           "the same ones, or choose another --study or --out")
+
+    study = open_job_study(cfg.study, storage, cfg.identity(), refuse, directions, pruner,
+                           first={"nas_config": cfg.to_dict()})
     held = len(study.get_trials(deepcopy=False))
     study.sampler = _sampler(cfg, seed=(cfg.seed * 1000 + worker + 7919 * held) % 2**32)  # a fresh study: seed*1000+w
-    identity = cfg.identity()
-    stored = study.user_attrs.get("nas_identity")
-    if stored is None:
-        study.set_user_attr("nas_identity", identity)
-        study.set_user_attr("nas_config", cfg.to_dict())
-    elif stored != identity:
-        changed = sorted(k for k in set(stored) | set(identity) if stored.get(k) != identity.get(k))
-        raise SearchError(f"study {cfg.study!r} in {cfg.out} was run with other settings ({', '.join(changed)}); "
-                          "resume with the same ones, or choose another --study or --out")
-    if study.directions != [optuna.study.StudyDirection[d.upper()] for d in directions]:
-        raise SearchError(f"study {cfg.study!r} has another objective; choose another --study")
     return study
 
 

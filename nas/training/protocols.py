@@ -4,18 +4,20 @@ The fidelity benchmark and ablations both train an architecture per trial under 
 read val (what they select on) and, for a protocol that reads it, test. Keeping that here gives the two jobs one
 recipe: an ablation under ``REFERENCE`` is trained with the benchmark reference's settings. Their pixels differ:
 the benchmark decodes CIFAR-10 at its native 32 px (one decode serves every protocol's side) and resizes in torch,
-an ablation decodes at its training side (56 px) with PIL, so the same seed follows another trajectory (XS, seed
-0: val 54.80 % in the benchmark, 54.14 % in the placement ablation). Comparisons stay paired within each job.
+an ablation decodes at its training side (56 px) with PIL, so the same seed follows another trajectory (the two
+figures of XS are in experiments/RESULTS.md, "Figures that lived in docstrings"). Comparisons stay paired within
+each job.
 """
 from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Callable
-
-from swiftformer import SwiftFormerArch
+from typing import TYPE_CHECKING, Any, Callable
 
 from .proxy import ProxyConfig, ProxyTask
+
+if TYPE_CHECKING:
+    from search_spaces import Space
 
 
 @dataclass(frozen=True)
@@ -29,8 +31,7 @@ class Protocol:
 
 
 # The reference protocol: every train image (the source's training split minus the val hold-out), 2 epochs, at
-# 1/4 of the architecture's resolution (224 -> 56 px: stage 3 sees 4x4 tokens, stage 4 2x2). It sees 90,000
-# images, 11x the default proxy's 8,000.
+# 1/4 of the architecture's resolution (224 -> 56 px: stage 3 sees 4x4 tokens, stage 4 2x2).
 REFERENCE = Protocol("reference", ProxyConfig(epochs=2, downscale=4.0, subset=None, val_subset=None), reads_test=True)
 
 # Fidelity benchmark version 2's candidate references (issue 26's pilot picks one by seed-to-seed agreement). Each
@@ -67,14 +68,17 @@ class Evaluation:
     cpu_seconds: float
     resolution: int  # the side it was trained at
     loss_sum: float = float("nan")  # the sum over epochs of each epoch's mean training loss (a cheap score itself)
+    final_loss: float = float("nan")  # the last epoch's mean training loss
 
 
-def train_and_evaluate(task: ProxyTask, arch: SwiftFormerArch, reads_test: bool,
-                       report: Callable[[int, float], None] | None = None) -> Evaluation:
-    """Train ``arch`` on ``task`` (whose config carries the seed); read test only when ``reads_test``."""
-    result = task.train(arch, report, keep_model=reads_test)
+def train_and_evaluate(task: ProxyTask, arch: Any, reads_test: bool,
+                       report: Callable[[int, float], None] | None = None, space: "Space | None" = None) -> Evaluation:
+    """Train ``arch`` (SwiftFormer's, or of ``space``) on ``task`` (whose config carries the seed); read test only
+    when ``reads_test``."""
+    result = task.train(arch, report, keep_model=reads_test, space=space)
     test = None
     if reads_test:
         # statistics as re-estimated for the last val evaluation (the same images): not again
-        test = task.evaluate(result.model, "test", recalibrate=False)
-    return Evaluation(result.accuracy, test, result.seconds, result.cpu_seconds, result.resolution, result.loss_sum)
+        test = task.evaluate(result.model, "test", recalibrate=False, resolution=result.resolution)
+    return Evaluation(result.accuracy, test, result.seconds, result.cpu_seconds, result.resolution, result.loss_sum,
+                      result.final_loss)

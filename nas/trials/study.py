@@ -13,7 +13,7 @@ import sys
 import threading
 import time
 import weakref
-from typing import Iterable
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import warnings
 
@@ -25,7 +25,8 @@ from optuna.trial import TrialState
 from .storage import HEARTBEAT_S, MAX_RETRIES, STALE_AFTER_S, make_storage, seconds_since_outage
 
 __all__ = ["make_storage", "status_of", "counted", "tally", "TrialIndex", "index_of", "in_flight", "best_feasible",
-           "retry_of", "Heartbeat", "recover_interrupted", "other_precision"]
+           "retry_of", "Heartbeat", "recover_interrupted", "open_study", "take_queued", "check_precision",
+           "other_precision"]
 
 KNOWN = ("trained", "reference", "pruned")  # statuses whose result is known: a re-proposal reuses it
 FAILURES = ("diverged", "out of memory", "error", "not scorable", "claimed elsewhere", "surplus", "interrupted")
@@ -98,12 +99,12 @@ class TrialIndex:
         """Index the trials finished since the last update; returns the unfinished ones (running, queued)."""
         unfinished, seen = [], self.seen
         for t in trials:
-            if t._trial_id in seen:  # (only finished trials are seen)
+            if t.number in seen:  # (only finished trials are seen)
                 continue
             if t.state in _UNFINISHED:
                 unfinished.append(t)
                 continue
-            seen.add(t._trial_id)
+            seen.add(t.number)
             if status_of(t) in TRAINING_STATUSES and "reference" not in t.user_attrs:
                 self.done += 1
             digest = t.user_attrs.get("digest")
@@ -120,6 +121,50 @@ def index_of(study: optuna.Study) -> TrialIndex:
     if study not in _INDEXES:
         _INDEXES[study] = TrialIndex()
     return _INDEXES[study]
+
+
+def open_study(name: str, storage: optuna.storages.BaseStorage, identity: Any, refuse: Callable[[str], Exception],
+               directions: Sequence[str] = ("maximize",), pruner: optuna.pruners.BasePruner | None = None,
+               key: str = "nas_identity", first: Mapping[str, Any] | None = None) -> optuna.Study:
+    """Create or load study ``name`` of a job whose trials are comparable only under ``identity`` (the settings
+    that change a score): the first opening records it under ``key`` (with ``first``'s attributes), a later one
+    with another identity or other directions is refused with ``refuse(what differs)``, an error the job words
+    (its way out: the same settings, another --study, --out or journal)."""
+    study = optuna.create_study(study_name=name, storage=storage, pruner=pruner, directions=list(directions),
+                                load_if_exists=True)
+    stored = study.user_attrs.get(key)
+    if stored is None:
+        study.set_user_attr(key, identity)
+        for attr, value in (first or {}).items():
+            study.set_user_attr(attr, value)
+    elif stored != identity:
+        if isinstance(stored, dict) and isinstance(identity, dict):
+            changed = sorted(k for k in set(stored) | set(identity) if stored.get(k) != identity.get(k))
+        else:
+            changed = [key]
+        raise refuse(", ".join(changed))
+    if study.directions != [optuna.study.StudyDirection[d.upper()] for d in directions]:
+        raise refuse("objective")
+    return study
+
+
+def take_queued(study: optuna.Study) -> optuna.Trial | None:
+    """A queued trial, now running in this process; None when the queue is empty.
+
+    Optuna has no public call for this: ``study.ask()`` takes a queued trial too, but on an empty queue it creates
+    a new trial, which a job that only trains what it queued (an ablation) would have to fail and keep. So this
+    makes the storage call ``ask()`` itself makes (``Study._pop_waiting_trial_id``: the trial is claimed
+    atomically, so two workers never take the same one)."""
+    trial_id = study._pop_waiting_trial_id()  # noqa: SLF001 (see the docstring)
+    return None if trial_id is None else optuna.Trial(study, trial_id)
+
+
+def check_precision(study: optuna.Study, precision: str, device: Any, refuse: Callable[[str], Exception]) -> None:
+    """Refuse, with ``refuse(message)``, a process that would train ``study`` in another precision than the one
+    it trains in (``other_precision``)."""
+    recorded = other_precision(study, precision)
+    if recorded is not None:
+        raise refuse(f"trains in {recorded}; this process would train in {precision} (on {device})")
 
 
 def other_precision(study: optuna.Study, precision: str) -> str | None:
@@ -157,7 +202,9 @@ class Heartbeat:
     skipped, never fatal: the trial goes on and beats again when it can."""
 
     def __init__(self, study: optuna.Study, trial: optuna.Trial):
-        self.storage, self.trial_id = study._storage, trial._trial_id
+        # Optuna beats only inside ``study.optimize``; a job that asks and tells itself beats through the storage's
+        # own heartbeat API (``BaseHeartbeat``), which it reaches only through the study and the trial's id
+        self.storage, self.trial_id = study._storage, trial._trial_id  # noqa: SLF001
         self.native = is_heartbeat_enabled(self.storage)
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._run, daemon=True)
@@ -196,7 +243,7 @@ def recover_interrupted(study: optuna.Study, wait: bool = True) -> list[int]:
         return []
     if seconds_since_outage() < STALE_AFTER_S + HEARTBEAT_S:
         return []  # the database was just away: live workers have not had the chance to beat again yet
-    native = is_heartbeat_enabled(study._storage)
+    native = is_heartbeat_enabled(study._storage)  # noqa: SLF001 (as Heartbeat: no public way to ask)
     if wait:
         freshest = max(_last_beat(t, native) for t in running)
         if time.time() - freshest < STALE_AFTER_S:
@@ -211,11 +258,11 @@ def recover_interrupted(study: optuna.Study, wait: bool = True) -> list[int]:
         for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
             if time.time() - _last_beat(trial, native) < STALE_AFTER_S:
                 continue
-            try:
-                study._storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL)
+            try:  # (what ``fail_stale_trials`` does on RDBs, which Optuna offers for its own heartbeat only)
+                study._storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL)  # noqa: SLF001
             except optuna.exceptions.UpdateFinishedTrialError:
                 continue  # it finished meanwhile, or another process recovered it first
-            retry(study, study._storage.get_trial(trial._trial_id))
+            retry(study, next(t for t in study.get_trials(deepcopy=False) if t.number == trial.number))
     failed = sorted({t.number for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,))} - before)
     if failed:
         print(f"trial(s) {', '.join(f'#{n}' for n in failed)} were interrupted; their architectures are queued "

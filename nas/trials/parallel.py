@@ -10,13 +10,29 @@ from __future__ import annotations
 import multiprocessing
 import sys
 import threading
+from collections import OrderedDict
 from typing import Any, Callable, TypeVar
 
-from .config import SearchError
+from .errors import RunError
 
 START_TIMEOUT_S = 600.0  # how long a ready worker waits for the others to load
+MAX_CONTEXTS = 4  # contexts a worker process keeps by default (each may hold a decoded dataset): the oldest goes first
 
 T = TypeVar("T")
+_CONTEXTS: "OrderedDict[Any, Any]" = OrderedDict()
+
+
+def worker_context(key: Any, build: Callable[[], T], keep: int = MAX_CONTEXTS) -> T:
+    """This process's context for ``key`` (a job's folder and study, a benchmark setting), built by ``build`` on
+    first use and kept, at most ``keep`` of them, so the next trial of the same job in this process (a reused Ray
+    actor, the next search of a plan) does not decode data or price tables again."""
+    if key in _CONTEXTS:
+        _CONTEXTS.move_to_end(key)
+        return _CONTEXTS[key]
+    while len(_CONTEXTS) >= keep:
+        _CONTEXTS.popitem(last=False)
+    _CONTEXTS[key] = build()
+    return _CONTEXTS[key]
 
 
 def run_processes(target: Callable[..., None], payload: Any, workers: int) -> None:
@@ -29,7 +45,7 @@ def run_processes(target: Callable[..., None], payload: Any, workers: int) -> No
     for process in processes:
         process.join()
     if any(p.exitcode for p in processes):
-        raise SearchError(f"{sum(bool(p.exitcode) for p in processes)} worker process(es) failed; "
+        raise RunError(f"{sum(bool(p.exitcode) for p in processes)} worker process(es) failed; "
                           "run the same command again to resume")
 
 

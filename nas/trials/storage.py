@@ -27,7 +27,7 @@ import optuna
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.trial import TrialState
 
-from .config import SearchError
+from .errors import RunError
 
 HEARTBEAT_S = 2
 STALE_AFTER_S = 10
@@ -39,7 +39,7 @@ NEVER_BEATEN_AFTER_S = 60.0  # a running trial with no beat this long after its 
 T = TypeVar("T")
 
 
-class StorageUnavailable(SearchError):
+class StorageUnavailable(RunError):
     """The study's database did not answer within the patience."""
 
 
@@ -243,13 +243,13 @@ def _check_driver(url: str) -> None:
     try:
         dialect = make_url(url).get_dialect()
     except (sa.ArgumentError, sa.NoSuchModuleError) as exc:
-        raise SearchError(f"--storage {_without_password(url)}: {exc}") from None
+        raise RunError(f"--storage {_without_password(url)}: {exc}") from None
     try:
         dialect.import_dbapi()
     except ImportError as exc:
         module = exc.name or str(exc)
         hint = "pip install 'swiftnas[postgres]'" if module.startswith("psycopg") else f"pip install {module}"
-        raise SearchError(f"--storage {_without_password(url)} needs the {module} driver, which is not "
+        raise RunError(f"--storage {_without_password(url)} needs the {module} driver, which is not "
                           f"installed: {hint}") from None
 
 
