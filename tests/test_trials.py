@@ -135,3 +135,14 @@ def test_the_proving_grounds_proxy_scores_record_a_diverged_and_an_out_of_memory
     records = [json.loads(line) for line in (tmp_path / "proxy.jsonl").read_text().splitlines()]
     assert [r["status"] for r in records] == ["diverged", "out of memory", "done"]
     assert records[2]["val_accuracy"] == 0.5 and records[2]["loss_sum"] == 1.25
+
+
+def test_a_search_trial_recorded_before_the_trial_path_reports_as_before():
+    """Trials that named their training time ``train_seconds`` (before 2026-12-08) keep their column."""
+    from nas.search.report import trials_frame
+
+    study = optuna.create_study(storage=InMemoryStorage())
+    for attrs in ({"train_seconds": 12.5, "train_cpu_seconds": 20.0}, {"seconds": 7.5, "cpu_seconds": 9.0}):
+        study.add_trial(optuna.trial.create_trial(value=0.5, user_attrs={"status": "trained", **attrs}))
+    frame = trials_frame(study)
+    assert list(frame["train_seconds"]) == [12.5, 7.5] and list(frame["train_cpu_seconds"]) == [20.0, 9.0]

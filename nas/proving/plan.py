@@ -150,8 +150,8 @@ PLANS = {
     # regret is the sampler's alone; measured latency, to the 200 queries the target is stated at
     "optimiser": Plan("optimiser", tuple(SETTINGS), ("tpe", "random", "evolution"), 30, 200, shots=None,
                       scores=("200ep-mean",)),
-    # Optuna's GP sampler beside tpe and random, to 50 queries: its acquisition costs 1.5 s a trial on this CPU (300 s
-    # a search of 100 queries), so 30 repeats x 18 settings would take about 30 CPU hours; 10 repeats of 6 settings
+    # Optuna's GP sampler beside tpe and random, to 50 queries: its acquisition's cost per trial (RESULTS.md, plan gp)
+    # would make 30 repeats x 18 settings about 30 CPU hours; 10 repeats of 6 settings
     "gp": Plan("gp", ("cifar100-pixel2-14ms", "cifar100-eyeriss-7ms", "cifar100-fpga-5ms", "cifar10-unconstrained",
                       "cifar100-unconstrained", "imagenet16-120-unconstrained"), ("tpe", "random", "gp"), 10, 50,
                shots=None),
