@@ -52,9 +52,12 @@ from nas.training.protocols import train_and_evaluate
 from nas.ablation.run import load_ablation, load_ablation_data
 from swiftformer import SwiftFormerArch
 from pathlib import Path
-try:  # the jobs' one evaluation of a trial, where the code has it (issue 36); else the protocol's own call
+import nas
+# the jobs' one evaluation of a trial, where this code has it (issue 36); else the protocol's own call (a check of
+# the file, not an import: the editable install would find the module in the other checkout)
+if (Path(nas.__file__).parent / "trials" / "evaluate.py").is_file():
     from nas.trials.evaluate import TaskCache, TrainingEvaluator, evaluate
-except ImportError:
+else:
     evaluate = None
 
 

@@ -2,7 +2,7 @@
 
 Modules, in the order data flows through them: ``variants`` (placement and type ablations) and ``grid`` (users'
 YAML grids) derive the variants; ``config`` (settings, the study's identity, size limits); ``run`` (the study,
-its workers, ``--workers`` processes and Ray through the search's machinery); ``stats`` (paired statistics);
+its workers, ``--workers`` processes and Ray through ``nas.trials``); ``stats`` (paired statistics);
 ``report`` (every output, derived from the study).
 """
 from .config import ABLATIONS, PROTOCOLS, AblationConfig, AblationError

@@ -2,9 +2,10 @@
 
 The driver derives and prices the variants, records them in the study, and enqueues each (variant, seed) run
 that is neither finished nor queued, seed by seed (a partial run compares every variant on seed 0 first). The
-workers, in this process, ``--workers`` processes (``nas.search.parallel``) or Ray Tune trials
-(``nas.search.ray_backend.run_tune``), take queued runs until none is left. Storage, heartbeat and the recovery
-of a killed run's trials are the search's (``nas.search.study``). Running the same command again resumes.
+workers, in this process, ``--workers`` processes (``nas.trials.parallel``) or Ray Tune trials
+(``nas.trials.ray.run_tune``), take queued runs until none is left and train each through the one evaluation of a
+trial (``nas.trials.evaluate``). Storage, heartbeat and the recovery of a killed run's trials are every job's
+(``nas.trials.study``). Running the same command again resumes.
 """
 from __future__ import annotations
 

@@ -1,9 +1,10 @@
 """The search: the most accurate architectures of a space within a latency budget.
 
-Modules, in the order data flows through them: ``config`` (settings and the study's identity), ``study``
-(storage, trial status, heartbeat, recovery), ``context`` (what a worker needs), ``evolution`` and ``pruning``
-(sampler and pruner pieces), ``step`` (one trial), ``worker`` (the loop every worker runs), ``runner`` (local,
-``--workers`` or Ray), ``report`` (every output, derived from the study).
+Modules, in the order data flows through them: ``config`` (settings and the study's identity), ``context`` (what
+a worker needs), ``evolution`` and ``pruning`` (sampler and pruner pieces), ``step`` (one trial: proposal, price,
+de-duplication, then ``nas.trials.evaluate``), ``worker`` (the loop every worker runs), ``runner`` and
+``ray_backend`` (local, ``--workers`` or Ray), ``report`` (every output, derived from the study). Storage, trial
+status, heartbeat and recovery are every job's: ``nas.trials``.
 """
 from .config import OBJECTIVES, SAMPLERS, SearchConfig, SearchError
 from .context import SearchContext, build_context

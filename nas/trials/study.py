@@ -1,4 +1,5 @@
-"""The study: where trials live, what state each one is in, and how a killed run's trials come back.
+"""The study: how a job opens it (with the identity its trials are comparable under), what state each trial is
+in, and how a killed run's trials come back.
 
 Every job that trains architectures (the search, the fidelity benchmark, ablations) keeps its trials in an
 Optuna study, the single source of truth: outputs are derived from it and running the same command again
