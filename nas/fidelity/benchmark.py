@@ -25,6 +25,7 @@ import search_spaces
 from swiftformer import VARIANTS, SwiftFormerArch, count_macs, count_params
 
 from ..data import ImageData
+from ..engine import Policy
 from ..latency.lut import PHONES, build_table
 from ..latency.predictor import resolve_predictor
 from ..training import ProxyConfig
@@ -162,7 +163,7 @@ def run_benchmark(archs: list[tuple[str, SwiftFormerArch]], data: ImageData, sto
                 ValueError(f"study {key} in {storage_path} was trained with another protocol ({changed} differ); "
                            "use another journal")), key="protocol")
             recover_interrupted(studies[key])  # a trial killed moments ago gets its grace period
-            check_precision(studies[key], trainings[protocol_name].task(seed).policy.precision, device,
+            check_precision(studies[key], Policy.for_device(device).precision, device,
                             lambda detail: ValueError(f"study {key} in {storage_path} {detail}: train on the same "
                                                       "kind of device, or use another journal"))
         study = studies[key]
