@@ -260,3 +260,16 @@ def test_a_predictor_that_rules_out_every_architecture_is_a_search_with_no_pick(
     record = run_search_spec(RunSpec("cifar100-gold_6226-8ms", 10, "tpe", 14, 500))
     assert record["picks"] == [] and record["queries"] == 0
     assert record["no_search"].startswith("no nb201 architecture fits 8 ms on gold_6226 (predicted)")
+
+
+def test_a_search_of_several_workers_proposes_while_their_trials_run():
+    """Plan parallel's searches: each worker's sampler on the shared study, the count asked met exactly, both
+    workers evaluating; another sequence than one worker's, under its own key."""
+    from nas.proving.plan import RunSpec
+    from nas.proving.run import run_search_spec
+
+    one = run_search_spec(RunSpec("cifar10-unconstrained", None, "tpe", 0, 6))
+    two = run_search_spec(RunSpec("cifar10-unconstrained", None, "tpe", 0, 6, workers=2))
+    assert one["queries"] == two["queries"] == 6 and two["workers"] == 2 and "workers" not in one
+    assert two["key"] == one["key"] + "|w2" and two["seconds"] >= 3 * 0.2  # each worker evaluated in turn
+    assert PLANS["parallel"].workers == 2 and all(spec.workers == 2 for spec in PLANS["parallel"].runs())

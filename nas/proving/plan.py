@@ -67,10 +67,12 @@ class RunSpec:
     repeat: int  # the search's seed
     queries: int
     score: str = "12ep"
+    workers: int = 1  # workers proposing and evaluating at once, each evaluation taking a while (``run``)
 
     @property
     def key(self) -> str:
-        return f"{self.setting}|{latency_label(self.shots)}|{self.sampler}|{self.score}|r{self.repeat}"
+        key = f"{self.setting}|{latency_label(self.shots)}|{self.sampler}|{self.score}|r{self.repeat}"
+        return key if self.workers == 1 else f"{key}|w{self.workers}"
 
 
 @dataclass(frozen=True)
@@ -89,6 +91,7 @@ class Plan:
     # samplers whose cost grows fast with the trials they have seen, run last with fewer queries: (sampler, queries)
     capped: tuple[tuple[str, int], ...] = ()
     checkpoints: tuple[int, ...] = field(default=(10, 20, 50, 100, 200, 300, 500))
+    workers: int = 1  # of every search: with more, the sampler proposes while other trials are evaluated
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "capped", tuple((str(s), int(q)) for s, q in self.capped))
@@ -99,8 +102,8 @@ class Plan:
         missing = [s for s in self.settings if s not in SETTINGS]
         if missing:
             raise ValueError(f"unknown setting {missing[0]!r}; accepted: {', '.join(SETTINGS)}")
-        if self.repeats < 1 or self.queries < 1:
-            raise ValueError("a plan needs at least 1 repeat and 1 query")
+        if self.repeats < 1 or self.queries < 1 or self.workers < 1:
+            raise ValueError("a plan needs at least 1 repeat, 1 query and 1 worker")
         object.__setattr__(self, "checkpoints", tuple(q for q in self.checkpoints if q <= self.queries)
                            or (self.queries,))
 
@@ -111,7 +114,7 @@ class Plan:
             for score in self.scores:
                 for key in self.settings:
                     for sampler in self.samplers:
-                        yield RunSpec(key, None, sampler, repeat, self.queries, score)
+                        yield RunSpec(key, None, sampler, repeat, self.queries, score, self.workers)
         for repeat in range(self.repeats):
             for score in self.scores:
                 for key in self.settings:
@@ -155,6 +158,11 @@ PLANS = {
     "gp": Plan("gp", ("cifar100-pixel2-14ms", "cifar100-eyeriss-7ms", "cifar100-fpga-5ms", "cifar10-unconstrained",
                       "cifar100-unconstrained", "imagenet16-120-unconstrained"), ("tpe", "random", "gp"), 10, 50,
                shots=None),
+    # what `make search`'s two workers cost the sampler: TPE proposing while another trial is evaluated (Optuna's
+    # constant liar), against plan full's one-worker TPE on the same settings, score and measured latency
+    "parallel": Plan("parallel", ("cifar100-pixel2-14ms", "cifar100-eyeriss-7ms", "cifar100-fpga-5ms",
+                                  "cifar10-unconstrained", "cifar100-unconstrained", "imagenet16-120-unconstrained"),
+                     ("tpe",), 10, 100, shots=None, checkpoints=(10, 25, 50, 100), workers=2),
     # minutes on 2 cores: one HELP setting, one unconstrained, 3 samplers x 5 repeats x 100 queries
     "quick": Plan("quick", ("cifar100-pixel2-14ms", "cifar10-unconstrained"), ("tpe", "random", "evolution"), 5, 100),
 }

@@ -18,7 +18,7 @@ import platform
 import sys
 import time
 from datetime import datetime, timezone
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import Any
 
@@ -65,9 +65,13 @@ def run_search_spec(spec: RunSpec) -> dict[str, Any]:
                 "trials": 0, "statuses": {}, "seconds": round(time.perf_counter() - started, 3),
                 "no_search": str(exc)}
     ctx = dataclasses.replace(context, cfg=cfg)  # the table and prices shared; the search's own settings
-    study = open_study(cfg, storage=InMemoryStorage())
+    storage = InMemoryStorage()
     with contextlib.redirect_stderr(io.StringIO()):  # (a search's own notes; the record says what happened)
-        worker_loop(cfg, 0, ctx, study=study, quiet=True)
+        if spec.workers == 1:
+            study = open_study(cfg, storage=storage)
+            worker_loop(cfg, 0, ctx, study=study, quiet=True)
+        else:
+            study = _parallel_search(cfg, ctx, storage, spec.workers)
     index = nb201_accuracies()["index"]
     picks, best, statuses = [], None, {}
     queries = 0
@@ -83,7 +87,37 @@ def run_search_spec(spec: RunSpec) -> dict[str, Any]:
     return {"key": spec.key, "setting": spec.setting, "latency": spec.shots, "sampler": spec.sampler,
             "score": spec.score, "repeat": spec.repeat, "planned": spec.queries, "queries": queries, "picks": picks,
             "trials": sum(statuses.values()), "statuses": statuses,
-            "seconds": round(time.perf_counter() - started, 3)}
+            "seconds": round(time.perf_counter() - started, 3), **({"workers": spec.workers} if spec.workers > 1
+                                                                  else {})}
+
+
+EVALUATION_S = 0.2  # a table read's stand-in for a training's wall time when several workers search at once
+
+
+class _Slow:
+    """An evaluator that takes ``seconds``: several workers' trials then overlap, as trainings do, so each worker's
+    sampler proposes while the others' trials run (the table's answer alone takes microseconds)."""
+
+    def __init__(self, evaluator: Any, seconds: float):
+        self.evaluator, self.seconds = evaluator, seconds
+
+    def __call__(self, arch: Any, seed: int, report: Any = None) -> Any:
+        time.sleep(self.seconds)
+        return self.evaluator(arch, seed, report)
+
+
+def _parallel_search(cfg: SearchConfig, ctx: Any, storage: InMemoryStorage, workers: int) -> Any:
+    """The search as ``--workers N`` runs it (every worker its own sampler on the shared study, TPE with its
+    constant liar), in threads of this process over an in-memory study, each evaluation ``EVALUATION_S`` long."""
+    cfg = dataclasses.replace(cfg, workers=workers)
+    slow = dataclasses.replace(ctx, cfg=cfg, evaluator=_Slow(ctx.evaluator, EVALUATION_S))
+    studies = [open_study(cfg, worker, storage=storage) for worker in range(workers)]
+    with ThreadPoolExecutor(workers) as pool:
+        running = [pool.submit(worker_loop, cfg, worker, slow, study=studies[worker], quiet=True)
+                   for worker in range(workers)]
+        for future in running:
+            future.result()
+    return studies[0]
 
 
 def load_results(out: Path) -> dict[str, dict[str, Any]]:
