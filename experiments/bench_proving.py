@@ -4,6 +4,7 @@
     .venv/bin/python experiments/bench_proving.py networks       # our networks' MACs against measured latency
     .venv/bin/python experiments/bench_proving.py few-shot-forms # which few-shot procedure, on validation devices
     .venv/bin/python experiments/bench_proving.py few-shot-ceiling  # the encoding fitted to every row of a device
+    .venv/bin/python experiments/bench_proving.py parallel-cost  # two workers' TPE against one's (plans parallel, full)
 
 ``shot-forms``: every form of ``nas.latency.fitting.TERM_SETS`` x {squared, Huber}, each device alone, fitted on k
 random measured NAS-Bench-201 architectures of HELP's validation devices (titanx_1/32/256, gold_6240; never a device
@@ -126,6 +127,32 @@ def few_shot_ceiling() -> None:
             print(line)
 
 
+def parallel_cost(parallel: Path = Path("experiments/proving/parallel"),
+                  single: Path = Path("experiments/proving/full")) -> None:
+    """Regret (200-epoch points to the oracle) of plan parallel's two-worker TPE searches against plan full's
+    one-worker TPE searches of the same settings, score and measured latency, after q queries: per setting and over
+    all, median against median with a bootstrap interval of the difference (searches resampled independently)."""
+    from nas.proving import load_results
+    from nas.proving.plan import PLANS
+    from nas.proving.report import difference, outcomes
+
+    plan = PLANS["parallel"]
+    two = outcomes(plan, load_results(parallel))
+    held = {k: r for k, r in load_results(single).items()
+            if r["sampler"] == "tpe" and r["latency"] is None and r["score"] == "12ep" and r["setting"] in plan.settings}
+    one = outcomes(plan, held)  # (plan full's searches read at plan parallel's checkpoints)
+    print(f"two workers: {len(two) // len(plan.checkpoints)} searches; one worker: {len(held)} searches (plan full)")
+    print("| setting | q | regret, 2 workers (median) | regret, 1 worker (median) | difference [95 % CI] |")
+    print("|---|---|---|---|---|")
+    for q in plan.checkpoints:
+        for setting in (*plan.settings, "all"):
+            a = two[(two.q == q) & ((two.setting == setting) | (setting == "all"))].regret.to_numpy()
+            b = one[(one.q == q) & ((one.setting == setting) | (setting == "all"))].regret.to_numpy()
+            diff, low, high = difference(a, b)
+            print(f"| {setting} | {q} | {np.nanmedian(a):.2f} (n {len(a)}) | {np.nanmedian(b):.2f} (n {len(b)}) | "
+                  f"{diff:+.2f} [{low:+.2f}, {high:+.2f}] |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -133,6 +160,7 @@ def main() -> None:
     commands.add_parser("networks", help="our networks' MACs against each device's measured latency")
     commands.add_parser("few-shot-forms", help="choose the few-shot procedure on HELP's validation devices")
     commands.add_parser("few-shot-ceiling", help="the few-shot encoding fitted to every row of each test device")
+    commands.add_parser("parallel-cost", help="two workers' TPE against one's, on plan parallel's settings")
     args = parser.parse_args()
     if args.command == "shot-forms":
         shot_forms()
@@ -140,6 +168,8 @@ def main() -> None:
         few_shot_forms()
     elif args.command == "few-shot-ceiling":
         few_shot_ceiling()
+    elif args.command == "parallel-cost":
+        parallel_cost()
     else:
         networks()
 
