@@ -108,6 +108,7 @@ def test_an_ablation_records_a_diverged_and_an_out_of_memory_run_and_goes_on(tmp
     assert statuses.count("trained") == len(statuses) - 2 >= 1
     runs = pd.read_csv(tmp_path / "run" / "ablation.csv")
     assert len(runs) == len(statuses) - 1  # the diverged run is a result; the one out of memory is not
+    assert runs["code"].notna().all() and runs["data"].notna().all()  # recorded before training, failed or not
     main(args)  # resumed: the run out of memory is trained again, the diverged one is final
     _, study = load_ablation(tmp_path / "run")
     assert sum(status_of(t) == "trained" for t in study.get_trials()) == len(statuses) - 1

@@ -131,6 +131,9 @@ def evaluate_trial(study: optuna.Study, trial: optuna.Trial, evaluator: Evaluato
     """Evaluate ``arch`` for ``trial``, record the outcome's attributes (a score's, or ``fail_reason``) and tell
     the study: ``values(score)`` are the objective values of a scored trial, ``done`` its status. Returns the
     status and the finished trial. An unexpected error is told as "error" and raised (see ``evaluate``)."""
+    # where and with what it runs, recorded first: a run that fails keeps them too (``TrainingEvaluator.setting``)
+    for key, value in getattr(evaluator, "setting", lambda seed: {})(seed).items():
+        trial.set_user_attr(key, value)
     try:
         outcome = evaluate(evaluator, arch, seed, report)
     except EvaluationError as exc:
@@ -195,14 +198,19 @@ class TrainingEvaluator:
     def task(self, seed: int) -> ProxyTask:
         return self.tasks.task(self.protocol.with_seed(seed).config)
 
+    def setting(self, seed: int) -> dict[str, Any]:
+        """Where and with what a training of ``seed`` runs: recorded before it starts, whatever its outcome."""
+        task = self.task(seed)
+        return {"precision": task.policy.precision, "device": str(task.device), "threads": torch.get_num_threads(),
+                **self.provenance}
+
     def __call__(self, arch: Any, seed: int, report: Report | None = None) -> Scored:
         task = self.task(seed)
         result = train_and_evaluate(task, arch, self.protocol.reads_test, report, space=self.space)
         return Scored(result.val_accuracy, {
             "seconds": result.seconds, "cpu_seconds": result.cpu_seconds, "resolution": result.resolution,
-            "train_loss_sum": result.loss_sum, "final_train_loss": result.final_loss, "test_accuracy": result.test_accuracy,
-            "precision": task.policy.precision, "device": str(task.device), "threads": torch.get_num_threads(),
-            **self.provenance})
+            "train_loss_sum": result.loss_sum, "final_train_loss": result.final_loss,
+            "test_accuracy": result.test_accuracy, **self.setting(seed)})
 
 
 class SupernetEvaluator:
