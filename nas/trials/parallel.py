@@ -1,4 +1,5 @@
-"""Running a job's workers in ``--workers`` processes that share one study: the search and ablations both do.
+"""Running a job's workers in ``--workers`` processes that share one study (the search, ablations, the fidelity
+benchmark), and the contexts a worker process keeps between its trials (``worker_context``).
 
 A job hands over a module-level entry point ``target(payload, worker, start)`` (spawned processes import it);
 the entry point calls ``run_at_start_line`` with what the worker must prepare and the loop it then runs.
