@@ -147,3 +147,33 @@ def test_a_search_trial_recorded_before_the_trial_path_reports_as_before():
         study.add_trial(optuna.trial.create_trial(value=0.5, user_attrs={"status": "trained", **attrs}))
     frame = trials_frame(study)
     assert list(frame["train_seconds"]) == [12.5, 7.5] and list(frame["train_cpu_seconds"]) == [20.0, 9.0]
+
+
+def test_an_interrupt_settles_its_own_trial_so_the_next_run_retries_it_at_once(tmp_path):
+    """Ctrl-C (or SIGTERM, made the same interrupt) inside a running trial: failed as interrupted and queued again
+    by the process itself; the next run's recovery has nothing left to wait for."""
+    import os
+    import signal
+    import time
+
+    from nas.trials.storage import make_storage
+    from nas.trials.study import Heartbeat, recover_interrupted, retry_of, settle_on_sigterm
+
+    study = optuna.create_study(study_name="s", storage=make_storage(str(tmp_path / "study.journal")))
+    trial = study.ask({"x": optuna.distributions.IntDistribution(0, 9)})
+    with pytest.raises(KeyboardInterrupt):
+        with Heartbeat(study, trial):
+            raise KeyboardInterrupt
+    first, retry = study.get_trials()
+    assert status_of(first) == "interrupted" and retry.state.name == "WAITING" and retry.params == first.params
+    assert retry_of(retry) == first.number
+    started = time.perf_counter()
+    assert recover_interrupted(study) == [] and time.perf_counter() - started < 1.0  # no heartbeat to wait out
+    previous = signal.getsignal(signal.SIGTERM)
+    try:
+        settle_on_sigterm()
+        with pytest.raises(KeyboardInterrupt):
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(5)  # (the handler raises at once)
+    finally:
+        signal.signal(signal.SIGTERM, previous)

@@ -30,6 +30,7 @@ from ..supernet import SupernetError
 from ..training import TrainDeviceError
 from ..training.recipe import RecipeError, RetrainError
 from ..trials.errors import RunError
+from ..trials.study import settle_on_sigterm
 from . import ablate, benchmark, latency, models, retrain, search, spaces, supernet
 from .options import UsageError
 
@@ -62,12 +63,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(_attach_negative_values(list(sys.argv[1:] if argv is None else argv)))
     func: Callable[[argparse.Namespace], None] = args.func
+    settle_on_sigterm()  # a polite kill settles the running trial as Ctrl-C does
     try:
         func(args)
     except (UsageError, *USER_ERRORS) as exc:
         parser.exit(2, f"nas: error: {exc}\n")
     except KeyboardInterrupt:
-        parser.exit(130, "nas: interrupted\n")
+        parser.exit(130, "nas: interrupted; finished work is kept: run the same command again to resume\n")
     return 0
 
 

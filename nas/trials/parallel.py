@@ -15,8 +15,10 @@ from collections import OrderedDict
 from typing import Any, Callable, TypeVar
 
 from .errors import RunError
+from .study import settle_on_sigterm
 
 START_TIMEOUT_S = 600.0  # how long a ready worker waits for the others to load
+STOP_TIMEOUT_S = 60.0  # how long an interrupted run waits for its workers to settle their trials
 MAX_CONTEXTS = 4  # contexts a worker process keeps by default (each may hold a decoded dataset): the oldest goes first
 
 T = TypeVar("T")
@@ -43,8 +45,18 @@ def run_processes(target: Callable[..., None], payload: Any, workers: int) -> No
     processes = [context.Process(target=target, args=(payload, i, start)) for i in range(workers)]
     for process in processes:
         process.start()
-    for process in processes:
-        process.join()
+    try:
+        for process in processes:
+            process.join()
+    except KeyboardInterrupt:  # Ctrl-C reached every process; SIGTERM only this one: pass it on, so each worker
+        for process in processes:  # settles its own trial, then wait for them (a worker that hangs is killed)
+            if process.is_alive():
+                process.terminate()
+        for process in processes:
+            process.join(timeout=STOP_TIMEOUT_S)
+            if process.is_alive():
+                process.kill()
+        raise
     if any(p.exitcode for p in processes):
         raise RunError(f"{sum(bool(p.exitcode) for p in processes)} worker process(es) failed; "
                           "run the same command again to resume")
@@ -53,7 +65,9 @@ def run_processes(target: Callable[..., None], payload: Any, workers: int) -> No
 def run_at_start_line(worker: int, start: threading.Barrier | None, prepare: Callable[[], T],
                       loop: Callable[[T], None]) -> None:
     """Prepare, wait at the line for the other workers, then loop; a user error ends the process with one line
-    and status 2 (and releases the others from the line)."""
+    and status 2 (and releases the others from the line); an interrupt (Ctrl-C, or the parent's SIGTERM) settles
+    the running trial and ends it with status 130."""
+    settle_on_sigterm()
     try:
         prepared = prepare()
     except ValueError as exc:  # the project's user-facing errors (SearchError, DatasetError, ...) are ValueErrors
@@ -61,9 +75,11 @@ def run_at_start_line(worker: int, start: threading.Barrier | None, prepare: Cal
             start.abort()  # the others must not wait for a worker that will never come
         print(f"nas: error: worker {worker}: {exc}", file=sys.stderr)
         sys.exit(2)
-    except BaseException:
+    except BaseException as exc:
         if start is not None:
             start.abort()
+        if isinstance(exc, KeyboardInterrupt):  # interrupted while loading: nothing to settle
+            sys.exit(130)
         raise
     if start is not None:
         try:
@@ -75,3 +91,5 @@ def run_at_start_line(worker: int, start: threading.Barrier | None, prepare: Cal
     except ValueError as exc:
         print(f"nas: error: worker {worker}: {exc}", file=sys.stderr)
         sys.exit(2)
+    except KeyboardInterrupt:  # its trial is settled (``Heartbeat``); the parent says how to resume
+        sys.exit(130)

@@ -10,6 +10,7 @@ attributes does the same. Either way a stale trial is failed and its parameters 
 """
 from __future__ import annotations
 
+import signal
 import sys
 import threading
 import time
@@ -26,8 +27,8 @@ from optuna.trial import TrialState
 from .storage import HEARTBEAT_S, MAX_RETRIES, STALE_AFTER_S, make_storage, seconds_since_outage
 
 __all__ = ["make_storage", "status_of", "counted", "tally", "TrialIndex", "index_of", "in_flight", "best_feasible",
-           "retry_of", "Heartbeat", "recover_interrupted", "open_study", "take_queued", "check_precision",
-           "other_precision"]
+           "retry_of", "Heartbeat", "settle_interrupted", "settle_on_sigterm", "recover_interrupted", "open_study",
+           "take_queued", "check_precision", "other_precision"]
 
 KNOWN = ("trained", "reference", "pruned")  # statuses whose result is known: a re-proposal reuses it
 FAILURES = ("diverged", "out of memory", "error", "not scorable", "claimed elsewhere", "surplus", "interrupted")
@@ -36,6 +37,8 @@ TRAINING_STATUSES = ("trained", "pruned", "diverged", "out of memory")  # search
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)  # heartbeat and retry callback
 warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used with Study.optimize")
+# a retried trial carries its first attempt's constraint (the same architecture, the same price): set again, equal
+warnings.filterwarnings("ignore", message="The constraint value is ignored because this constraint")
 
 
 # ---------------------------------------------------------------------------------------------- trial states
@@ -200,9 +203,15 @@ def retry_of(trial: optuna.trial.FrozenTrial) -> int | None:
 class Heartbeat:
     """Keeps a running trial visibly alive while it trains: Optuna's heartbeat record on RDB storages, a beat in
     the trial's system attributes on journal files. A beat that cannot be written (the database is away) is
-    skipped, never fatal: the trial goes on and beats again when it can."""
+    skipped, never fatal: the trial goes on and beats again when it can.
+
+    An interrupt (Ctrl-C, or SIGTERM where the process turns it into one: ``settle_on_sigterm``) that leaves the
+    block while the trial runs settles the trial itself: failed as interrupted and its parameters queued again, as
+    the recovery of a stale trial would, but at once, so the next run need not wait for its heartbeat to go stale.
+    A kill that allows nothing (SIGKILL, a lost machine) is still the heartbeat's to detect."""
 
     def __init__(self, study: optuna.Study, trial: optuna.Trial):
+        self.study, self.trial = study, trial
         # Optuna beats only inside ``study.optimize``; a job that asks and tells itself beats through the storage's
         # own heartbeat API (``BaseHeartbeat``), which it reaches only through the study and the trial's id
         self.storage, self.trial_id = study._storage, trial._trial_id  # noqa: SLF001
@@ -228,9 +237,42 @@ class Heartbeat:
         self.thread.start()
         return self
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(self, exc_type: type[BaseException] | None, *exc: object) -> None:
         self.stop.set()
         self.thread.join()
+        if exc_type is not None and issubclass(exc_type, KeyboardInterrupt):
+            settle_interrupted(self.study, self.trial)
+
+
+def settle_interrupted(study: optuna.Study, trial: optuna.Trial) -> bool:
+    """Fail ``trial`` (still running) as interrupted and queue its parameters again (at most ``MAX_RETRIES``
+    times, as recovery does); False when it had finished or cannot be reached (the heartbeat then settles it).
+    A second Ctrl-C (or SIGTERM) during these two writes is ignored until they are done (main thread only: signals
+    go there)."""
+    main = threading.current_thread() is threading.main_thread()
+    held = (signal.SIGINT, signal.SIGTERM)
+    previous = [signal.signal(sig, signal.SIG_IGN) for sig in held] if main else []
+    try:
+        study.tell(trial, state=TrialState.FAIL)
+        frozen = next(t for t in study.get_trials(deepcopy=False) if t.number == trial.number)
+        RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRIES)(study, frozen)
+        print(f"trial #{trial.number} was interrupted; its architecture is queued again", file=sys.stderr)
+        return True
+    except Exception:  # noqa: BLE001 (finished meanwhile, or the database is away: the heartbeat's case)
+        return False
+    finally:
+        for sig, handler in zip(held, previous):
+            signal.signal(sig, handler)
+
+
+def settle_on_sigterm() -> None:
+    """Make SIGTERM an interrupt in this process (a scheduler's or ``kill``'s polite stop), so a running trial is
+    settled as for Ctrl-C; main thread only."""
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, interrupt)
 
 
 def recover_interrupted(study: optuna.Study, wait: bool = True) -> list[int]:
