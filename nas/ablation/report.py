@@ -17,7 +17,8 @@ from ..latency.lut import PHONES
 from ..pareto import pareto_front
 from . import stats
 from .config import AblationConfig
-from .runs import FINAL, status_of
+from ..trials.study import FINAL
+from .runs import status_of
 
 RUN_COLUMNS = ["number", "variant", "labels", "seed", "protocol", "status", "val_accuracy", "test_accuracy",
                "params", "macs", *(f"latency_{p}_ms" for p in PHONES), "seconds", "cpu_seconds", "resolution",

@@ -33,11 +33,12 @@ from ..training import resolve_train_device
 from ..trials.evaluate import TaskCache, TrainingEvaluator, evaluate_trial
 from ..trials.parallel import run_at_start_line, run_processes, worker_context
 from ..trials.storage import open_recorded
-from ..trials.study import Heartbeat, check_precision, make_storage, open_study, recover_interrupted, take_queued
+from ..trials.study import (FINAL, Heartbeat, check_precision, make_storage, open_study, recover_interrupted,
+                           take_queued)
 from ..units import format_duration
 from .config import AblationConfig, AblationError
 from .report import write_outputs
-from .runs import FINAL, run_key, status_of
+from .runs import run_key, status_of
 from .variants import Variant
 
 @dataclass

@@ -1,11 +1,10 @@
 """An ablation run as its study records it: which (variant, seed) it is and how it ended; read by the runner
-(what is left to train) and by the report (what there is to show)."""
+(what is left to train) and by the report (what there is to show). Which runs are final is every job's rule
+(``nas.trials.study.FINAL``)."""
 from __future__ import annotations
 
 import optuna
 from optuna.trial import TrialState
-
-FINAL = ("trained", "diverged")  # a run with either status is never trained again
 
 
 def run_key(trial: optuna.trial.FrozenTrial) -> tuple[str, int]:

@@ -31,7 +31,8 @@ from ..latency.predictor import resolve_predictor
 from ..training import ProxyConfig
 from ..training.protocols import CANDIDATES, REFERENCE, Protocol
 from ..trials.evaluate import TaskCache, TrainingEvaluator, evaluate_trial
-from ..trials.study import Heartbeat, check_precision, make_storage, open_study, recover_interrupted, status_of
+from ..trials.study import (FINAL, Heartbeat, check_precision, make_storage, open_study, recover_interrupted,
+                           status_of)
 
 PROXIES = (
     Protocol("proxy-56px-2ep-4k", ProxyConfig(epochs=2, downscale=4.0, subset=4000)),
@@ -124,9 +125,6 @@ def load_architectures(path: Path) -> list[tuple[str, SwiftFormerArch]]:
 # ---------------------------------------------------------------------------------------------- running
 def study_name(protocol: str, seed: int) -> str:
     return f"{protocol}-seed{seed}"
-
-
-FINAL = ("trained", "diverged")  # a run with either status is never trained again (out of memory is retried)
 
 
 def run_benchmark(archs: list[tuple[str, SwiftFormerArch]], data: ImageData, storage_path: Path,

@@ -199,7 +199,8 @@ class TrainingEvaluator:
         return self.tasks.task(self.protocol.with_seed(seed).config)
 
     def setting(self, seed: int) -> dict[str, Any]:
-        """Where and with what a training of ``seed`` runs: recorded before it starts, whatever its outcome."""
+        """Where and with what a training of ``seed`` runs: ``evaluate_trial`` records it before the training
+        starts, whatever its outcome (the score's attributes are the training's results only)."""
         task = self.task(seed)
         return {"precision": task.policy.precision, "device": str(task.device), "threads": torch.get_num_threads(),
                 **self.provenance}
@@ -210,7 +211,7 @@ class TrainingEvaluator:
         return Scored(result.val_accuracy, {
             "seconds": result.seconds, "cpu_seconds": result.cpu_seconds, "resolution": result.resolution,
             "train_loss_sum": result.loss_sum, "final_train_loss": result.final_loss,
-            "test_accuracy": result.test_accuracy, **self.setting(seed)})
+            "test_accuracy": result.test_accuracy})
 
 
 class SupernetEvaluator:

@@ -32,6 +32,8 @@ __all__ = ["make_storage", "status_of", "counted", "tally", "TrialIndex", "index
 
 KNOWN = ("trained", "reference", "pruned")  # statuses whose result is known: a re-proposal reuses it
 FAILURES = ("diverged", "out of memory", "error", "not scorable", "claimed elsewhere", "surplus", "interrupted")
+FINAL = ("trained", "diverged")  # a queued run (an ablation's, a benchmark's) is never trained again; out of memory
+# is, on the next run (a device with more memory, fewer workers sharing it)
 TRAINING_STATUSES = ("trained", "pruned", "diverged", "out of memory")  # searched trials that used training time
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
