@@ -49,6 +49,19 @@ def add_run_options(run: argparse.ArgumentParser, journal: Path, protocols: list
 
 
 def main() -> None:
+    """Every command; a damaged state file or bad input is one line (``bench_fidelity: error: ...``)."""
+    from nas.cli import USER_ERRORS
+    from nas.files import os_error_line
+
+    try:
+        commands()
+    except USER_ERRORS as exc:
+        sys.exit(f"bench_fidelity: error: {exc}")
+    except OSError as exc:
+        sys.exit(f"bench_fidelity: error: {os_error_line(exc)}")
+
+
+def commands() -> None:
     from nas.fidelity import benchmark
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])

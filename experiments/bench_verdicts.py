@@ -19,6 +19,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from nas.files import StateError, os_error_line  # noqa: E402
 from nas.verdicts import PlanError, load_plan, run_plan, write_report  # noqa: E402
 from nas.verdicts.plan import VERDICTS  # noqa: E402
 from nas.verdicts.steps import phases  # noqa: E402
@@ -61,8 +62,11 @@ def main(argv: list[str] | None = None) -> int:
             run_plan(plan, args.minutes, tuple(args.verdicts) if args.verdicts else None, args.train_device)
         print(write_report(plan))
         print(status(plan), file=sys.stderr)
-    except PlanError as exc:
+    except (PlanError, StateError) as exc:
         print(f"bench_verdicts: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"bench_verdicts: error: {os_error_line(exc)}", file=sys.stderr)
         return 2
     return 0
 

@@ -46,7 +46,12 @@ def load_space(name_or_path: str | Path) -> Space:
         if not path.is_file():
             raise SpaceError(f"space file {text!r} does not exist")
         where = text
-        raw = path.read_text()
+        try:
+            raw = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text: damaged, or not a space file"
+            raise SpaceError(f"cannot read space file {text!r} ({reason}); give --space a YAML or JSON space") \
+                from None
     elif text in builtin_spaces():
         where = f"space {text!r}"
         shipped = next(p for p in (resources.files(__name__) / "spaces").iterdir()

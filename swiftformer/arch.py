@@ -230,9 +230,12 @@ class SwiftFormerArch:
     def load(cls, path: str | Path) -> "SwiftFormerArch":
         path = Path(path)
         try:
-            text = path.read_text()
+            text = path.read_text(encoding="utf-8")
         except OSError as exc:
             raise ArchitectureError(f"cannot read architecture file {str(path)!r}: {exc.strerror}") from None
+        except UnicodeDecodeError:
+            raise ArchitectureError(f"architecture file {str(path)!r} is not UTF-8 text (damaged, or not an "
+                                    "architecture's JSON)") from None
         try:
             return cls.from_json(text)
         except ArchitectureError as exc:

@@ -31,6 +31,7 @@ import yaml
 
 from swiftformer import BLOCK_TYPES, ArchitectureError, Block, Stage, SwiftFormerArch
 
+from ..files import read_text
 from .variants import Variant, VariantError, attention_at, attention_kind, dedupe, is_attention, most_common_ratio
 
 FIELDS = ("attn", "position", "kind", "depth", "width", "mlp_ratio")
@@ -64,9 +65,7 @@ class Grid:
 def load_grid(path: str | Path) -> Grid:
     path = Path(path)
     try:
-        data = yaml.safe_load(path.read_text())
-    except OSError as exc:
-        raise GridError(f"cannot read grid {str(path)!r}: {exc.strerror}") from None
+        data = yaml.safe_load(read_text(path, "grid", "give a YAML grid (see README's ablation grids)"))
     except yaml.YAMLError as exc:
         raise GridError(f"grid {str(path)!r} is not valid YAML: {str(exc).splitlines()[0]}") from None
     try:

@@ -13,6 +13,7 @@ import numpy as np
 import optuna
 import pandas as pd
 
+from ..files import replacing, write_text
 from ..latency.lut import PHONES
 from ..pareto import pareto_front
 from . import stats
@@ -115,16 +116,19 @@ def write_outputs(out: str | Path, study: optuna.Study, cfg: AblationConfig) -> 
     records = study.user_attrs.get("nas_variants", [])
     base = study.user_attrs.get("nas_base", "")  # the variant that is the base (its first label)
     runs = runs_frame(study, cfg)
-    runs.to_csv(out / "ablation.csv", index=False)
-    runs.to_parquet(out / "ablation.parquet", index=False)
+    with replacing(out / "ablation.csv") as tmp:
+        runs.to_csv(tmp, index=False)
+    with replacing(out / "ablation.parquet") as tmp:
+        runs.to_parquet(tmp, index=False)
     summary = summary_frame(runs, records, base)
-    summary.to_csv(out / "summary.csv", index=False)
+    with replacing(out / "summary.csv") as tmp:
+        summary.to_csv(tmp, index=False)
     effects = stage_effects(runs, records) if cfg.ablation == "placement" else pd.DataFrame()
     plot_accuracy(summary, cfg, out / PLOT)
     if len(effects):
         plot_stages(effects, cfg, out / STAGE_PLOT)
     text = summary_text(summary, runs, cfg, base)
-    (out / "report.md").write_text(report_markdown(summary, effects, runs, cfg, base, text))
+    write_text(out / "report.md", report_markdown(summary, effects, runs, cfg, base, text))
     return text
 
 
@@ -304,7 +308,8 @@ def plot_accuracy(summary: pd.DataFrame, cfg: AblationConfig, path: Path, phone:
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right", fontsize=8)
     fig.tight_layout()
-    fig.savefig(path)
+    with replacing(path) as tmp:
+        fig.savefig(tmp)
     plt.close(fig)
 
 
@@ -327,5 +332,6 @@ def plot_stages(effects: pd.DataFrame, cfg: AblationConfig, path: Path, phone: s
     cost.set_ylabel(f"predicted latency added on {phone} (ms)")
     cost.set_title("latency paid", fontsize=9)
     fig.tight_layout()
-    fig.savefig(path)
+    with replacing(path) as tmp:
+        fig.savefig(tmp)
     plt.close(fig)

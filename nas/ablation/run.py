@@ -25,6 +25,7 @@ from optuna.trial import TrialState
 
 from swiftformer import SwiftFormerArch, count_macs, count_params
 
+from ..files import output_folder, write_text
 from ..data import ImageData, load_data
 from ..latency.lut import PHONES, table_for_archs
 from ..latency.predictor import resolve_predictor
@@ -32,7 +33,7 @@ from ..engine import Policy
 from ..training import resolve_train_device
 from ..trials.evaluate import TaskCache, TrainingEvaluator, evaluate_trial
 from ..trials.parallel import run_at_start_line, run_processes, worker_context
-from ..trials.storage import open_recorded
+from ..trials.storage import open_recorded, refuse_lost_study
 from ..trials.study import (FINAL, Heartbeat, check_precision, make_storage, open_study, recover_interrupted,
                            take_queued)
 from ..units import format_duration
@@ -72,7 +73,7 @@ def open_ablation_study(cfg: AblationConfig, storage: optuna.storages.BaseStorag
     return open_study(cfg.study, storage or make_storage(cfg.storage_url(), cfg.storage_patience_s), cfg.identity(),
                       lambda changed: AblationError(f"study {cfg.study!r} in {cfg.out} was run with other settings "
                                                     f"({changed}); resume with the same ones, or choose another "
-                                                    "--study or --out"))
+                                                    "--study or --out"), listing=Path(cfg.out) / "ablation.csv")
 
 
 def load_ablation(out: str | Path) -> tuple[AblationConfig, optuna.Study]:
@@ -234,11 +235,11 @@ def run_ablation(cfg: AblationConfig) -> tuple[optuna.Study, str]:
 
     cfg.variants()  # bad bases, kinds, grids and oversize ablations are refused before any data is read
     sources = reuse_sources(cfg)
-    out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = output_folder(cfg.out)
     url = cfg.storage_url()
-    study = open_ablation_study(cfg, make_storage(url))
-    (out / "ablation.json").write_text(json.dumps({**cfg.to_dict(), "storage_url": url}, indent=2) + "\n")
+    refuse_lost_study(url, out / "ablation.csv")
+    study = open_ablation_study(cfg, make_storage(url, cfg.storage_patience_s))
+    write_text(out / "ablation.json", json.dumps({**cfg.to_dict(), "storage_url": url}, indent=2) + "\n")
     data = load_ablation_data(cfg)
     variants = cfg.variants(data.num_classes, data.channels)
     if "nas_variants" not in study.user_attrs:

@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from ..files import replacing, write_text
 from .few_shot import HELP_FLOPS_SPEARMAN, HELP_MEAN_SPEARMAN, HELP_SPEARMAN, SPLITS, FewShot, calibrate_few_shot
 from .tables import BenchmarkError, check_device, latency_table
 
@@ -98,7 +99,8 @@ def plot_predictions(space_name: str, devices: Sequence[str], shots: int, path: 
     for ax in list(axes.flat)[len(devices):]:
         ax.set_visible(False)
     figure.suptitle(f"{space_name}: predicted against measured latency, architectures not measured")
-    figure.savefig(path, dpi=110)
+    with replacing(path) as tmp:
+        figure.savefig(tmp, dpi=110)
 
 
 def write_evaluation(space_name: str, frame: pd.DataFrame, out: Path, forms: Sequence[str] | None = None) -> Path:
@@ -107,11 +109,13 @@ def write_evaluation(space_name: str, frame: pd.DataFrame, out: Path, forms: Seq
     if out.exists() and not out.is_dir():
         raise BenchmarkError(f"--out {out} is a file; choose a folder")
     out.mkdir(parents=True, exist_ok=True)
-    frame.to_csv(out / f"few_shot_{space_name}.csv", index=False, float_format="%.5g")
+    with replacing(out / f"few_shot_{space_name}.csv") as tmp:
+        frame.to_csv(tmp, index=False, float_format="%.5g")
     summary = summarise(frame)
-    summary.to_csv(out / f"few_shot_{space_name}_summary.csv", index=False, float_format="%.5g")
+    with replacing(out / f"few_shot_{space_name}_summary.csv") as tmp:
+        summary.to_csv(tmp, index=False, float_format="%.5g")
     text = markdown(space_name, summary)
-    (out / f"few_shot_{space_name}.md").write_text(text + "\n")
+    write_text(out / f"few_shot_{space_name}.md", text + "\n")
     devices = list(dict.fromkeys(frame.device))
     plot_predictions(space_name, devices, int(frame.shots.min()), out / f"few_shot_{space_name}.png", forms)
     return out / f"few_shot_{space_name}.md"

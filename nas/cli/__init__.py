@@ -1,6 +1,7 @@
 """The ``nas`` command line: one module per command group, the options they share in ``options``.
 
-Every command reports bad input as one line on stderr (``nas: error: ...``, exit status 2), never a traceback.
+Every command reports bad input, and a damaged or unwritable file it keeps (``nas.files``), as one line on stderr
+(``nas: error: ...``, exit status 2), never a traceback.
 """
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from ..ablation.variants import VariantError
 from ..benchmarks import BenchmarkError
 from ..data import DatasetError
 from ..engine import PolicyError
+from ..files import StateError, os_error_line
 from ..latency.lut import TableMissError
 from ..latency.measure import BackendUnavailable
 from ..latency.measurements import MeasurementError
@@ -36,7 +38,7 @@ from .options import UsageError
 
 USER_ERRORS = (AblationError, ArchitectureError, BackendUnavailable, BenchmarkError, DatasetError, ExportError, GridError,
                MeasurementError, ModelRefError, PolicyError, PredictorError, RecipeError, RetrainError, RunError,
-               SearchError, SpaceError, SupernetError, TableMissError, TrainDeviceError, VariantError)
+               SearchError, SpaceError, StateError, SupernetError, TableMissError, TrainDeviceError, VariantError)
 GROUPS = (models, spaces, latency, search, supernet, retrain, ablate, benchmark)  # in the order ``nas --help`` lists them
 
 
@@ -68,6 +70,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         func(args)
     except (UsageError, *USER_ERRORS) as exc:
         parser.exit(2, f"nas: error: {exc}\n")
+    except OSError as exc:  # a file or folder in the way, a full disk: nothing above knew better
+        parser.exit(2, f"nas: error: {os_error_line(exc)}\n")
     except KeyboardInterrupt:
         parser.exit(130, "nas: interrupted; finished work is kept: run the same command again to resume\n")
     return 0

@@ -5,6 +5,7 @@ import argparse
 import json
 import sys
 
+from ..files import replacing
 from ..models import parse_model_ref
 from ..progress import progress
 from .options import MODEL_REF_HELP, SPACE_HELP, UsageError, add_predictor_choice, positive_int
@@ -54,10 +55,8 @@ def _table_calibrate(args: argparse.Namespace) -> None:
     frame = calibration.predicted.rename("predicted_ms").to_frame()
     frame["measured_ms"] = latency_table(args.table)[args.device_name]
     frame["calibrated_on"] = frame.index.isin(calibration.archs)
-    try:
-        frame.to_csv(args.out, float_format="%.5g")
-    except OSError as exc:
-        raise UsageError(f"--out {args.out}: cannot write it ({exc.strerror or exc}); choose a writable file") from None
+    with replacing(args.out) as tmp:  # (a folder that is not there, a full disk: one line naming the file)
+        frame.to_csv(tmp, float_format="%.5g")
     print(f"wrote {args.out}: {len(frame)} architectures of {args.table} on {args.device_name}, predicted from "
           f"{args.shots} measured (seed {args.seed}; form {calibration.form})")
     print(f"on the {len(frame) - args.shots} not measured: Spearman {scores['spearman']:.3f}, Kendall "

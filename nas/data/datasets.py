@@ -25,11 +25,14 @@ import pickle
 import shutil
 import sys
 import tarfile
+import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from ..files import replacing
 from ..progress import progress
 
 MAX_STORED_SIDE = 64  # a tree of photographs is held at this side (ImageNet-sized trees stream from disk instead)
@@ -157,7 +160,12 @@ def resolve_spec(spec: str) -> tuple[str, Path | None, str]:
 
 
 def _cache_dir() -> Path:
-    return Path(os.environ.get("NAS_CACHE_DIR", Path.home() / ".cache" / "swiftnas"))
+    folder = Path(os.environ.get("NAS_CACHE_DIR", Path.home() / ".cache" / "swiftnas"))
+    for part in (folder, *folder.parents):
+        if part.exists() and not part.is_dir():
+            raise DatasetError(f"the data cache {folder} cannot be made: {part} is a file; move it aside or set "
+                               "NAS_CACHE_DIR to a folder")
+    return folder
 
 
 def _extracted(archive: Path) -> Path:
@@ -172,8 +180,11 @@ def _extracted(archive: Path) -> Path:
         try:
             with tarfile.open(archive) as tar:
                 tar.extractall(partial, filter="data")
-        except (tarfile.TarError, OSError) as exc:
-            raise DatasetError(f"cannot extract {archive}: {exc}") from None
+        except (tarfile.TarError, OSError, EOFError, zlib.error) as exc:
+            shutil.rmtree(partial, ignore_errors=True)
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0].rstrip(":")
+            raise DatasetError(f"cannot extract {archive} ({first}): the archive is truncated or damaged; download "
+                               "it again (nothing was kept from it)") from None
         partial.rename(target)
     return target
 
@@ -256,10 +267,14 @@ def _image_folder(root: Path, image_size: int | None, name: str) -> ImageData:
         image_size = min(MAX_STORED_SIDE, first_side(train_files[0][0]))
     cache = _cache_path(root, image_size, train_files + test_files)
     if cache.exists():
-        with np.load(cache) as saved:
-            if "test_x" in saved:  # (caches written before the three-way split named it val_x: decoded again)
-                return ImageData(name, saved["train_x"], saved["train_y"], saved["test_x"], saved["test_y"],
-                                 classes, int(saved["skipped"]))
+        try:
+            with np.load(cache) as saved:
+                if "test_x" in saved:  # (caches written before the three-way split named it val_x: decoded again)
+                    return ImageData(name, saved["train_x"], saved["train_y"], saved["test_x"], saved["test_y"],
+                                     classes, int(saved["skipped"]))
+        except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as exc:  # a cache: decoded again
+            print(f"the decoded images' cache {cache} is unreadable ({type(exc).__name__}): decoding the images "
+                  "again", file=sys.stderr)
     train_x, train_y, bad_train = _decode(train_files, image_size)
     test_x, test_y, bad_test = _decode(test_files, image_size)
     bad = bad_train + bad_test
@@ -267,9 +282,8 @@ def _image_folder(root: Path, image_size: int | None, name: str) -> ImageData:
         print(f"warning: {len(bad)} unreadable image(s) skipped, e.g. {bad[0]}", file=sys.stderr)
     data = ImageData(name, train_x, train_y, test_x, test_y, classes, len(bad))
     cache.parent.mkdir(parents=True, exist_ok=True)
-    tmp = cache.with_suffix(".tmp.npz")
-    np.savez(tmp, train_x=train_x, train_y=train_y, test_x=test_x, test_y=test_y, skipped=len(bad))
-    tmp.replace(cache)  # atomic: a killed run never leaves a half-written cache
+    with replacing(cache) as tmp:  # whole or not at all: a killed run never leaves a half-written cache
+        np.savez(tmp, train_x=train_x, train_y=train_y, test_x=test_x, test_y=test_y, skipped=len(bad))
     return data
 
 

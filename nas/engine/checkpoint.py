@@ -1,5 +1,5 @@
-"""The one training checkpoint: ``last.pth`` in a run's folder, written atomically, refused when its settings
-differ from the run asked for.
+"""The one training checkpoint: ``last.pth`` in a run's folder, written whole or not at all, refused when its
+settings differ from the run asked for or when it is damaged.
 
 It holds the model, the optimizer, the scheduler, the scaler, anything a job adds (an EMA's weights), the loop's
 state (epoch, step inside it, updates, log, partial loss sums, random streams) and the identity of the run
@@ -8,11 +8,13 @@ this way; a proxy trial is too short to need one.
 """
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any, Callable
 
 import torch
 
+from ..files import StateError, load_torch, replacing
 from .loop import LoopState
 from .step import Training
 
@@ -27,10 +29,21 @@ class CheckpointMismatch(ValueError):
 def load_checkpoint(path: Path, identity: dict[str, Any], error: Callable[[str], Exception] = CheckpointMismatch,
                     what: str = "training") -> dict[str, Any] | None:
     """The checkpoint at ``path`` (None if there is none); ``error(message)`` is raised when it belongs to a run
-    with another identity."""
-    if not path.is_file():
+    with another identity, a one-line ``StateError`` when it is damaged (the file is left as it is).
+
+    A save is written beside the checkpoint and renamed over it, so a kill while saving leaves the previous
+    checkpoint whole and a half-written file beside it: that one is never loaded; it is removed, and said so."""
+    for partial in half_written(path):
+        print(f"{partial} is a half-written checkpoint (a kill or a full disk while saving): ignored and removed; "
+              + (f"resuming from {path.name}" if path.exists() else "no earlier checkpoint, starting afresh"),
+              file=sys.stderr, flush=True)
+        partial.unlink(missing_ok=True)
+    if not path.exists():
         return None
-    payload = torch.load(path, map_location="cpu", weights_only=False)
+    way_out = f"restore it, or move it aside to start the {what} again from its first epoch (it was left as it is)"
+    payload = load_torch(path, f"{what} checkpoint", way_out, weights_only=False)
+    if not isinstance(payload, dict) or not isinstance(payload.get("identity"), dict):
+        raise StateError(f"{path} is not a {what} checkpoint of this version: {way_out}")
     if payload["identity"] != identity:
         changed = sorted(k for k in identity if payload["identity"].get(k) != identity[k])
         raise error(f"{path.parent} holds a {what} with other settings ({', '.join(changed)}); resume with the "
@@ -40,14 +53,20 @@ def load_checkpoint(path: Path, identity: dict[str, Any], error: Callable[[str],
 
 def save_checkpoint(path: Path, identity: dict[str, Any], training: Training, state: LoopState,
                     extra: dict[str, Any] | None = None) -> None:
-    """Write the checkpoint (to a temporary file, then renamed: a kill while saving leaves the previous one)."""
+    """Write the checkpoint whole or not at all (``nas.files.replacing``): a kill or a full disk while saving
+    leaves the previous one."""
     payload = {"identity": identity, "state": state.to_dict(), "model": training.model.state_dict(),
                "optimizer": training.optimizer.state_dict(),
                "scheduler": training.scheduler.state_dict() if training.scheduler is not None else None,
                "scaler": training.scaler.state_dict() if training.scaler is not None else None, **(extra or {})}
-    tmp = path.with_suffix(".tmp")
-    torch.save(payload, tmp)
-    tmp.replace(path)
+    with replacing(path) as tmp:
+        torch.save(payload, tmp)
+
+
+def half_written(path: Path) -> list[Path]:
+    """Files a save that did not finish left beside ``path`` (this version's and the ``.tmp`` of earlier ones)."""
+    return sorted(path.parent.glob(f".{path.stem}.*.partial{path.suffix}")) + \
+        [p for p in [path.with_suffix(".tmp")] if p.is_file()]
 
 
 def restore_checkpoint(payload: dict[str, Any], training: Training) -> LoopState:

@@ -11,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Callable, Protocol
 
+from ..files import replacing
 from ..units import format_duration
 from .checkpoint import STATE_FILE, CheckpointMismatch, load_checkpoint, restore_checkpoint, save_checkpoint
 from .loop import LoopState
@@ -46,7 +47,8 @@ def plot_curve(rows: list[dict[str, Any]], path: Path) -> None:
     if right.lines:
         right.legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    with replacing(path) as tmp:
+        fig.savefig(tmp, dpi=110)
     plt.close(fig)
 
 
@@ -54,7 +56,8 @@ def write_log(out: Path, rows: list[dict[str, Any]]) -> None:
     """``log.csv`` (one row per epoch; rewritten whole, so a resumed run never duplicates rows) and the curve."""
     import pandas as pd
 
-    pd.DataFrame(rows).to_csv(out / "log.csv", index=False, float_format="%.6g")
+    with replacing(out / "log.csv") as tmp:
+        pd.DataFrame(rows).to_csv(tmp, index=False, float_format="%.6g")
     plot_curve(rows, out / "curve.png")
 
 

@@ -24,6 +24,7 @@ from optuna.trial import TrialState
 import search_spaces
 from swiftformer import VARIANTS, SwiftFormerArch, count_macs, count_params
 
+from ..files import StateError, json_lines, why, write_text
 from ..data import ImageData
 from ..engine import Policy
 from ..latency.lut import PHONES, build_table
@@ -114,12 +115,18 @@ def select_version2(supernet_space: "search_spaces.SearchSpace", per_bin: int = 
 
 def save_architectures(path: Path, archs: list[tuple[str, SwiftFormerArch]]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("".join(json.dumps({"name": n, "arch": a.to_dict()}, sort_keys=True) + "\n" for n, a in archs))
+    write_text(path, "".join(json.dumps({"name": n, "arch": a.to_dict()}, sort_keys=True) + "\n" for n, a in archs))
 
 
 def load_architectures(path: Path) -> list[tuple[str, SwiftFormerArch]]:
-    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    return [(r["name"], SwiftFormerArch.from_dict(r["arch"])) for r in rows]
+    way_out = "restore it (git checkout), or move it aside and choose the architectures again"
+    rows, cut = json_lines(path, "list of architectures", way_out)
+    if cut:  # written whole (save_architectures), so a cut line is damage, not a kill
+        raise StateError(f"{path}: its last line is cut; {way_out}")
+    try:
+        return [(r["name"], SwiftFormerArch.from_dict(r["arch"])) for r in rows]
+    except (KeyError, TypeError, ValueError) as exc:
+        raise StateError(f"{path} holds a record that is not an architecture ({why(exc)}); {way_out}") from None
 
 
 # ---------------------------------------------------------------------------------------------- running

@@ -19,6 +19,7 @@ from search_spaces import SearchSpace, Space
 from search_spaces.swiftformer_parts import part_keys, part_module
 from swiftformer import SwiftFormerArch
 
+from ..files import write_text
 from .graph import profile_module
 from .predictor import SEARCHED_FAMILY, LatencyPredictor
 
@@ -54,10 +55,7 @@ class LatencyTable:
     def save(self, path: str | Path) -> None:
         data = {"device": self.device, "space": self.space, "intercept_ms": self.intercept_ms,
                 "entries": [[list(k), v] for k, v in self.entries.items()]}
-        path = Path(path)
-        partial = path.with_name(path.name + ".partial")
-        partial.write_text(json.dumps(data) + "\n")
-        partial.replace(path)  # atomic: a killed run never leaves a truncated table
+        write_text(path, json.dumps(data) + "\n")  # whole or not at all: a killed run never leaves a cut table
 
     @classmethod
     def load(cls, path: str | Path, keys_of: Callable[[Any], list[Key]] = part_keys) -> "LatencyTable":

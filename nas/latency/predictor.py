@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..files import write_json
 from .graph import OpProfile
 
 # Every cost term a predictor may use, with the unit its cost is expressed in (ms per unit). ``macs`` is one
@@ -97,15 +98,18 @@ class LatencyPredictor:
         return asdict(self)
 
     def save(self, path: str | Path) -> None:
-        Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+        write_json(path, self.to_dict())
 
     @classmethod
     def load(cls, path: str | Path) -> "LatencyPredictor":
         path = Path(path)
         try:
-            data = json.loads(path.read_text())
+            data = json.loads(path.read_text(encoding="utf-8"))
         except OSError as exc:
             raise PredictorError(f"cannot read predictor {str(path)!r}: {exc.strerror}") from None
+        except UnicodeDecodeError:
+            raise PredictorError(f"predictor {str(path)!r} is not UTF-8 text (damaged, or not a predictor's "
+                                 "JSON); give one that `nas latency calibrate` wrote") from None
         except json.JSONDecodeError as exc:
             raise PredictorError(f"predictor {str(path)!r} is not valid JSON: {exc}") from None
         try:

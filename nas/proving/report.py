@@ -9,7 +9,6 @@ best 12-epoch accuracy that fits minus the pick's) is what the sampler itself co
 """
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Any
@@ -17,6 +16,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ..files import read_json, replacing, write_text
 from ..benchmarks import DATASETS, latency_table, nb201_accuracies, oracle
 from .plan import MEASURED, SETTINGS, Plan, latency_label
 from .run import COMMANDS, PLAN, ProvingError, load_results
@@ -126,16 +126,21 @@ def write_report(out: str | Path) -> str:
     out = Path(out)
     if not (out / PLAN).exists():
         raise ProvingError(f"{out} holds no proving-ground run ({PLAN} missing); run `nas benchmark --out {out}`")
-    plan = Plan.from_dict(json.loads((out / PLAN).read_text()))
+    try:
+        plan = Plan.from_dict(read_json(out / PLAN, "proving-ground plan", "restore it, or choose another --out"))
+    except (TypeError, KeyError, AttributeError) as exc:
+        raise ProvingError(f"{out / PLAN} is not a plan this version reads ({exc}); restore it, or choose another "
+                           "--out") from None
     results = load_results(out)
     if not results:
         raise ProvingError(f"{out} holds no finished search yet; run `nas benchmark --out {out}`")
     frame = outcomes(plan, results)
     table = curves(frame)
-    table.to_csv(out / CURVES, index=False, float_format="%.4f")
+    with replacing(out / CURVES) as tmp:
+        table.to_csv(tmp, index=False, float_format="%.4f")
     plots = [plot_regret(table, plan, mode, out) for mode in table["latency"].unique()]
     text = report_markdown(plan, results, frame, table, plots, out)
-    (out / REPORT).write_text(text)
+    write_text(out / REPORT, text)
     return summary_lines(plan, results, table)
 
 
@@ -370,7 +375,8 @@ def plot_regret(table: pd.DataFrame, plan: Plan, mode: str, out: Path) -> str:
     fig.suptitle(f"Proving ground ({mode} latency): median regret to the oracle, 95 % bootstrap band", fontsize=10)
     fig.tight_layout(rect=(0, 0, 1, 1 - 0.3 / (3.0 * rows)))
     path = out / f"regret_{mode}.png"
-    fig.savefig(path)
+    with replacing(path) as tmp:
+        fig.savefig(tmp)
     return str(path)
 
 

@@ -24,6 +24,7 @@ from typing import Any
 
 from optuna.storages import InMemoryStorage
 
+from ..files import write_text
 from ..benchmarks import nb201_accuracies
 from ..provenance import code_version
 from ..search.config import SearchConfig, SearchError
@@ -142,7 +143,7 @@ def read_records(path: Path, key: str, what: str, consequence: str) -> dict[Any,
         except (json.JSONDecodeError, KeyError, TypeError):
             if number == len(lines) and not line.endswith("\n"):  # a write cut by a kill: its work runs again
                 print(f"{path}: the last line was cut off (a killed run); its work runs again", file=sys.stderr)
-                path.write_text("".join(lines[:-1]))
+                write_text(path, "".join(lines[:-1]))
                 break
             raise ProvingError(f"{path}, line {number}: not a {what}; restore the file or move it aside "
                                f"({consequence})") from None
@@ -164,7 +165,7 @@ def check_plan(out: Path, plan: Plan) -> None:
                                "resume it with the same options, or choose another --out")
         return
     out.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(plan.to_dict(), indent=2) + "\n")
+    write_text(path, json.dumps(plan.to_dict(), indent=2) + "\n")
 
 
 def append_record(path: Path, record: dict[str, Any]) -> None:

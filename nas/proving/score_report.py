@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ..files import replacing, write_text
 from .scores import (DATASET, LATENCY_DEVICE, PROXY, ZERO_COST_NAMES, format_interval, judge, score_frame,
                      whole_space)
 
@@ -60,17 +61,20 @@ def plot_scores(frame: pd.DataFrame, path: Path) -> None:
     for ax in list(axes.flat)[len(names):]:
         ax.set_visible(False)
     figure.suptitle(f"NAS-Bench-201 {DATASET.name}: cheap scores against {DATASET.final_split}, 200 epochs")
-    figure.savefig(path, dpi=110)
+    with replacing(path) as tmp:
+        figure.savefig(tmp, dpi=110)
 
 
 def write_report(out: str | Path, resamples: int = 1000) -> Path:
     """Judge every score the folder holds; returns the path of REPORT.md."""
     out = Path(out)
     frame = score_frame(out)
-    frame.to_csv(out / "scores.csv", float_format="%.6g")
+    with replacing(out / "scores.csv") as tmp:
+        frame.to_csv(tmp, float_format="%.6g")
     table = judge(frame, resamples=resamples)
     whole = whole_space(min(resamples, 200))
-    pd.concat([table, whole]).to_csv(out / "correlations.csv", index=False, float_format="%.5g")
+    with replacing(out / "correlations.csv") as tmp:
+        pd.concat([table, whole]).to_csv(tmp, index=False, float_format="%.5g")
     plot_scores(frame, out / "scores.png")
     trained = frame["proxy seconds"].notna()
     lines = [f"# Cheap scores against 200-epoch training: NAS-Bench-201, {DATASET.name}", "",
@@ -110,5 +114,5 @@ def write_report(out: str | Path, resamples: int = 1000) -> Path:
               "accuracy; proxy loss sum: minus the sum of its epochs' mean training loss; combinations: the mean of "
               "the scores' ranks (no label read).", "", "![scores](scores.png)", ""]
     path = out / "REPORT.md"
-    path.write_text("\n".join(lines))
+    write_text(path, "\n".join(lines))
     return path

@@ -157,9 +157,12 @@ def supernet_digest(folder: Path) -> str:
     """Names the supernet trained in ``folder`` (its settings and length), read from its ``supernet.json``."""
     from ..supernet.checkpoint import DESCRIPTION, load_description
 
+    if not (Path(folder) / DESCRIPTION).is_file():
+        raise SearchError(f"--evaluator supernet:{folder}: no trained supernet there (no {DESCRIPTION}); train one "
+                          f"with `nas supernet train --out {folder}`")
     try:
         return load_description(folder)["digest"]
-    except (OSError, KeyError, ValueError) as exc:
+    except (KeyError, TypeError) as exc:
         raise SearchError(f"--evaluator supernet:{folder}: no trained supernet there ({DESCRIPTION}: "
                           f"{type(exc).__name__}); train one with `nas supernet train --out {folder}`") from None
 

@@ -67,8 +67,11 @@ def build_context(cfg: SearchConfig, quiet: bool = False, worker: int = 0) -> Se
         try:
             saved = LatencyTable.load(table_path)
             table = saved if saved.space == f"{space.name}:{key}" else None
-        except (ValueError, KeyError, TypeError):  # truncated or foreign: price the space again
+        except (ValueError, KeyError, TypeError) as exc:  # damaged or foreign: a cache, priced again from the space
             table = None
+            if not quiet:
+                print(f"{table_path} is unreadable ({type(exc).__name__}), a cache of the space's prices: pricing "
+                      "the space again", file=sys.stderr)
     if table is None:
         table = build_table(space, predictor, None if quiet else progress("pricing the space's blocks"))
         table.space = f"{space.name}:{key}"  # the space and the digest of what it was priced from

@@ -11,6 +11,7 @@ from typing import Any
 import optuna
 import pandas as pd
 
+from ..files import replacing, write_text
 from ..pareto import pareto_front as front_of
 from .config import SearchConfig, SearchError
 from ..trials.storage import open_recorded
@@ -84,18 +85,20 @@ def write_outputs(out: str | Path, study: optuna.Study, cfg: SearchConfig) -> st
     """Write every output file into ``out`` and return the summary text."""
     out = Path(out)
     df = trials_frame(study)
-    df.to_csv(out / "trials.csv", index=False)
-    df.to_parquet(out / "trials.parquet", index=False)
+    with replacing(out / "trials.csv") as tmp:
+        df.to_csv(tmp, index=False)
+    with replacing(out / "trials.parquet") as tmp:
+        df.to_parquet(tmp, index=False)
     front = pareto_front(df)
-    (out / "pareto.json").write_text(json.dumps([_record(row) for _, row in front.iterrows()], indent=2) + "\n")
+    write_text(out / "pareto.json", json.dumps([_record(row) for _, row in front.iterrows()], indent=2) + "\n")
     done = evaluated(df)
     best = done.loc[done["val_accuracy"].idxmax()] if len(done) else None
     if best is not None:
-        (out / "best_arch.json").write_text(json.dumps(json.loads(best["arch_json"]), indent=2, sort_keys=True) + "\n")
+        write_text(out / "best_arch.json", json.dumps(json.loads(best["arch_json"]), indent=2, sort_keys=True) + "\n")
     measured = cfg.tabular and cfg.latency_shots is None
     plot(df, cfg.budget_ms, out / PLOT, cfg.score_name()[0], f"{'measured' if measured else 'predicted'} latency (ms)")
     summary = summary_text(df, cfg)
-    (out / "report.md").write_text(report_markdown(df, cfg, summary))
+    write_text(out / "report.md", report_markdown(df, cfg, summary))
     return summary
 
 
@@ -264,5 +267,6 @@ def plot(df: pd.DataFrame, budget_ms: float, path: Path, score: str = "proxy acc
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right", fontsize=8)
     fig.tight_layout()
-    fig.savefig(path)
+    with replacing(path) as tmp:
+        fig.savefig(tmp)
     plt.close(fig)

@@ -6,33 +6,33 @@ derived from the study. Running the same command again resumes it.
 """
 from __future__ import annotations
 
-import json
 import sys
 import time
-from pathlib import Path
 
 import optuna
 
+from ..files import output_folder, write_json
 from ..latency.predictor import SEARCHED_FAMILY
 from .config import SearchConfig
 from .context import build_context, check_priced_alike, check_same_precision
 from ..trials.parallel import run_processes
 from .report import write_outputs
 from .step import enqueue_references
+from ..trials.storage import refuse_lost_study
 from ..trials.study import counted, make_storage, recover_interrupted
 from .worker import open_study, spawned_worker, worker_loop
 
 
 def run_search(cfg: SearchConfig) -> tuple[optuna.Study, str]:
     """Run (or resume) the whole search, then write its outputs; returns the study and the summary text."""
-    out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = output_folder(cfg.out)
     url = cfg.storage_url()
+    refuse_lost_study(url, out / "trials.csv")
     storage = make_storage(url, cfg.storage_patience_s)
-    (out / "search.json").write_text(json.dumps({**cfg.to_dict(), "storage_url": url}, indent=2) + "\n")
     ctx = build_context(cfg)  # validates data, space, predictor and training device before any worker starts
     deadline = time.time() + cfg.timeout_s if cfg.timeout_s else None
     study = open_study(cfg, storage=storage)
+    write_json(out / "search.json", {**cfg.to_dict(), "storage_url": url})
     check_priced_alike(study, ctx)
     check_same_precision(study, ctx)
     done = "trained"

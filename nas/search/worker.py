@@ -7,6 +7,7 @@ from __future__ import annotations
 import sys
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 import optuna
@@ -47,7 +48,7 @@ def open_study(cfg: SearchConfig, worker: int = 0, storage: optuna.storages.Base
                            "the same ones, or choose another --study or --out")
 
     study = open_job_study(cfg.study, storage, cfg.identity(), refuse, directions, pruner,
-                           first={"nas_config": cfg.to_dict()})
+                           first={"nas_config": cfg.to_dict()}, listing=Path(cfg.out) / "trials.csv")
     held = len(study.get_trials(deepcopy=False))
     study.sampler = _sampler(cfg, seed=(cfg.seed * 1000 + worker + 7919 * held) % 2**32)  # a fresh study: seed*1000+w
     return study

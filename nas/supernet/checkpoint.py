@@ -9,8 +9,6 @@ scored at).
 """
 from __future__ import annotations
 
-import json
-import pickle
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,14 +18,14 @@ import torch
 from search_spaces import space_from_dict
 from swiftformer import SwiftFormerArch
 
+from ..files import UNREADABLE, load_torch, read_json, replacing, write_json
 from ..identity import digest, training_side
 from .model import SuperNet
 from .spaces import SupernetError
 
 CHECKPOINT = "supernet.pth"
-# what torch.load and the rebuild raise for a damaged, truncated or foreign file
-UNREADABLE = (OSError, EOFError, pickle.UnpicklingError, RuntimeError, KeyError, TypeError, ValueError)
 DESCRIPTION = "supernet.json"
+RETRAIN = "restore it, or train the supernet again with `nas supernet train --out` this folder"
 STATE = "last.pth"
 
 
@@ -57,19 +55,19 @@ class SupernetRecord:
 
 
 def save_supernet(folder: Path, supernet: SuperNet, record: SupernetRecord) -> None:
-    """Write ``supernet.pth`` and ``supernet.json`` (atomically: a kill leaves no half-written checkpoint)."""
+    """Write ``supernet.pth`` and ``supernet.json``, each whole or not at all (a kill or a full disk leaves the
+    previous ones)."""
     payload = {"state_dict": supernet.state_dict(), "space": supernet.space.to_dict(),
                "num_classes": supernet.num_classes, "in_chans": supernet.in_chans,
                "distillation": supernet.distillation, "record": record.__dict__}
-    tmp = folder / (CHECKPOINT + ".tmp")
-    torch.save(payload, tmp)
-    tmp.replace(folder / CHECKPOINT)
+    with replacing(folder / CHECKPOINT) as tmp:
+        torch.save(payload, tmp)
     description = {"space": payload["space"], "num_classes": supernet.num_classes, "in_chans": supernet.in_chans,
                    "distillation": supernet.distillation, "largest": supernet.largest_arch().summary(),
                    "smallest": supernet.smallest_arch().summary(),
                    "parameters": sum(p.numel() for p in supernet.parameters()), "digest": record.digest,
                    **record.__dict__}
-    (folder / DESCRIPTION).write_text(json.dumps(description, indent=2, default=str) + "\n")
+    write_json(folder / DESCRIPTION, description, default=str)
 
 
 def load_supernet(folder: str | Path, device: str | torch.device = "cpu") -> tuple[SuperNet, SupernetRecord]:
@@ -82,8 +80,8 @@ def load_supernet(folder: str | Path, device: str | torch.device = "cpu") -> tup
         hint = ("its training has not finished: run the same `nas supernet train` again to resume"
                 if (folder / STATE).is_file() else "train one there with `nas supernet train --out DIR`")
         raise SupernetError(f"{str(folder)!r} holds no {CHECKPOINT}: {hint}")
+    payload = load_torch(path, "supernet checkpoint", RETRAIN, weights_only=False)
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=False)
         space = space_from_dict(payload["space"], where=str(path))
         supernet = SuperNet(space, payload["num_classes"], payload["in_chans"], payload["distillation"])
         supernet.load_state_dict(payload["state_dict"])
@@ -99,8 +97,8 @@ def load_snapshot(folder: str | Path, device: str | torch.device = "cpu") -> tup
     path = Path(folder) / STATE
     if not path.is_file():
         raise SupernetError(f"{str(folder)!r} holds no {STATE}: no supernet training has finished an epoch there")
+    state = load_torch(path, "supernet training state", RETRAIN, weights_only=False)
     try:
-        state = torch.load(path, map_location="cpu", weights_only=False)
         identity = state["identity"]
         space = space_from_dict(identity["space"], where=str(path))
         supernet = SuperNet(space)
@@ -121,9 +119,9 @@ def _unreadable(exc: Exception, path: Path, what: str) -> SupernetError:
     if isinstance(exc, SupernetError):
         return exc
     first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-    return SupernetError(f"{path} is not a {what} this version reads: {first[:200]}")
+    return SupernetError(f"{path} is not a {what} this version reads: {first[:200]}; {RETRAIN}")
 
 
 def load_description(folder: str | Path) -> dict[str, Any]:
     """``supernet.json`` of ``folder`` (cheap: the weights are not read)."""
-    return json.loads((Path(folder) / DESCRIPTION).read_text())
+    return read_json(Path(folder) / DESCRIPTION, "supernet description", RETRAIN)

@@ -45,6 +45,7 @@ import search_spaces
 from search_spaces import SearchSpace
 from swiftformer import SwiftFormerArch
 
+from ..files import output_folder
 from ..data.loaders import ImageSplits, image_splits
 from ..engine import LoopState, Policy, Training, backward, fit, seed_init
 from ..engine.run_folder import RunFolder
@@ -189,7 +190,7 @@ def train_supernet(spec: SupernetSpec, stop_after_epoch: int | None = None, log:
     space = dataclasses.replace(base, num_classes=splits.num_classes, in_chans=splits.channels)
     out = Path(spec.out)
     if procs.main:
-        out.mkdir(parents=True, exist_ok=True)
+        output_folder(out)
     procs.barrier()
     identity = {"space": space.to_dict(), "recipe": recipe.to_dict(), "sandwich": sandwich.to_dict(),
                 "data": spec.data, "world": procs.world}

@@ -30,6 +30,7 @@ from ..engine import (CHECKPOINT_EVERY_S, Augmentation, EpochSource, Policy, Pol
                       ResidentImages, StreamingBatches, eval_batches, resident)
 from ..engine.augment import RESIZED_CROPS
 from ..engine.batches import TransformedItems, stream_eval_batches
+from ..files import UNREADABLE, load_torch, unreadable_checkpoint
 from ..models import ModelRefError, parse_model_ref
 from .processes import Processes
 from .recipe import Recipe, RecipeError, RetrainError
@@ -93,8 +94,11 @@ def load_teacher(ref: str, checkpoint: str | None, num_classes: int, in_chans: i
         loader = lambda: timm.models.load_checkpoint(model, checkpoint, strict=True)  # noqa: E731
     try:
         loader()
-    except (RuntimeError, KeyError) as exc:
+    except UNREADABLE as exc:
         first = str(exc).strip().splitlines()[0]
+        if not isinstance(exc, (RuntimeError, KeyError)) or "PytorchStreamReader" in first:
+            raise unreadable_checkpoint(checkpoint, exc, "teacher checkpoint", "give --teacher-checkpoint the "
+                                        "teacher's model.pth (a file torch.save wrote)") from None
         raise RetrainError(f"teacher checkpoint {checkpoint!r} does not fit {ref} with {num_classes} classes: "
                            f"{first[:200]}") from None
     return model.eval()
@@ -112,7 +116,8 @@ def load_init(model: nn.Module, init: str) -> str:
     else:
         if not Path(path).is_file():
             raise RetrainError(f"--init checkpoint {path!r} does not exist")
-        state = swiftformer.convert_checkpoint(torch.load(path, map_location="cpu", weights_only=True))
+        state = swiftformer.convert_checkpoint(load_torch(path, "checkpoint", "give --init checkpoint: a file of "
+                                                          "weights that torch.save wrote (e.g. a model.pth)"))
         source = path
     own = model.state_dict()
     heads = ("head.", "dist_head.")

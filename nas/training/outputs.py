@@ -19,6 +19,7 @@ from torch import nn
 
 from swiftformer import count_macs, count_params
 
+from ..files import replacing, write_text
 from .components import normalisation
 from .runs import RetrainResult, RetrainSpec
 
@@ -42,9 +43,11 @@ def write_outputs(result: "RetrainResult", model: nn.Module, ema: nn.Module | No
                   splits: "ImageSplits", source_name: str, recipe_note: str, lr: float, world: int, device: str,
                   say: Callable[[str], None]) -> None:
     out, arch, recipe = result.out, result.arch, result.recipe
-    torch.save(model.state_dict(), out / "model.pth")
+    with replacing(out / "model.pth") as tmp:
+        torch.save(model.state_dict(), tmp)
     if ema is not None:
-        torch.save(ema.state_dict(), out / "model_ema.pth")
+        with replacing(out / "model_ema.pth") as tmp:
+            torch.save(ema.state_dict(), tmp)
     shipped = ema if recipe.eval_model == "ema" and ema is not None else model
     headline = "ema_" if shipped is ema and ema is not None else ""
     latency = predicted_latencies(arch)
@@ -60,8 +63,8 @@ def write_outputs(result: "RetrainResult", model: nn.Module, ema: nn.Module | No
     }
     exports = export_model(copy.deepcopy(shipped).cpu().eval(), out, spec.exports, say)
     summary["exports"] = exports
-    (out / "results.json").write_text(json.dumps(summary, indent=2) + "\n")
-    (out / "model_card.md").write_text(model_card(summary, result, recipe_note, headline, latency))
+    write_text(out / "results.json", json.dumps(summary, indent=2) + "\n")
+    write_text(out / "model_card.md", model_card(summary, result, recipe_note, headline, latency))
     files = ["model.pth"] + (["model_ema.pth"] if ema is not None else []) + exports + [
         "model_card.md", "results.json", "log.csv", "curve.png", "recipe.yaml"]
     say(f"val top-1 {summary[headline + 'val_top1']:.2f} %, test top-1 {summary[headline + 'test_top1']:.2f} % "

@@ -23,6 +23,7 @@ import yaml
 
 from swiftformer import VARIANTS, SwiftFormerArch, count_params
 
+from ..files import read_text, write_text
 from ..identity import CROP_DRAWS
 
 
@@ -169,7 +170,7 @@ class Recipe:
     def save(self, path: str | Path, extra: Mapping[str, Any] | None = None) -> None:
         """YAML that ``--recipe`` reads back; ``extra`` goes into a leading comment (what it was resolved for)."""
         header = "".join(f"# {k}: {v}\n" for k, v in (extra or {}).items())
-        Path(path).write_text(header + yaml.safe_dump(self.to_dict(), sort_keys=False))
+        write_text(path, header + yaml.safe_dump(self.to_dict(), sort_keys=False))
 
     @classmethod
     def load(cls, path: str | Path, base: "Recipe | None" = None) -> "Recipe":
@@ -177,7 +178,7 @@ class Recipe:
         if not path.is_file():
             raise RecipeError(f"recipe file {str(path)!r} does not exist")
         try:
-            data = yaml.safe_load(path.read_text()) or {}
+            data = yaml.safe_load(read_text(path, "recipe file", "give --recipe a YAML file of recipe keys")) or {}
         except yaml.YAMLError as exc:
             raise RecipeError(f"recipe file {str(path)!r} is not valid YAML: {str(exc).splitlines()[0]}") from None
         if not isinstance(data, Mapping):

@@ -28,6 +28,7 @@ from torch import nn
 
 from swiftformer import SwiftFormerArch
 
+from ..files import output_folder, write_text
 from ..data.loaders import ImageSplits, image_splits
 from ..engine import LoopState, Training, backward, evaluate, fit, seed_init
 from ..engine.run_folder import RunFolder
@@ -92,7 +93,7 @@ def retrain(spec: RetrainSpec, stop_after_epoch: int | None = None, log: Callabl
                for k in ("num_classes", "in_chans", "resolution") if getattr(source_arch, k) != getattr(arch, k)]
     out = Path(spec.out)
     if procs.main:
-        out.mkdir(parents=True, exist_ok=True)
+        output_folder(out)
     procs.barrier()
     identity = {"arch": arch.to_dict(), "recipe": recipe.to_dict(), "data": spec.data, "world": procs.world,
                 "teacher": spec.teacher, "init": spec.init}
@@ -144,7 +145,7 @@ def retrain(spec: RetrainSpec, stop_after_epoch: int | None = None, log: Callabl
         say(where)
 
     if procs.main:
-        (out / "arch.json").write_text(arch.to_json() + "\n")
+        write_text(out / "arch.json", arch.to_json() + "\n")
         recipe.replace(resolution=arch.resolution).save(out / "recipe.yaml", {"resolved for": f"{source_name} on {spec.data}, {procs.world} "
                                           f"process(es); lr {lr:.6g} for a global batch of "
                                           f"{recipe.batch_size * procs.world}"})

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import sys
 import threading
 import time
@@ -27,6 +28,7 @@ import optuna
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.trial import TrialState
 
+from ..files import RESTORE, StateError, output_folder, read_json, why, write_failed
 from .errors import RunError
 
 HEARTBEAT_S = 2
@@ -80,21 +82,25 @@ def is_transient(exc: BaseException) -> bool:
     with ``PendingRollbackError`` (wrapped in ``StorageInternalError``); the lost connection is two links down."""
     from sqlalchemy import exc as sa
 
-    seen: set[int] = set()
-    chain = [exc]
-    while chain:
-        error = chain.pop()
+    return any(isinstance(error, (sa.OperationalError, sa.InterfaceError)) or
+               getattr(error, "connection_invalidated", False) for error in _chain(exc))
+
+
+def _chain(exc: BaseException) -> list[BaseException]:
+    """The error and its causes and contexts, each once."""
+    seen: dict[int, BaseException] = {}
+    todo: list[BaseException | None] = [exc]
+    while todo:
+        error = todo.pop()
         if error is None or id(error) in seen:
             continue
-        seen.add(id(error))
-        if isinstance(error, (sa.OperationalError, sa.InterfaceError)) or \
-                getattr(error, "connection_invalidated", False):
-            return True
-        chain += [error.__cause__, error.__context__]
-    return False
+        seen[id(error)] = error
+        todo += [error.__cause__, error.__context__]
+    return list(seen.values())
 
 
-def with_retries(call: Callable[[], T], what: str, patience_s: float, insert: bool = False) -> T:
+def with_retries(call: Callable[[], T], what: str, patience_s: float, insert: bool = False,
+                 transient: Callable[[BaseException], bool] = is_transient) -> T:
     """``call()``, retried with back-off while the database is unreachable, for at most ``patience_s``.
 
     ``insert``: the call writes a row that may exist only once (a parameter, an attribute). A connection cut
@@ -110,7 +116,7 @@ def with_retries(call: Callable[[], T], what: str, patience_s: float, insert: bo
             except Exception as exc:  # noqa: BLE001 (only connection errors are retried; the rest re-raised)
                 if insert and waiting and isinstance(exc, sa.IntegrityError):
                     return None  # type: ignore[return-value]
-                if not is_transient(exc):
+                if not transient(exc):
                     raise
                 reason = str(exc.__cause__ or exc).strip().splitlines()[0][:160]
                 waited = time.monotonic() - started
@@ -144,20 +150,29 @@ class ResilientRDBStorage(RDBStorage):
     def __init__(self, url: str, patience_s: float = PATIENCE_S, **kwargs: Any) -> None:
         self.patience_s = patience_s
         self.display = _without_password(url)
+        # a local SQLite file does not restart: only a lock held by another writer passes
+        self.transient = _sqlite_locked if url.startswith("sqlite") else is_transient
         engine = {"pool_pre_ping": True} if not url.startswith("sqlite") else {}
         from sqlalchemy import exc as sa
 
+        with_retries(lambda: _check_tables(url, self.display), self.display, patience_s, transient=self.transient)
         for attempt in range(5):
             try:
                 with_retries(lambda: RDBStorage.__init__(self, url, engine_kwargs=engine, **kwargs), self.display,
-                             patience_s)
+                             patience_s, transient=self.transient)
                 return
             except (sa.IntegrityError, sa.ProgrammingError):
                 # another process is creating Optuna's tables in the same new database: use its tables
                 if attempt == 4:
                     raise
                 time.sleep(0.5 * (attempt + 1))
-
+            except sa.DatabaseError as exc:
+                raise StateError(f"study database {self.display} is damaged ({why(exc.orig or exc)}); {RESTORE} "
+                                 "(SQLite's `.recover` command may save its rows)") from None
+            except RuntimeError:  # Optuna: tables of another version of its schema
+                raise StateError(f"study database {self.display} was set up by another Optuna version than "
+                                 f"{optuna.__version__}; back it up and run `optuna storage upgrade --storage URL` "
+                                 "if that one was older, or give --storage a database of its own") from None
 
     def _get_stale_trial_ids(self, study_id: int) -> list[int]:
         """Optuna's stale trials (their last beat is too old), and the running trials that never beat: a retried
@@ -191,8 +206,35 @@ def _retrying(method: Callable[..., T]) -> Callable[..., T]:
 
     @functools.wraps(method)
     def call(self: ResilientRDBStorage, *args: Any, **kwargs: Any) -> T:
-        return with_retries(lambda: method(self, *args, **kwargs), self.display, self.patience_s, insert)
+        return with_retries(lambda: method(self, *args, **kwargs), self.display, self.patience_s, insert,
+                            getattr(self, "transient", is_transient))
     return call
+
+
+def _sqlite_locked(exc: BaseException) -> bool:
+    """SQLite's only passing error: another process holds the write lock."""
+    return any("database is locked" in str(error) for error in _chain(exc))
+
+
+def _check_tables(url: str, display: str) -> None:
+    """A database that holds tables, but not Optuna's, is someone else's: refused before Optuna adds its own."""
+    import sqlalchemy
+
+    engine = sqlalchemy.create_engine(url)
+    try:
+        tables = set(sqlalchemy.inspect(engine).get_table_names())
+    except sqlalchemy.exc.DatabaseError as exc:
+        if isinstance(exc, (sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError)) and \
+                not url.startswith("sqlite"):
+            raise  # a server that does not answer: retried
+        raise StateError(f"study database {display} is damaged ({why(exc.orig or exc)}); {RESTORE} "
+                         "(SQLite's `.recover` command may save its rows)") from None
+    finally:
+        engine.dispose()
+    if tables and not {"studies", "trials", "version_info"} <= tables:
+        raise StateError(f"study database {display} holds tables that are not an Optuna study's "
+                         f"({', '.join(sorted(tables)[:5])}); give --storage a database of its own (nothing was "
+                         "written to it)")
 
 
 # Writes of a row that may exist once and that return nothing: see ``with_retries``.
@@ -224,15 +266,150 @@ def make_storage(url: str, patience_s: float = PATIENCE_S) -> optuna.storages.Ba
     """An RDB URL (``sqlite:///...``, ``postgresql://...``) or a journal file path (``journal:`` prefix optional).
 
     On RDBs Optuna's heartbeat marks the trials of a dead process stale and its retry callback queues them again.
+    A damaged study file is one line naming it (``StateError``) and is left as it is; a journal whose last record
+    was cut by a kill is resumed (see ``open_journal``).
     """
     if "://" in url:
         _check_driver(url)
+        sqlite = _sqlite_file(url)
+        if sqlite is not None:
+            _check_sqlite_file(sqlite)
         retry = RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRIES)
         return ResilientRDBStorage(url, patience_s, heartbeat_interval=HEARTBEAT_S, grace_period=STALE_AFTER_S,
                                    heartbeat_stale_trial_callback=retry)
-    path = Path(url.removeprefix("journal:"))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(path)))
+    return open_journal(Path(url.removeprefix("journal:")))
+
+
+def open_journal(path: Path) -> optuna.storages.JournalStorage:
+    """Optuna's journal storage on ``path``, after checking every record.
+
+    Optuna appends each record as one line and ``fsync``s it, under its lock; a kill or a full disk can still cut
+    the last line. Optuna skips a cut last line when reading but appends the next record right after it, which
+    makes one bad line in the middle: the study could no longer be read. So a cut last line is moved aside
+    (into ``<journal>.cut-<time>``) before the journal is opened, under the writers' lock, and the run resumes from
+    the complete records. A bad line anywhere else is an error naming it: what followed cannot be trusted."""
+    from optuna.storages.journal import JournalFileBackend, JournalFileSymlinkLock
+
+    if path.exists() and not path.is_file():
+        raise StateError(f"journal {path} is a folder, not a journal file; give --storage another file")
+    output_folder(path.parent, "--storage's folder")
+    if path.is_file() and path.stat().st_size:
+        lock = JournalFileSymlinkLock(str(path))
+        lock.acquire()
+        try:
+            _settle_cut_record(path)
+        finally:
+            lock.release()
+        _check_records(path)
+    return optuna.storages.JournalStorage(JournalFileBackend(str(path)))
+
+
+def _settle_cut_record(path: Path) -> None:
+    """A last line without its newline: completed if it is a whole record, else moved aside (see
+    ``open_journal``)."""
+    with open(path, "rb") as handle:
+        size = handle.seek(0, 2)
+        handle.seek(max(0, size - 1))
+        if handle.read(1) == b"\n":
+            return
+        raw = path.read_bytes()
+    start = raw.rfind(b"\n") + 1
+    fragment = raw[start:]
+    if not fragment.startswith(b'{"op_code":'[:len(fragment)]):
+        return  # not the start of one of Optuna's records: damage, which _check_records names
+    try:
+        json.loads(fragment)
+    except ValueError:
+        pass
+    else:  # the record was whole, only its newline was lost
+        _append(path, b"\n")
+        return
+    side = path.with_name(f"{path.name}.cut-{time.strftime('%Y%m%d-%H%M%S')}")
+    try:
+        side.write_bytes(fragment)
+        with open(path, "r+b") as handle:
+            handle.truncate(start)
+            os.fsync(handle.fileno())
+    except OSError as exc:
+        raise write_failed(path, exc) from None
+    complete = raw.count(b"\n")
+    print(f"{path}: its last record was cut by a kill or a full disk ({len(fragment)} bytes, kept in {side.name}); "
+          f"resuming from the {complete} complete records", file=sys.stderr, flush=True)
+
+
+def _append(path: Path, data: bytes) -> None:
+    try:
+        with open(path, "ab") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+    except OSError as exc:
+        raise write_failed(path, exc) from None
+
+
+def _check_records(path: Path) -> None:
+    """Every line of the journal is one of Optuna's records, or a one-line error naming the first that is not."""
+    with open(path, "rb") as handle:
+        for number, line in enumerate(handle, start=1):
+            try:
+                if "op_code" not in json.loads(line):
+                    raise ValueError("not a record")
+            except (ValueError, TypeError):
+                keep = number - 1
+                partial = (f", or keep its first {keep} records (the trials recorded later are lost) with `head -n "
+                           f"{keep} {path} > NEW` and run again with --storage journal:NEW") if keep else ""
+                raise StateError(
+                    f"journal {path}, line {number}: not a record (damaged), so the study cannot be read past it; "
+                    f"restore the journal from a backup{partial}; the journal was left as it is") from None
+
+
+def refuse_lost_study(url: str, listing: Path) -> None:
+    """Before a study file is opened (which writes Optuna's tables into an empty SQLite file): a missing or empty
+    study file while the job's folder lists trials is a lost study (see ``nas.trials.study.open_study``), refused
+    without touching either."""
+    path = _sqlite_file(url) if "://" in url else Path(url.removeprefix("journal:"))
+    if path is None or (path.is_file() and path.stat().st_size) or (path.exists() and not path.is_file()):
+        return
+    rows = listed_rows(listing)
+    if rows:
+        raise StateError(f"{listing} lists {rows} trials, but its study file {path} is "
+                         f"{'empty' if path.exists() else 'not there'} (emptied, replaced or moved): restore the study "
+                         "file, or move the folder aside to start a new study (its outputs were left as they are)")
+
+
+def listed_rows(table: Path) -> int:
+    """Data rows of a job's CSV table of its trials (0 when it is not there)."""
+    try:
+        with open(table, "rb") as handle:
+            return max(0, sum(1 for line in handle if line.strip()) - 1)
+    except OSError:
+        return 0
+
+
+def _sqlite_file(url: str) -> Path | None:
+    if not url.startswith("sqlite"):
+        return None
+    from sqlalchemy.engine import make_url
+
+    database = make_url(url).database
+    return Path(database) if database and database != ":memory:" else None
+
+
+def _check_sqlite_file(path: Path) -> None:
+    """The study's SQLite file is one (or is not there yet): a damaged file is named before SQLAlchemy opens it."""
+    if path.exists() and not path.is_file():
+        raise StateError(f"study database {path} is a folder, not an SQLite file; give --storage another file")
+    output_folder(path.parent, "--storage's folder")
+    if not path.is_file() or path.stat().st_size == 0:
+        return
+    try:
+        with open(path, "rb") as handle:
+            header = handle.read(16)
+    except OSError as exc:
+        raise StateError(f"cannot read the study database {path} ({why(exc)}); fix its permissions") from None
+    if header != b"SQLite format 3\x00":
+        raise StateError(f"study database {path} is not an SQLite database (damaged, or another kind of file); "
+                         f"{RESTORE} (the file was left as it is)")
 
 
 def _check_driver(url: str) -> None:
@@ -261,11 +438,12 @@ def open_recorded(out: str | Path, meta_name: str, from_dict: Callable[[dict[str
     meta_path = out / meta_name
     if not meta_path.is_file():
         raise error(f"{out} holds no {meta_path.stem} (no {meta_name}); run `{command} --out {out}` first")
-    meta = json.loads(meta_path.read_text())
-    url = meta.pop("storage_url")
+    meta = read_json(meta_path, f"{meta_path.stem} record", f"restore it, or run `{command} --out {out}` "
+                     "again with the same settings to write it again (its study is kept)")
     try:
+        url = meta.pop("storage_url")
         cfg = from_dict(meta)
-    except TypeError as exc:  # a field this version does not know (or lacks): written by another version
+    except (TypeError, KeyError, AttributeError) as exc:  # a field this version does not know (or lacks): written by another version
         raise error(f"{meta_path} was written by another version of SwiftNAS ({exc}); run it again with this "
                     "version, in a new --out") from None
     try:

@@ -15,6 +15,7 @@ import sys
 import threading
 import time
 import weakref
+from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import warnings
@@ -24,7 +25,8 @@ from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.storages._heartbeat import is_heartbeat_enabled
 from optuna.trial import TrialState
 
-from .storage import HEARTBEAT_S, MAX_RETRIES, STALE_AFTER_S, make_storage, seconds_since_outage
+from ..files import StateError
+from .storage import HEARTBEAT_S, MAX_RETRIES, STALE_AFTER_S, listed_rows, make_storage, seconds_since_outage
 
 __all__ = ["make_storage", "status_of", "counted", "tally", "TrialIndex", "index_of", "in_flight", "best_feasible",
            "retry_of", "Heartbeat", "settle_interrupted", "settle_on_sigterm", "recover_interrupted", "open_study",
@@ -131,11 +133,22 @@ def index_of(study: optuna.Study) -> TrialIndex:
 
 def open_study(name: str, storage: optuna.storages.BaseStorage, identity: Any, refuse: Callable[[str], Exception],
                directions: Sequence[str] = ("maximize",), pruner: optuna.pruners.BasePruner | None = None,
-               key: str = "nas_identity", first: Mapping[str, Any] | None = None) -> optuna.Study:
+               key: str = "nas_identity", first: Mapping[str, Any] | None = None,
+               listing: Path | None = None) -> optuna.Study:
     """Create or load study ``name`` of a job whose trials are comparable only under ``identity`` (the settings
     that change a score): the first opening records it under ``key`` (with ``first``'s attributes), a later one
     with another identity or other directions is refused with ``refuse(what differs)``, an error the job words
-    (its way out: the same settings, another --study, --out or journal)."""
+    (its way out: the same settings, another --study, --out or journal).
+
+    ``listing``: the job's table of its trials (``trials.csv``), written from the study. When it lists trials
+    while the storage holds no such study, the study file was emptied, replaced or lost: a new empty study would
+    overwrite that table and every output beside it, so the run is refused instead (``StateError``)."""
+    if listing is not None and name not in optuna.get_all_study_names(storage):
+        listed = listed_rows(listing)
+        if listed:
+            raise StateError(f"{listing} lists {listed} trials of study {name!r}, but its storage holds no such "
+                             "study (the study file was emptied, replaced or moved): restore the study file, or "
+                             "move the folder aside to start a new study (its outputs were left as they are)")
     study = optuna.create_study(study_name=name, storage=storage, pruner=pruner, directions=list(directions),
                                 load_if_exists=True)
     stored = study.user_attrs.get(key)

@@ -15,6 +15,7 @@ from typing import Any
 
 import yaml
 
+from ..files import read_text
 from ..training.protocols import CANDIDATES
 from ..units import parse_latency_ms
 
@@ -152,7 +153,7 @@ def load_plan(path: str | Path) -> Plan:
     if not path.is_file():
         raise PlanError(f"plan {str(path)!r} is not a file; the shipped plans are experiments/verdicts/*.yaml")
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.safe_load(read_text(path, "plan", "give a YAML plan (the shipped ones: experiments/verdicts/*.yaml)"))
     except yaml.YAMLError as exc:
         raise PlanError(f"plan {str(path)!r} is not YAML: {str(exc).splitlines()[0]}") from None
     if not isinstance(data, dict):

@@ -10,7 +10,6 @@ band), not measurements.
 """
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Any
@@ -18,9 +17,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ..files import read_json, replacing, write_text
 from ..ablation import stats
 from .plan import Plan
-from .steps import budget_tag, load_models
+from .steps import REBUILD, budget_tag, load_models
 
 
 def scores(root: Path, name: str, split: str = "test") -> dict[int, float]:
@@ -28,7 +28,7 @@ def scores(root: Path, name: str, split: str = "test") -> dict[int, float]:
     out = {}
     for path in sorted((root / "retrain").glob(f"{name}-seed*/results.json")):
         seed = int(path.parent.name.rsplit("-seed", 1)[1])
-        out[seed] = float(json.loads(path.read_text())[f"{split}_top1"])
+        out[seed] = float(read_json(path, "retraining's results", REBUILD)[f"{split}_top1"])
     return out
 
 
@@ -148,7 +148,8 @@ def family_plot(table: pd.DataFrame, path: Path, phone: str) -> None:
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    with replacing(path) as tmp:
+        fig.savefig(tmp, dpi=120)
     plt.close(fig)
 
 
@@ -184,7 +185,8 @@ def write_report(plan: Plan) -> str:
     if search.empty:
         lines += ["No search has finished yet.", ""]
     else:
-        search.to_csv(root / "search.csv", index=False)
+        with replacing(root / "search.csv") as tmp:
+            search.to_csv(tmp, index=False)
         lines += ["| budget | search | winner (ms) | reference (ms) | winner test | reference test | winner - "
                   "reference |", "|---|---|---|---|---|---|---|"]
         for _, r in search.iterrows():
@@ -198,7 +200,7 @@ def write_report(plan: Plan) -> str:
     lines += ["## 2. Does attention placement pay?", ""]
     noise = root / "noise.json"
     if noise.is_file():
-        n = json.loads(noise.read_text())
+        n = read_json(noise, "noise record", REBUILD)
         lines += [f"Noise measured first ({n['study']}, {n['first_seeds']} seeds, {n['protocol']} protocol): "
                   f"pooled paired SD {n['pooled_paired_sd_points']:.2f} points over {n['variants']} variants; "
                   f"{n['seeds_needed']:g} pairs resolve {n['resolve_points']:g} points at 80 % power (paired t-test, "
@@ -227,8 +229,10 @@ def write_report(plan: Plan) -> str:
     if table.empty or not table.model.str.startswith("front-").any():
         lines += ["The Pareto search has not finished yet.", ""]
     else:
-        table.to_csv(root / "family.csv", index=False)
-        pairs.to_csv(root / "family_pairs.csv", index=False)
+        with replacing(root / "family.csv") as tmp:
+            table.to_csv(tmp, index=False)
+        with replacing(root / "family_pairs.csv") as tmp:
+            pairs.to_csv(tmp, index=False)
         family_plot(table, root / "family.png", plan.phone)
         lines += ["| model | architecture | latency (ms, band) | test top-1 [95 % CI] | seeds |",
                   "|---|---|---|---|---|"]
@@ -244,5 +248,5 @@ def write_report(plan: Plan) -> str:
                          f"ms): {r.verdict}{' -> dominates' if r.dominates else ''}")
         lines += ["", "![accuracy against latency](family.png)", ""]
     text = "\n".join(lines) + "\n"
-    (root / "REPORT.md").write_text(text)
+    write_text(root / "REPORT.md", text)
     return text

@@ -10,7 +10,6 @@ its own process: on one GPU they share it, as the search's workers do). Output o
 from __future__ import annotations
 
 import functools
-import json
 import os
 import platform
 import shutil
@@ -20,6 +19,7 @@ import time
 from datetime import datetime, timezone
 from typing import Callable
 
+from ..files import write_json
 from .plan import Plan
 from .steps import Phase, Step, is_done, marker, phases
 
@@ -93,10 +93,10 @@ class Chunk:
         if ended_itself:
             path = marker(self.root, step.key)
             path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(json.dumps({
+            write_json(path, {
                 "step": step.key, "command": " ".join(["python", "-m", "nas", *argv[3:]]),
                 "machine": machine(self.train_device), "seconds": round(seconds, 1),
-                "finished": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")}, indent=2) + "\n")
+                "finished": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")})
         done = is_done(self.root, step)
         self.say(f"[{step.key}] {'done' if done else 'stopped at the chunk end; the next chunk continues it'} "
                  f"after {seconds:.0f} s")

@@ -19,6 +19,7 @@ from typing import Any, Callable, Iterator
 
 from swiftformer import VARIANTS, SwiftFormerArch
 
+from ..files import read_json, write_text
 from .plan import Plan
 
 
@@ -46,6 +47,9 @@ class Phase:
 
 def budget_tag(ms: float) -> str:
     return f"{ms:g}ms".replace(".", "p")
+
+
+REBUILD = "restore it from the plan's committed state (git checkout), or move it aside and run the chunk again"
 
 
 def marker(root: Path, key: str) -> Path:
@@ -85,7 +89,7 @@ def _identity(arch: SwiftFormerArch) -> str:
 
 def load_models(root: Path) -> dict[str, dict[str, Any]]:
     path = root / "models.json"
-    return json.loads(path.read_text()) if path.is_file() else {}
+    return read_json(path, "plan's model list", REBUILD) if path.exists() else {}
 
 
 def add_model(root: Path, name: str, arch: SwiftFormerArch, origin: str, ref: str | None = None) -> str:
@@ -104,7 +108,7 @@ def add_model(root: Path, name: str, arch: SwiftFormerArch, origin: str, ref: st
     root.mkdir(parents=True, exist_ok=True)
     models[name] = {"ref": ref, "origin": origin, "summary": arch.summary(), "identity": identity,
                     "latency_ms": latency_of(arch), "same_as": same}
-    (root / "models.json").write_text(json.dumps(models, indent=2) + "\n")
+    write_text(root / "models.json", json.dumps(models, indent=2) + "\n")
     return same or name
 
 
@@ -123,7 +127,7 @@ def search_winner(root: Path, folder: str, name: str, origin: str) -> str | None
 def front_members(root: Path, folder: str, count: int) -> list[str]:
     """Up to ``count`` members of a Pareto search's front, evenly spread over its latency, as models."""
     path = root / folder / "pareto.json"
-    front = sorted(json.loads(path.read_text()) if path.is_file() else [], key=lambda m: m["latency_ms"])
+    front = sorted(read_json(path, "Pareto front", REBUILD) if path.exists() else [], key=lambda m: m["latency_ms"])
     if len(front) > count:
         picks = sorted({round(i * (len(front) - 1) / (count - 1)) for i in range(count)}) if count > 1 else [0]
         front = [front[i] for i in picks]
@@ -180,8 +184,8 @@ def ablation_seeds(root: Path, plan: Plan) -> dict[str, Any] | None:
     from ..ablation.stats import seeds_needed
 
     path = root / "noise.json"
-    if path.is_file():
-        return json.loads(path.read_text())
+    if path.exists():
+        return read_json(path, "noise record", REBUILD)
     part = plan.ablation
     summary = root / f"ablation-{part.studies[0]}" / "summary.csv"
     if not summary.is_file():
@@ -202,7 +206,7 @@ def ablation_seeds(root: Path, plan: Plan) -> dict[str, Any] | None:
              "resolve_points": part.resolve, "sd_degrees_of_freedom": sd_df, "seeds_needed": needed,
              "max_seeds": part.max_seeds, "seeds": seeds,
              "capped": bool(needed > part.max_seeds)}
-    path.write_text(json.dumps(noise, indent=2) + "\n")
+    write_text(path, json.dumps(noise, indent=2) + "\n")
     return noise
 
 
