@@ -177,3 +177,51 @@ def test_an_interrupt_settles_its_own_trial_so_the_next_run_retries_it_at_once(t
             time.sleep(5)  # (the handler raises at once)
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+def test_an_interrupted_ray_run_stops_its_workers_and_settles_only_their_trials(tmp_path, monkeypatch):
+    """Ctrl-C reaches the driver (not Tune's handler): it stops the workers it started, then fails and queues again
+    the trials they were running, which a stopped worker cannot settle itself; another run's trial is left alone.
+    Ray and Tune are replaced by stand-ins that do what a worker would: the logic, without a cluster."""
+    import os
+
+    import ray
+    from ray import tune
+
+    from nas.trials import ray as dispatch
+    from nas.trials.storage import make_storage
+    from nas.trials.study import RUN_ENV, Heartbeat
+
+    url = f"journal:{tmp_path / 'study.journal'}"
+    study = optuna.create_study(study_name="s", storage=make_storage(url))
+    space = {"x": optuna.distributions.IntDistribution(0, 9)}
+    env, events = {}, []
+
+    def start_worker(run: str) -> optuna.Trial:  # a worker's trial, then the worker stops without settling it
+        monkeypatch.setenv(RUN_ENV, run)
+        trial = study.ask(space)
+        beat = Heartbeat(study, trial).__enter__()
+        beat.stop.set()
+        beat.thread.join()
+        return trial
+
+    class Tuner:
+        def __init__(self, trainable, **kwargs):
+            pass
+
+        def fit(self):
+            events.append(os.environ.get("TUNE_DISABLE_SIGINT_HANDLER"))
+            start_worker(env[RUN_ENV])
+            raise KeyboardInterrupt
+
+    other = start_worker("another-driver")
+    monkeypatch.setattr(ray, "init", lambda **kwargs: env.update(kwargs["runtime_env"]["env_vars"]))
+    monkeypatch.setattr(ray, "shutdown", lambda: events.append("stopped"))
+    monkeypatch.setattr(tune, "Tuner", Tuner)
+    monkeypatch.delenv("TUNE_DISABLE_SIGINT_HANDLER", raising=False)
+    with pytest.raises(KeyboardInterrupt):
+        dispatch.run_tune(lambda config: None, {}, 1, {"cpu": 1}, 1, study, tmp_path, None, url)
+    assert events[:2] == ["1", "stopped"] and "TUNE_DISABLE_SIGINT_HANDLER" not in os.environ
+    states = {t.number: status_of(t) for t in study.get_trials()}
+    assert states[other.number] == "running"
+    assert states[1] == "interrupted" and study.get_trials()[2].state.name == "WAITING"

@@ -268,7 +268,7 @@ def run_ablation(cfg: AblationConfig) -> tuple[optuna.Study, str]:
         cpus = cfg.ray_cpus()
         run_cfg = AblationConfig.from_dict({**cfg.to_dict(), "cpus_per_trial": cpus})
         run_tune(_tune_trial, {"ablation": run_cfg.to_dict(), "deadline": deadline}, waiting,
-                 {"cpu": cpus, "gpu": cfg.gpus_per_trial}, cfg.workers, cfg.study, out, cfg.ray_address, url)
+                 {"cpu": cpus, "gpu": cfg.gpus_per_trial}, cfg.workers, study, out, cfg.ray_address, url)
     elif waiting and cfg.workers == 1:
         worker_loop(cfg, 0, ctx, study, deadline)
     elif waiting:

@@ -69,5 +69,5 @@ def run_with_ray(cfg: SearchConfig, study: optuna.Study, storage_url: str, deadl
         if (remaining <= 0 and not queued) or (deadline and time.time() > deadline):
             return
         run_tune(_tune_trial, {"search": run_cfg.to_dict(), "deadline": deadline},
-                 min(cfg.workers, max(remaining, 0) + queued), resources, cfg.workers, cfg.study, Path(cfg.out),
+                 min(cfg.workers, max(remaining, 0) + queued), resources, cfg.workers, study, Path(cfg.out),
                  cfg.ray_address, storage_url)

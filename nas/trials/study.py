@@ -10,6 +10,7 @@ attributes does the same. Either way a stale trial is failed and its parameters 
 """
 from __future__ import annotations
 
+import os
 import signal
 import sys
 import threading
@@ -46,6 +47,10 @@ warnings.filterwarnings("ignore", message="The constraint value is ignored becau
 
 
 # ---------------------------------------------------------------------------------------------- trial states
+RUN_ENV = "NAS_RAY_RUN"  # set in the Ray workers a driver starts: the run their trials belong to
+RUN_ATTR = "nas:ray_run"
+
+
 def status_of(trial: optuna.trial.FrozenTrial) -> str:
     """What happened to a trial: trained, reference, pruned, rejected (over budget), duplicate (a known result
     reused), diverged, out of memory, error, interrupted (its process died), running or queued."""
@@ -249,6 +254,8 @@ class Heartbeat:
 
     def __enter__(self) -> "Heartbeat":
         self._beat()
+        if os.environ.get(RUN_ENV):  # a Ray worker: the driver that started it settles its trial if interrupted
+            self.storage.set_trial_system_attr(self.trial_id, RUN_ATTR, os.environ[RUN_ENV])
         self.thread.start()
         return self
 
@@ -278,6 +285,43 @@ def settle_interrupted(study: optuna.Study, trial: optuna.Trial) -> bool:
     finally:
         for sig, handler in zip(held, previous):
             signal.signal(sig, handler)
+
+
+def settle_run(study: optuna.Study, run: str) -> list[int]:
+    """Fail as interrupted, and queue again, the running trials of the Ray workers a driver started (their
+    ``RUN_ATTR`` is ``run``) once it has stopped them: a worker stopped by its driver cannot settle its own trial,
+    and the next run would otherwise wait for its heartbeat to go stale. Returns their numbers."""
+    held = (signal.SIGINT, signal.SIGTERM)
+    main = threading.current_thread() is threading.main_thread()
+    previous = [signal.signal(sig, signal.SIG_IGN) for sig in held] if main else []
+    try:
+        ours = [t for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+                if t.system_attrs.get(RUN_ATTR) == run]
+        settled = _fail_and_queue_again(study, ours)
+    except Exception:  # noqa: BLE001 (the database is away: the heartbeat settles them later)
+        return []
+    finally:
+        for sig, handler in zip(held, previous):
+            signal.signal(sig, handler)
+    if settled:
+        print(f"trial(s) {', '.join(f'#{n}' for n in settled)} were interrupted with their Ray workers; their "
+              "architectures are queued again", file=sys.stderr)
+    return settled
+
+
+def _fail_and_queue_again(study: optuna.Study, trials: Iterable[optuna.trial.FrozenTrial]) -> list[int]:
+    """What ``fail_stale_trials`` does on RDBs (which Optuna offers for its own heartbeat only): each still running
+    trial failed and its parameters queued again, at most ``MAX_RETRIES`` times."""
+    retry = RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRIES)
+    failed = []
+    for trial in trials:
+        try:
+            study._storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL)  # noqa: SLF001
+        except optuna.exceptions.UpdateFinishedTrialError:
+            continue  # it finished meanwhile, or another process recovered it first
+        retry(study, next(t for t in study.get_trials(deepcopy=False) if t.number == trial.number))
+        failed.append(trial.number)
+    return failed
 
 
 def settle_on_sigterm() -> None:
@@ -312,15 +356,8 @@ def recover_interrupted(study: optuna.Study, wait: bool = True) -> list[int]:
     if native:
         optuna.storages.fail_stale_trials(study)  # runs the storage's RetryHeartbeatStaleTrialCallback
     else:
-        retry = RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRIES)
-        for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-            if time.time() - _last_beat(trial, native) < STALE_AFTER_S:
-                continue
-            try:  # (what ``fail_stale_trials`` does on RDBs, which Optuna offers for its own heartbeat only)
-                study._storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL)  # noqa: SLF001
-            except optuna.exceptions.UpdateFinishedTrialError:
-                continue  # it finished meanwhile, or another process recovered it first
-            retry(study, next(t for t in study.get_trials(deepcopy=False) if t.number == trial.number))
+        _fail_and_queue_again(study, [t for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+                                      if time.time() - _last_beat(t, native) >= STALE_AFTER_S])
     failed = sorted({t.number for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,))} - before)
     if failed:
         print(f"trial(s) {', '.join(f'#{n}' for n in failed)} were interrupted; their architectures are queued "
