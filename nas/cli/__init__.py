@@ -6,6 +6,8 @@ Every command reports bad input, and a damaged or unwritable file it keeps (``na
 from __future__ import annotations
 
 import argparse
+import os
+import signal
 import sys
 from typing import Callable, Sequence
 
@@ -72,7 +74,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.exit(2, f"nas: error: {exc}\n")
     except OSError as exc:  # a file or folder in the way, a full disk: nothing above knew better
         parser.exit(2, f"nas: error: {os_error_line(exc)}\n")
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # the running trials are settled by now; a second Ctrl-C ends at once
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, lambda *_: os._exit(130))
         parser.exit(130, "nas: interrupted; finished work is kept: run the same command again to resume\n")
     return 0
 
