@@ -255,6 +255,7 @@ CASES = [
     Case("CIFAR-10 archive truncated", "cifar.tar.gz", truncated, CIFAR),
     Case("CIFAR-10 archive garbage", "cifar.tar.gz", garbage, CIFAR),
     Case("CIFAR-10 archive emptied", "cifar.tar.gz", emptied, CIFAR),
+    Case("CIFAR-10 archive unreadable", "cifar.tar.gz", unreadable, CIFAR),
     Case("CIFAR-10 batches garbage", "batches/data_batch_1", garbage,
          lambda w: [*CIFAR(w)[:4], str(w / "tiny.yaml"), "--data", f"cifar10:{w / 'batches'}", *CIFAR(w)[7:]]),
     Case("data cache folder a file", "cache", file_instead, CIFAR, names="NAS_CACHE_DIR"),

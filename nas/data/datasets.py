@@ -182,6 +182,9 @@ def _extracted(archive: Path) -> Path:
                 tar.extractall(partial, filter="data")
         except (tarfile.TarError, OSError, EOFError, zlib.error) as exc:
             shutil.rmtree(partial, ignore_errors=True)
+            if isinstance(exc, OSError) and exc.errno is not None:  # not the archive's fault: say what the system said
+                raise DatasetError(f"cannot read {archive} ({exc.strerror}); give cifar10: a readable archive, or "
+                                   "free space in the cache (NAS_CACHE_DIR) if it is full") from None
             first = (str(exc).strip().splitlines() or [type(exc).__name__])[0].rstrip(":")
             raise DatasetError(f"cannot extract {archive} ({first}): the archive is truncated or damaged; download "
                                "it again (nothing was kept from it)") from None
