@@ -315,8 +315,10 @@ def _settle_cut_record(path: Path) -> None:
         raw = path.read_bytes()
     start = raw.rfind(b"\n") + 1
     fragment = raw[start:]
-    if not fragment.startswith(b'{"op_code":'[:len(fragment)]):
-        return  # not the start of one of Optuna's records: damage, which _check_records names
+    if not fragment.startswith(b'{"op_code":'[:len(fragment)]):  # not the start of one of Optuna's records
+        last = raw.count(b"\n") + 1
+        raise StateError(f"journal {path}, line {last} (its last): not a record (damaged); restore "
+                         "the journal from a backup; the journal was left as it is")
     try:
         json.loads(fragment)
     except ValueError:
@@ -351,6 +353,8 @@ def _check_records(path: Path) -> None:
     """Every line of the journal is one of Optuna's records, or a one-line error naming the first that is not."""
     with open(path, "rb") as handle:
         for number, line in enumerate(handle, start=1):
+            if not line.endswith(b"\n"):
+                break  # the last line, being appended by another process now (a cut one was settled under the lock)
             try:
                 if "op_code" not in json.loads(line):
                     raise ValueError("not a record")
