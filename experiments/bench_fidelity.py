@@ -205,4 +205,7 @@ def export(journal: Path = JOURNAL, results: Path = RESULTS) -> None:
 
 
 if __name__ == "__main__":
+    from nas.console import configure
+
+    configure()  # the nas messages on stderr, as a nas command shows them
     main()

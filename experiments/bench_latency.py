@@ -230,6 +230,9 @@ def blend_report(data) -> None:
 
 
 if __name__ == "__main__":
+    from nas.console import configure
+
+    configure()  # the nas messages on stderr, as a nas command shows them
     import sys
 
     if sys.argv[1:2] == ["--blend"]:

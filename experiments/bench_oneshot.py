@@ -179,4 +179,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    from nas.console import configure
+
+    configure()  # the nas messages on stderr, as a nas command shows them
     main()

@@ -79,4 +79,7 @@ def _mean_sd(values: list[float]) -> str:
 
 
 if __name__ == "__main__":
+    from nas.console import configure
+
+    configure()  # the nas messages on stderr, as a nas command shows them
     main()

@@ -278,4 +278,7 @@ def reference(args: argparse.Namespace) -> None:
 
 
 if __name__ == "__main__":
+    from nas.console import configure
+
+    configure()  # the nas messages on stderr, as a nas command shows them
     main()

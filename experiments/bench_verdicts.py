@@ -72,4 +72,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    from nas.console import configure
+
+    configure()  # the nas messages on stderr, as a nas command shows them
     sys.exit(main())

@@ -1,8 +1,11 @@
 """Progress of long work on stderr: a tqdm bar with rate and ETA on a terminal, a few milestone lines in logs."""
 from __future__ import annotations
 
+import logging
 import sys
 from typing import Callable
+
+logger = logging.getLogger(__name__)
 
 
 def progress(label: str) -> Callable[[int, int], None]:
@@ -27,6 +30,6 @@ def progress(label: str) -> Callable[[int, int], None]:
         quarter = 4 * done // max(total, 1)
         if quarter > 0 and quarter not in printed:
             printed.add(quarter)
-            print(f"{label} {done}/{total}", file=sys.stderr, flush=True)
+            logger.info(f"{label} {done}/{total}")
 
     return report

@@ -96,3 +96,13 @@ def postgres():
     yield server
     server.remove()
 
+
+
+@pytest.fixture(scope="session", autouse=True)
+def command_output():
+    """The messages a command shows (``nas.console.configure``), for the tests that call jobs directly and read
+    their stderr; importing nas sets up nothing itself (``tests/test_python_api.py`` checks that, in a process of
+    its own)."""
+    from nas.console import configure
+
+    configure()

@@ -283,12 +283,10 @@ def _span(counts: pd.Series) -> str:
 
 
 def plot_accuracy(summary: pd.DataFrame, cfg: AblationConfig, path: Path, phone: str = PHONES[0]) -> None:
-    import matplotlib
+    from matplotlib.figure import Figure  # (no pyplot: a caller's backend and figures are left alone)
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(8, 5), dpi=120)
+    fig = Figure(figsize=(8, 5), dpi=120)
+    ax = fig.subplots()
     done = summary.dropna(subset=["val_mean"])
     x, y = done[f"latency_{phone}_ms"], done["val_mean"]
     lower = (y - done["val_ci_low"]).fillna(0).clip(lower=0)
@@ -310,16 +308,13 @@ def plot_accuracy(summary: pd.DataFrame, cfg: AblationConfig, path: Path, phone:
     fig.tight_layout()
     with replacing(path) as tmp:
         fig.savefig(tmp)
-    plt.close(fig)
 
 
 def plot_stages(effects: pd.DataFrame, cfg: AblationConfig, path: Path, phone: str = PHONES[0]) -> None:
-    import matplotlib
+    from matplotlib.figure import Figure  # (no pyplot: a caller's backend and figures are left alone)
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, (acc, cost) = plt.subplots(1, 2, figsize=(9, 4), dpi=120)
+    fig = Figure(figsize=(9, 4), dpi=120)
+    acc, cost = fig.subplots(1, 2)
     stages = effects["stage"].astype(str).radd("stage ")
     lower = (effects["diff"] - effects["diff_ci_low"]).fillna(0).clip(lower=0)
     upper = (effects["diff_ci_high"] - effects["diff"]).fillna(0).clip(lower=0)
@@ -334,4 +329,3 @@ def plot_stages(effects: pd.DataFrame, cfg: AblationConfig, path: Path, phone: s
     fig.tight_layout()
     with replacing(path) as tmp:
         fig.savefig(tmp)
-    plt.close(fig)

@@ -10,7 +10,7 @@ trial (``nas.trials.evaluate``). Storage, heartbeat and the recovery of a killed
 from __future__ import annotations
 
 import json
-import sys
+import logging
 import threading
 import time
 from dataclasses import dataclass
@@ -25,6 +25,7 @@ from optuna.trial import TrialState
 
 from swiftformer import SwiftFormerArch, count_macs, count_params
 
+from ..console import configure
 from ..files import output_folder, write_text
 from ..data import ImageData, load_data
 from ..latency.lut import PHONES, table_for_archs
@@ -41,6 +42,8 @@ from .config import AblationConfig, AblationError
 from .report import write_outputs
 from .runs import run_key, status_of
 from .variants import Variant
+
+logger = logging.getLogger(__name__)
 
 @dataclass
 class AblationContext:
@@ -162,8 +165,7 @@ def run_one(study: optuna.Study, ctx: AblationContext, worker: str = "w0") -> op
     trial.set_user_attr("worker", worker)
 
     def epoch_done(epoch: int, accuracy: float) -> None:  # a reference-protocol run takes minutes: a line each
-        print(f"  [{worker}] #{trial.number} {name} seed {seed}: epoch {epoch}/{epochs}, val {accuracy:.4f}",
-              file=sys.stderr, flush=True)
+        logger.info(f"  [{worker}] #{trial.number} {name} seed {seed}: epoch {epoch}/{epochs}, val {accuracy:.4f}")
 
     with Heartbeat(study, trial):
         _, finished = evaluate_trial(study, trial, ctx.training, SwiftFormerArch.from_dict(ctx.variants[name]["arch"]),
@@ -198,9 +200,8 @@ def _print_progress(study: optuna.Study, cfg: AblationConfig, trial: optuna.tria
     test = trial.user_attrs.get("test_accuracy")
     score = (f"val {trial.values[0]:.4f}" + (f", test {test:.4f}" if test is not None else "")) \
         if trial.values else status
-    print(f"[{worker}] {done}/{total} runs ({cfg.protocol} protocol) | #{trial.number} {trial.user_attrs['variant']} "
-          f"seed {trial.user_attrs['seed']}: {score} in {format_duration(times[-1])} | ETA {format_duration(left)}",
-          file=sys.stderr, flush=True)
+    logger.info(f"[{worker}] {done}/{total} runs ({cfg.protocol} protocol) | #{trial.number} {trial.user_attrs['variant']} "
+          f"seed {trial.user_attrs['seed']}: {score} in {format_duration(times[-1])} | ETA {format_duration(left)}")
 
 
 # ------------------------------------------------------------------------------------------ ways to run
@@ -216,6 +217,7 @@ def spawned_worker(payload: dict[str, Any], worker: int, start: threading.Barrie
 
 
 def _tune_trial(config: dict[str, Any]) -> None:
+    configure()  # a Ray worker of a command: its messages as the command's
     from ray import tune
 
     cfg = AblationConfig.from_dict(config["ablation"])
@@ -243,24 +245,24 @@ def run_ablation(cfg: AblationConfig) -> tuple[optuna.Study, str]:
     data = load_ablation_data(cfg)
     variants = cfg.variants(data.num_classes, data.channels)
     if "nas_variants" not in study.user_attrs:
-        print(f"pricing {len(variants)} variants on {', '.join(PHONES)}", file=sys.stderr)
+        logger.info(f"pricing {len(variants)} variants on {', '.join(PHONES)}")
         study.set_user_attr("nas_variants", variant_records(variants))
         base = cfg.base_arch(data.num_classes, data.channels).digest()
         study.set_user_attr("nas_base", next(v.name for v in variants if v.arch.digest() == base))
     ctx = build_context(cfg, study, data=data)
     protocol = cfg.training_protocol()
-    print(f"ablation {cfg.ablation} of {cfg.base} in {url}: {len(variants)} variants x {cfg.seeds} seeds "
+    logger.info(f"ablation {cfg.ablation} of {cfg.base} in {url}: {len(variants)} variants x {cfg.seeds} seeds "
           f"(the same seeds for every variant); data {cfg.data}; {protocol.name} protocol: "
           f"{protocol.config.describe()}; selecting on val{', test read once per run' if protocol.reads_test else ''}"
-          f"; training on {ctx.device} with {cfg.threads} thread(s) per worker", file=sys.stderr)
+          f"; training on {ctx.device} with {cfg.threads} thread(s) per worker")
     recover_interrupted(study)  # once, here: a killed run's trials are failed and queued again
     reused = reuse_runs(study, cfg, sources)
     if sources:
-        print(f"{reused} finished run(s) reused from {', '.join(cfg.reuse)} (same architecture, seed, data and "
-              "protocol)", file=sys.stderr)
+        logger.info(f"{reused} finished run(s) reused from {', '.join(cfg.reuse)} (same architecture, seed, data and "
+              "protocol)")
     queued = enqueue_runs(study, cfg, [v.name for v in variants])
     waiting = len(study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
-    print(f"{waiting} run(s) to train ({queued} newly queued); finished runs are kept", file=sys.stderr)
+    logger.info(f"{waiting} run(s) to train ({queued} newly queued); finished runs are kept")
     deadline = time.time() + cfg.timeout_s if cfg.timeout_s else None
     if waiting and cfg.backend == "ray":
         from ..trials.ray import run_tune

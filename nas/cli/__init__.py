@@ -23,6 +23,7 @@ from ..ablation.variants import VariantError
 from ..benchmarks import BenchmarkError
 from ..data import DatasetError
 from ..engine import PolicyError
+from ..console import configure
 from ..files import StateError, os_error_line
 from ..latency.lut import TableMissError
 from ..latency.measure import BackendUnavailable
@@ -64,6 +65,7 @@ def _attach_negative_values(argv: list[str]) -> list[str]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    configure()  # messages on stderr, Optuna quiet: the command's output (importing nas changes nothing)
     parser = build_parser()
     args = parser.parse_args(_attach_negative_values(list(sys.argv[1:] if argv is None else argv)))
     func: Callable[[argparse.Namespace], None] = args.func

@@ -20,10 +20,10 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import logging
 import os
 import pickle
 import shutil
-import sys
 import tarfile
 import zipfile
 import zlib
@@ -34,6 +34,8 @@ import numpy as np
 
 from ..files import replacing
 from ..progress import progress
+
+logger = logging.getLogger(__name__)
 
 MAX_STORED_SIDE = 64  # a tree of photographs is held at this side (ImageNet-sized trees stream from disk instead)
 RESIDENT_BUDGET_BYTES = 8 * 2**30  # the most a dataset may take as uint8 to be held in memory and on the device
@@ -176,7 +178,7 @@ def _extracted(archive: Path) -> Path:
     if not target.is_dir():
         partial = target.with_name(target.name + ".partial")
         shutil.rmtree(partial, ignore_errors=True)
-        print(f"extracting {archive} into {target}", file=sys.stderr)
+        logger.info(f"extracting {archive} into {target}")
         try:
             with tarfile.open(archive) as tar:
                 tar.extractall(partial, filter="data")
@@ -276,13 +278,13 @@ def _image_folder(root: Path, image_size: int | None, name: str) -> ImageData:
                     return ImageData(name, saved["train_x"], saved["train_y"], saved["test_x"], saved["test_y"],
                                      classes, int(saved["skipped"]))
         except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as exc:  # a cache: decoded again
-            print(f"the decoded images' cache {cache} is unreadable ({type(exc).__name__}): decoding the images "
-                  "again", file=sys.stderr)
+            logger.info(f"the decoded images' cache {cache} is unreadable ({type(exc).__name__}): decoding the images "
+                  "again")
     train_x, train_y, bad_train = _decode(train_files, image_size)
     test_x, test_y, bad_test = _decode(test_files, image_size)
     bad = bad_train + bad_test
     if bad:
-        print(f"warning: {len(bad)} unreadable image(s) skipped, e.g. {bad[0]}", file=sys.stderr)
+        logger.warning(f"warning: {len(bad)} unreadable image(s) skipped, e.g. {bad[0]}")
     data = ImageData(name, train_x, train_y, test_x, test_y, classes, len(bad))
     cache.parent.mkdir(parents=True, exist_ok=True)
     with replacing(cache) as tmp:  # whole or not at all: a killed run never leaves a half-written cache

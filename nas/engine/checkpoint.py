@@ -8,7 +8,7 @@ this way; a proxy trial is too short to need one.
 """
 from __future__ import annotations
 
-import sys
+import logging
 from pathlib import Path
 from typing import Any, Callable
 
@@ -17,6 +17,8 @@ import torch
 from ..files import StateError, load_torch, replacing
 from .loop import LoopState
 from .step import Training
+
+logger = logging.getLogger(__name__)
 
 STATE_FILE = "last.pth"
 CHECKPOINT_EVERY_S = 600.0  # a checkpoint inside an epoch this often: a kill loses at most this much training
@@ -34,9 +36,8 @@ def load_checkpoint(path: Path, identity: dict[str, Any], error: Callable[[str],
     A save is written beside the checkpoint and renamed over it, so a kill while saving leaves the previous
     checkpoint whole and a half-written file beside it: that one is never loaded; it is removed, and said so."""
     for partial in half_written(path):
-        print(f"{partial} is a half-written checkpoint (a kill or a full disk while saving): ignored and removed; "
-              + (f"resuming from {path.name}" if path.exists() else "no earlier checkpoint, starting afresh"),
-              file=sys.stderr, flush=True)
+        logger.info(f"{partial} is a half-written checkpoint (a kill or a full disk while saving): ignored and removed; "
+              + (f"resuming from {path.name}" if path.exists() else "no earlier checkpoint, starting afresh"))
         partial.unlink(missing_ok=True)
     if not path.exists():
         return None

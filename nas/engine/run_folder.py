@@ -29,14 +29,12 @@ class Processes(Protocol):
 
 def plot_curve(rows: list[dict[str, Any]], path: Path) -> None:
     """Training loss and val top-1 (model and EMA) per epoch."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # (no pyplot: a caller's backend and figures are left alone)
     import pandas as pd
 
     frame = pd.DataFrame(rows)
-    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.6))
+    fig = Figure(figsize=(10, 3.6))
+    left, right = fig.subplots(1, 2)
     left.plot(frame["epoch"], frame["train_loss"], marker=".")
     left.set(xlabel="epoch", ylabel="training loss", title="training loss")
     for column, label in (("val_top1", "model"), ("ema_val_top1", "EMA")):
@@ -49,7 +47,6 @@ def plot_curve(rows: list[dict[str, Any]], path: Path) -> None:
     fig.tight_layout()
     with replacing(path) as tmp:
         fig.savefig(tmp, dpi=110)
-    plt.close(fig)
 
 
 def write_log(out: Path, rows: list[dict[str, Any]]) -> None:

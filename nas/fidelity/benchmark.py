@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import random
-import sys
 import time
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
@@ -34,6 +34,8 @@ from ..training.protocols import CANDIDATES, REFERENCE, Protocol
 from ..trials.evaluate import TaskCache, TrainingEvaluator, evaluate_trial
 from ..trials.study import (FINAL, Heartbeat, check_precision, make_storage, open_study, recover_interrupted,
                            status_of)
+
+logger = logging.getLogger(__name__)
 
 PROXIES = (
     Protocol("proxy-56px-2ep-4k", ProxyConfig(epochs=2, downscale=4.0, subset=4000)),
@@ -281,7 +283,7 @@ def default_work(archs: list[tuple[str, SwiftFormerArch]], second_seed_every: in
 
 
 def log_stderr(text: str) -> None:
-    print(text, file=sys.stderr, flush=True)
+    logger.info(text)
 
 
 def pilot_architectures(archs: list[tuple[str, SwiftFormerArch]], count: int = 12) -> list[tuple[str, SwiftFormerArch]]:

@@ -12,6 +12,7 @@ import contextlib
 import dataclasses
 import io
 import json
+import logging
 import multiprocessing
 import os
 import platform
@@ -34,6 +35,8 @@ from ..search.worker import open_study, worker_loop
 from ..trials.parallel import worker_context
 from ..units import format_duration
 from .plan import SETTINGS, UNCONSTRAINED_DEVICE, Plan, RunSpec
+
+logger = logging.getLogger(__name__)
 
 RESULTS = "runs.jsonl"
 PLAN = "plan.json"
@@ -142,7 +145,7 @@ def read_records(path: Path, key: str, what: str, consequence: str) -> dict[Any,
             results[record[key]] = record
         except (json.JSONDecodeError, KeyError, TypeError):
             if number == len(lines) and not line.endswith("\n"):  # a write cut by a kill: its work runs again
-                print(f"{path}: the last line was cut off (a killed run); its work runs again", file=sys.stderr)
+                logger.info(f"{path}: the last line was cut off (a killed run); its work runs again")
                 write_text(path, "".join(lines[:-1]))
                 break
             raise ProvingError(f"{path}, line {number}: not a {what}; restore the file or move it aside "
@@ -197,7 +200,7 @@ def run_plan(plan: Plan, out: str | Path, minutes: float | None = None, workers:
     if out.exists() and not out.is_dir():
         raise ProvingError(f"--out {out} is a file; choose a folder")
     check_plan(out, plan)
-    log = log or (lambda text: print(text, file=sys.stderr, flush=True))
+    log = log or (lambda text: logger.info(text))
     done = load_results(out)
     todo = [spec for spec in plan.runs() if spec.key not in done]
     planned = len(done) + len(todo)

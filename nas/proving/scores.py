@@ -18,8 +18,8 @@ Computing is resumable and chunked (``minutes``): one JSON line per architecture
 """
 from __future__ import annotations
 
+import logging
 import math
-import sys
 import time
 import warnings
 from dataclasses import asdict, dataclass
@@ -34,6 +34,8 @@ from ..benchmarks.tables import DATASETS
 from ..identity import ProxyConfig
 from ..units import format_duration
 from .run import ProvingError, append_record, init_worker, log_command, read_records
+
+logger = logging.getLogger(__name__)
 
 SAMPLE_SEED = 0
 ZERO_COST_SAMPLE = 3000  # architectures the zero-cost scores are computed on (the first of the permutation)
@@ -122,7 +124,7 @@ def compute(kind: str, out: str | Path, data_spec: str, n: int | None = None, mi
     if out.exists() and not out.is_dir():
         raise ProvingError(f"--out {out} is a file; choose a folder")
     out.mkdir(parents=True, exist_ok=True)
-    log = log or (lambda text: print(text, file=sys.stderr, flush=True))
+    log = log or (lambda text: logger.info(text))
     n = n or (ZERO_COST_SAMPLE if kind == "zero-cost" else PROXY_SAMPLE)
     path = out / FILES[kind]
     done = read_records(path, "arch", f"{kind} record", "its architectures are then scored again")

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import logging
 import math
-import sys
 from pathlib import Path
 from typing import Callable
 
@@ -29,6 +29,8 @@ from ..supernet import SupernetError
 from ..identity import digest
 from .config import SearchConfig, SearchError
 from ..trials.study import check_precision
+
+logger = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass
@@ -59,7 +61,7 @@ def build_context(cfg: SearchConfig, quiet: bool = False, worker: int = 0) -> Se
     space = dataclasses.replace(base, num_classes=data.num_classes, in_chans=data.channels)
     if not quiet:
         for line in attention_token_warnings(space, cfg.proxy):
-            print(line, file=sys.stderr)
+            logger.info(line)
     table_path = Path(cfg.out) / "latency_table.json"
     key = digest({"predictor": predictor.to_dict(), "space": space.to_dict()})
     table = None
@@ -70,8 +72,8 @@ def build_context(cfg: SearchConfig, quiet: bool = False, worker: int = 0) -> Se
         except (ValueError, KeyError, TypeError) as exc:  # damaged or foreign: a cache, priced again from the space
             table = None
             if not quiet:
-                print(f"{table_path} is unreadable ({type(exc).__name__}), a cache of the space's prices: pricing "
-                      "the space again", file=sys.stderr)
+                logger.info(f"{table_path} is unreadable ({type(exc).__name__}), a cache of the space's prices: pricing "
+                      "the space again")
     if table is None:
         table = build_table(space, predictor, None if quiet else progress("pricing the space's blocks"))
         table.space = f"{space.name}:{key}"  # the space and the digest of what it was priced from
@@ -183,8 +185,8 @@ def build_scorer(cfg: SearchConfig, space: SearchSpace, device, quiet: bool = Fa
         try:
             supernet.check(extreme_arch(space, largest=True))
         except SupernetError as exc:
-            print(f"warning: the space's largest architecture does not fit the supernet in {folder} ({exc}); "
-                  "such candidates are recorded as not scorable", file=sys.stderr)
+            logger.warning(f"warning: the space's largest architecture does not fit the supernet in {folder} ({exc}); "
+                  "such candidates are recorded as not scorable")
     return scorer
 
 

@@ -15,7 +15,7 @@ command again reattaches to the study, recovers their trials and goes on.
 """
 from __future__ import annotations
 
-import sys
+import logging
 import time
 from pathlib import Path
 from typing import Any
@@ -26,14 +26,18 @@ import optuna
 
 from .config import SearchConfig
 from .context import build_context
+from ..console import configure
 from ..trials.parallel import worker_context
 from ..trials.ray import run_tune
 from ..trials.storage import MAX_RETRIES
 from ..trials.study import counted
 from .worker import open_study, worker_loop
 
+logger = logging.getLogger(__name__)
+
 
 def _tune_trial(config: dict[str, Any]) -> None:
+    configure()  # a Ray worker of a command: its messages as the command's
     from ray import tune
 
     cfg = SearchConfig.from_dict(config["search"])
@@ -59,8 +63,8 @@ def run_with_ray(cfg: SearchConfig, study: optuna.Study, storage_url: str, deadl
     relative = [p for p in (cfg.out, cfg.space, cfg.data.partition(":")[2]) if p and Path(p).exists()
                 and not Path(p).expanduser().is_absolute()]
     if cfg.ray_address and relative:
-        print(f"note: {', '.join(relative)} relative to this directory: on a cluster every node must find them "
-              "there; prefer absolute paths on a shared file system", file=sys.stderr)
+        logger.info(f"note: {', '.join(relative)} relative to this directory: on a cluster every node must find them "
+              "there; prefer absolute paths on a shared file system")
     # each trial trains with exactly the CPUs it requested
     run_cfg = SearchConfig.from_dict({**cfg.to_dict(), "cpus_per_trial": int(resources["cpu"])})
     for _ in range(1 + MAX_RETRIES):  # again while faults left places open (each round resumes the study)

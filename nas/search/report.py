@@ -236,12 +236,10 @@ def _markdown(df: pd.DataFrame) -> str:
 
 def plot(df: pd.DataFrame, budget_ms: float, path: Path, score: str = "proxy accuracy",
          latency: str = "predicted latency (ms)") -> None:
-    import matplotlib
+    from matplotlib.figure import Figure  # (no pyplot: a caller's backend and figures are left alone)
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(8, 5), dpi=120)
+    fig = Figure(figsize=(8, 5), dpi=120)
+    ax = fig.subplots()
     searched = df[df["status"] == "trained"]
     refs = df[df["status"] == "reference"]
     rejected = df[df["status"] == "rejected"]
@@ -269,4 +267,3 @@ def plot(df: pd.DataFrame, budget_ms: float, path: Path, score: str = "proxy acc
     fig.tight_layout()
     with replacing(path) as tmp:
         fig.savefig(tmp)
-    plt.close(fig)

@@ -6,7 +6,7 @@ derived from the study. Running the same command again resumes it.
 """
 from __future__ import annotations
 
-import sys
+import logging
 import time
 
 import optuna
@@ -21,6 +21,8 @@ from .step import enqueue_references
 from ..trials.storage import refuse_lost_study
 from ..trials.study import counted, make_storage, recover_interrupted
 from .worker import open_study, spawned_worker, worker_loop
+
+logger = logging.getLogger(__name__)
 
 
 def run_search(cfg: SearchConfig) -> tuple[optuna.Study, str]:
@@ -43,20 +45,19 @@ def run_search(cfg: SearchConfig) -> tuple[optuna.Study, str]:
         latency = "measured" if cfg.latency_shots is None else \
             f"predicted, calibrated on {cfg.latency_shots} measured architectures"
         how, done = f"scored by its table ({cfg.score_name()[1]}); latency {latency}", "evaluated"
-    print(f"study {cfg.study!r} in {url}: {counted(study.get_trials(deepcopy=False))}/{cfg.trials} "
+    logger.info(f"study {cfg.study!r} in {url}: {counted(study.get_trials(deepcopy=False))}/{cfg.trials} "
           f"{done} so far; budget {cfg.budget_ms:g} ms on {ctx.predictor.device}; space {ctx.space.name} "
-          f"({ctx.space.size():,} architectures); data {cfg.data}: {how}", file=sys.stderr)
+          f"({ctx.space.size():,} architectures); data {cfg.data}: {how}")
     line = ctx.predictor.calibration.get("family_line") or {}
     if line.get("smallest_ms") and cfg.budget_ms < line["smallest_ms"]:
-        print(f"note: the budget ({cfg.budget_ms:g} ms) is below the fastest measured {SEARCHED_FAMILY} model on "
+        logger.info(f"note: the budget ({cfg.budget_ms:g} ms) is below the fastest measured {SEARCHED_FAMILY} model on "
               f"{ctx.predictor.device} ({line['smallest_model']}, {line['smallest_ms']:g} ms): candidates under it are "
               f"priced by extrapolating the family's line in work (never below its fixed cost, "
-              f"{ctx.predictor.intercept_ms:.3f} ms)", file=sys.stderr)
+              f"{ctx.predictor.intercept_ms:.3f} ms)")
     recover_interrupted(study)  # once, here: a killed run's trials are failed and queued again
     references = enqueue_references(study, ctx)
     if references:
-        print(f"references within the budget, evaluated with the same protocol: {', '.join(references)}",
-              file=sys.stderr)
+        logger.info(f"references within the budget, evaluated with the same protocol: {', '.join(references)}")
     if cfg.backend == "ray":
         from .ray_backend import run_with_ray
 

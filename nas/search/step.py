@@ -21,9 +21,9 @@ measured latency and the 200-epoch accuracy).
 """
 from __future__ import annotations
 
+import logging
 import os
 import socket
-import sys
 import time
 
 import optuna
@@ -36,6 +36,8 @@ from .context import SearchContext, task_arch
 from .evolution import enqueue_child
 from ..trials.evaluate import evaluate_trial, tell as tell_status
 from ..trials.study import KNOWN, Heartbeat, TrialIndex, index_of, status_of, tally
+
+logger = logging.getLogger(__name__)
 
 PROCESS = f"{socket.gethostname()}:{os.getpid()}"  # which machine and process evaluated a trial
 WAIT_FOR_PROPOSALS_S = 20.0  # the longest a trial waits for a lower-numbered one to write its architecture
@@ -51,7 +53,7 @@ def enqueue_references(study: optuna.Study, ctx: SearchContext) -> list[str]:
     for name, arch in VARIANTS.items() if isinstance(ctx.space, SearchSpace) else ():
         arch = task_arch(arch, ctx.space)
         if arch not in ctx.space:
-            print(f"reference {name.upper()} is outside space {ctx.space.name!r}; not evaluated", file=sys.stderr)
+            logger.info(f"reference {name.upper()} is outside space {ctx.space.name!r}; not evaluated")
             continue
         if ctx.checked_ms(ctx.table.predict(arch)) <= ctx.cfg.budget_ms:
             study.enqueue_trial(ctx.space.trial_params(arch), user_attrs={"reference": name.upper()})

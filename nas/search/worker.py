@@ -4,7 +4,7 @@ The same loop runs in this process, in ``--workers`` processes and inside Ray Tu
 """
 from __future__ import annotations
 
-import sys
+import logging
 import threading
 import time
 from pathlib import Path
@@ -22,6 +22,8 @@ from .pruning import SearchedMedianPruner
 from .step import run_step
 from ..trials.study import (best_feasible, counted, index_of, make_storage, open_study as open_job_study,
                            recover_interrupted, status_of, tally)
+
+logger = logging.getLogger(__name__)
 
 MAX_REJECTED_IN_A_ROW = 2000
 MAX_DUPLICATES_IN_A_ROW = 200
@@ -127,8 +129,8 @@ def worker_loop(cfg: SearchConfig, worker: int = 0, ctx: SearchContext | None = 
                 continue
             if duplicates_in_a_row >= MAX_DUPLICATES_IN_A_ROW:
                 if not quiet:
-                        print(f"[{name}] the last {duplicates_in_a_row} proposals were all known already: the space "
-                          f"({ctx.space.size():,} architectures) looks exhausted; stopping", file=sys.stderr)
+                        logger.info(f"[{name}] the last {duplicates_in_a_row} proposals were all known already: the space "
+                          f"({ctx.space.size():,} architectures) looks exhausted; stopping")
                 break
             continue
         duplicates_in_a_row = 0
@@ -137,7 +139,7 @@ def worker_loop(cfg: SearchConfig, worker: int = 0, ctx: SearchContext | None = 
         if not quiet:
             _print_progress(study, cfg, trial, times, name, deadline)
     if worker == 0 and not quiet:
-        print(f"{name}: finished after {format_duration(time.perf_counter() - started)}", file=sys.stderr)
+        logger.info(f"{name}: finished after {format_duration(time.perf_counter() - started)}")
 
 
 def _print_progress(study: optuna.Study, cfg: SearchConfig, trial: optuna.trial.FrozenTrial, times: list[float],
@@ -153,9 +155,9 @@ def _print_progress(study: optuna.Study, cfg: SearchConfig, trial: optuna.trial.
     score = f"val {trial.values[0]:.3f}" if trial.values else status
     label = f"{trial.user_attrs.get('reference')} (reference)" if trial.user_attrs.get("reference") else status
     best_text = f"best feasible val {best.values[0]:.3f} (#{best.number})" if best else "no feasible result yet"
-    print(f"[{worker}] {done}/{cfg.trials} trained | #{trial.number} {label}: {score}, "
+    logger.info(f"[{worker}] {done}/{cfg.trials} trained | #{trial.number} {label}: {score}, "
           f"{trial.user_attrs['latency_ms']:.3f} ms, {trial.user_attrs['summary']} | {best_text} | "
-          f"{rejected} rejected over budget | ETA {format_duration(left)}", file=sys.stderr, flush=True)
+          f"{rejected} rejected over budget | ETA {format_duration(left)}")
 
 
 def spawned_worker(payload: dict[str, Any], worker: int, start: threading.Barrier | None = None) -> None:

@@ -27,8 +27,8 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import logging
 import random
-import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -60,6 +60,8 @@ from .checkpoint import SupernetRecord, load_supernet, save_supernet
 from .model import SuperNet
 from .scoring import ScoringConfig, SupernetScorer
 from .spaces import SupernetError
+
+logger = logging.getLogger(__name__)
 
 #: The supernet's changes to the official recipe (see the module docstring for why).
 SUPERNET_RECIPE: dict[str, Any] = {
@@ -179,7 +181,7 @@ def train_supernet(spec: SupernetSpec, stop_after_epoch: int | None = None, log:
     after that many epochs, ``deadline`` (a ``time.time()``) at the first step after it, leaving the run resumable,
     as a kill would."""
     procs = Processes.from_env()
-    say = log or (lambda text: print(text, file=sys.stderr, flush=True))
+    say = log or (lambda text: logger.info(text))
     say = say if procs.main else (lambda text: None)
     recipe, sandwich = resolve_recipe(spec), spec.sandwich
     device = resolve_train_device(spec.train_device, procs.local_rank)

@@ -16,7 +16,7 @@ order and augmentation follow from (seed, epoch) alone.
 """
 from __future__ import annotations
 
-import sys
+import logging
 from pathlib import Path
 from typing import Any, Callable
 
@@ -39,6 +39,8 @@ from .processes import Processes
 from .outputs import write_outputs
 from .recipe import Recipe, official_recipe
 from .runs import RetrainResult, RetrainSpec
+
+logger = logging.getLogger(__name__)
 
 __all__ = ["RetrainError", "RetrainResult", "RetrainSpec", "retrain"]
 
@@ -79,7 +81,7 @@ def retrain(spec: RetrainSpec, stop_after_epoch: int | None = None, log: Callabl
     caller's own data, e.g. a benchmark's subset).
     """
     procs = Processes.from_env()
-    say = log or (lambda text: print(text, file=sys.stderr, flush=True))
+    say = log or (lambda text: logger.info(text))
     say = say if procs.main else (lambda text: None)
     source_arch, source_name = resolve_reference(spec.ref)
     device = resolve_train_device(spec.train_device, procs.local_rank)

@@ -20,9 +20,9 @@ left running; its heartbeat stops and the next run recovers it).
 from __future__ import annotations
 
 import functools
-import sys
 from collections import OrderedDict
 from dataclasses import dataclass, field
+import logging
 from typing import Any, Callable, Protocol as TypingProtocol
 
 import optuna
@@ -37,6 +37,8 @@ from ..supernet import SupernetError
 from ..training import ProxyTask
 from ..training.protocols import Protocol, train_and_evaluate
 from .storage import StorageUnavailable
+
+logger = logging.getLogger(__name__)
 
 Report = Callable[[int, float], None]  # report(epoch, val_accuracy) after each epoch; may raise TrialPruned
 OUTCOMES = ("trained", "pruned", "diverged", "out of memory", "not scorable")
@@ -120,8 +122,7 @@ def tell(study: optuna.Study, trial: optuna.Trial, status: str, values: list[flo
     except StorageUnavailable:
         raise
     except (optuna.exceptions.UpdateFinishedTrialError, ValueError):
-        print(f"[{worker or 'w0'}] trial #{trial.number} was recovered by another process; its result is dropped",
-              file=sys.stderr)
+        logger.info(f"[{worker or 'w0'}] trial #{trial.number} was recovered by another process; its result is dropped")
         return "recovered elsewhere", next(t for t in study.get_trials(deepcopy=False) if t.number == trial.number)
 
 

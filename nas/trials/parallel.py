@@ -8,14 +8,18 @@ are ready, so the first one ready does not take the whole queue while the others
 """
 from __future__ import annotations
 
+import logging
 import multiprocessing
 import sys
 import threading
 from collections import OrderedDict
 from typing import Any, Callable, TypeVar
 
+from ..console import configure
 from .errors import RunError
 from .study import settle_on_sigterm
+
+logger = logging.getLogger(__name__)
 
 START_TIMEOUT_S = 600.0  # how long a ready worker waits for the others to load
 STOP_TIMEOUT_S = 60.0  # how long an interrupted run waits for its workers to settle their trials
@@ -67,13 +71,14 @@ def run_at_start_line(worker: int, start: threading.Barrier | None, prepare: Cal
     """Prepare, wait at the line for the other workers, then loop; a user error ends the process with one line
     and status 2 (and releases the others from the line); an interrupt (Ctrl-C, or the parent's SIGTERM) settles
     the running trial and ends it with status 130."""
+    configure()  # a worker process of a command: its messages as the command's
     settle_on_sigterm()
     try:
         prepared = prepare()
     except ValueError as exc:  # the project's user-facing errors (SearchError, DatasetError, ...) are ValueErrors
         if start is not None:
             start.abort()  # the others must not wait for a worker that will never come
-        print(f"nas: error: worker {worker}: {exc}", file=sys.stderr)
+        logger.info(f"nas: error: worker {worker}: {exc}")
         sys.exit(2)
     except BaseException as exc:
         if start is not None:
@@ -89,7 +94,7 @@ def run_at_start_line(worker: int, start: threading.Barrier | None, prepare: Cal
     try:
         loop(prepared)
     except ValueError as exc:
-        print(f"nas: error: worker {worker}: {exc}", file=sys.stderr)
+        logger.info(f"nas: error: worker {worker}: {exc}")
         sys.exit(2)
     except KeyboardInterrupt:  # its trial is settled (``Heartbeat``); the parent says how to resume
         sys.exit(130)

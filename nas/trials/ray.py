@@ -7,8 +7,8 @@ Every Ray worker process keeps the contexts it built (data decoded, tables price
 """
 from __future__ import annotations
 
+import logging
 import os
-import sys
 import uuid
 from pathlib import Path
 from typing import Any, Callable
@@ -18,6 +18,8 @@ import optuna
 from .errors import RunError
 from .storage import MAX_RETRIES
 from .study import RUN_ENV, settle_run
+
+logger = logging.getLogger(__name__)
 
 
 def run_tune(trainable: Callable[[dict[str, Any]], None], config: dict[str, Any], slots: int,
@@ -39,7 +41,7 @@ def run_tune(trainable: Callable[[dict[str, Any]], None], config: dict[str, Any]
     os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"  # (Tune would stop on its own and return, not raise)
 
     if "://" not in storage_url and ray_address:
-        print("note: on a cluster every node must see the journal file; prefer an RDB --storage URL", file=sys.stderr)
+        logger.info("note: on a cluster every node must see the journal file; prefer an RDB --storage URL")
     init = {"address": ray_address} if ray_address else {
         "num_cpus": os.cpu_count(), "_node_ip_address": "127.0.0.1", "include_dashboard": False}
     # Tune would run each trial in a directory of its own: paths on the command line are relative to this one

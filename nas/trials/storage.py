@@ -17,8 +17,8 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 import os
-import sys
 import threading
 import time
 from pathlib import Path
@@ -30,6 +30,8 @@ from optuna.trial import TrialState
 
 from ..files import RESTORE, StateError, output_folder, read_json, why, write_failed
 from .errors import RunError
+
+logger = logging.getLogger(__name__)
 
 HEARTBEAT_S = 2
 STALE_AFTER_S = 10
@@ -127,14 +129,12 @@ def with_retries(call: Callable[[], T], what: str, patience_s: float, insert: bo
                 if not waiting:
                     waiting = True
                     OUTAGES.begin()
-                    print(f"database {what} unreachable ({reason}); retrying for up to {patience_s:.0f} s",
-                          file=sys.stderr, flush=True)
+                    logger.info(f"database {what} unreachable ({reason}); retrying for up to {patience_s:.0f} s")
                 time.sleep(min(delay, max(0.0, patience_s - waited)))
                 delay = min(2 * delay, MAX_BACKOFF_S)
             else:
                 if waiting:
-                    print(f"database {what} answered again after {time.monotonic() - started:.0f} s",
-                          file=sys.stderr, flush=True)
+                    logger.info(f"database {what} answered again after {time.monotonic() - started:.0f} s")
                 return result
     finally:
         if waiting:
@@ -335,8 +335,8 @@ def _settle_cut_record(path: Path) -> None:
     except OSError as exc:
         raise write_failed(path, exc) from None
     complete = raw.count(b"\n")
-    print(f"{path}: its last record was cut by a kill or a full disk ({len(fragment)} bytes, kept in {side.name}); "
-          f"resuming from the {complete} complete records", file=sys.stderr, flush=True)
+    logger.info(f"{path}: its last record was cut by a kill or a full disk ({len(fragment)} bytes, kept in {side.name}); "
+          f"resuming from the {complete} complete records")
 
 
 def _append(path: Path, data: bytes) -> None:

@@ -10,16 +10,15 @@ attributes does the same. Either way a stale trial is failed and its parameters 
 """
 from __future__ import annotations
 
+import logging
 import os
 import signal
-import sys
 import threading
 import time
 import weakref
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
-import warnings
 
 import optuna
 from optuna.storages import RetryHeartbeatStaleTrialCallback
@@ -28,6 +27,8 @@ from optuna.trial import TrialState
 
 from ..files import StateError
 from .storage import HEARTBEAT_S, MAX_RETRIES, STALE_AFTER_S, listed_rows, make_storage, seconds_since_outage
+
+logger = logging.getLogger(__name__)
 
 __all__ = ["make_storage", "status_of", "counted", "tally", "TrialIndex", "index_of", "in_flight", "best_feasible",
            "retry_of", "Heartbeat", "settle_interrupted", "settle_on_sigterm", "recover_interrupted", "open_study",
@@ -39,11 +40,6 @@ FINAL = ("trained", "diverged")  # a queued run (an ablation's, a benchmark's) i
 # is, on the next run (a device with more memory, fewer workers sharing it)
 TRAINING_STATUSES = ("trained", "pruned", "diverged", "out of memory")  # searched trials that used training time
 
-optuna.logging.set_verbosity(optuna.logging.WARNING)
-warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)  # heartbeat and retry callback
-warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used with Study.optimize")
-# a retried trial carries its first attempt's constraint (the same architecture, the same price): set again, equal
-warnings.filterwarnings("ignore", message="The constraint value is ignored because this constraint")
 
 
 # ---------------------------------------------------------------------------------------------- trial states
@@ -278,7 +274,7 @@ def settle_interrupted(study: optuna.Study, trial: optuna.Trial) -> bool:
         study.tell(trial, state=TrialState.FAIL)
         frozen = next(t for t in study.get_trials(deepcopy=False) if t.number == trial.number)
         RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRIES)(study, frozen)
-        print(f"trial #{trial.number} was interrupted; its architecture is queued again", file=sys.stderr)
+        logger.info(f"trial #{trial.number} was interrupted; its architecture is queued again")
         return True
     except Exception:  # noqa: BLE001 (finished meanwhile, or the database is away: the heartbeat's case)
         return False
@@ -304,8 +300,8 @@ def settle_run(study: optuna.Study, run: str) -> list[int]:
         for sig, handler in zip(held, previous):
             signal.signal(sig, handler)
     if settled:
-        print(f"trial(s) {', '.join(f'#{n}' for n in settled)} were interrupted with their Ray workers; their "
-              "architectures are queued again", file=sys.stderr)
+        logger.info(f"trial(s) {', '.join(f'#{n}' for n in settled)} were interrupted with their Ray workers; their "
+              "architectures are queued again")
     return settled
 
 
@@ -349,8 +345,8 @@ def recover_interrupted(study: optuna.Study, wait: bool = True) -> list[int]:
     if wait:
         freshest = max(_last_beat(t, native) for t in running)
         if time.time() - freshest < STALE_AFTER_S:
-            print(f"{len(running)} trial(s) marked running; waiting {STALE_AFTER_S - (time.time() - freshest):.0f}s "
-                  "to see whether another process is still working on them", file=sys.stderr)
+            logger.info(f"{len(running)} trial(s) marked running; waiting {STALE_AFTER_S - (time.time() - freshest):.0f}s "
+                  "to see whether another process is still working on them")
             time.sleep(max(0.0, STALE_AFTER_S - (time.time() - freshest)) + 0.5)
     before = {t.number for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,))}
     if native:
@@ -360,8 +356,8 @@ def recover_interrupted(study: optuna.Study, wait: bool = True) -> list[int]:
                                       if time.time() - _last_beat(t, native) >= STALE_AFTER_S])
     failed = sorted({t.number for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,))} - before)
     if failed:
-        print(f"trial(s) {', '.join(f'#{n}' for n in failed)} were interrupted; their architectures are queued "
-              "again", file=sys.stderr)
+        logger.info(f"trial(s) {', '.join(f'#{n}' for n in failed)} were interrupted; their architectures are queued "
+              "again")
     return failed
 
 

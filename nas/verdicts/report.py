@@ -127,12 +127,10 @@ def family_table(plan: Plan, root: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
 
 
 def family_plot(table: pd.DataFrame, path: Path, phone: str) -> None:
-    import matplotlib
+    from matplotlib.figure import Figure  # (no pyplot: a caller's backend and figures are left alone)
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6.5, 4.5))
+    fig = Figure(figsize=(6.5, 4.5))
+    ax = fig.subplots()
     for is_front, colour, label in ((True, "tab:blue", "searched front"), (False, "tab:red", "released")):
         part = table[table.model.str.startswith("front-") == is_front]
         if part.empty:
@@ -150,7 +148,6 @@ def family_plot(table: pd.DataFrame, path: Path, phone: str) -> None:
     fig.tight_layout()
     with replacing(path) as tmp:
         fig.savefig(tmp, dpi=120)
-    plt.close(fig)
 
 
 def ablation_tables(plan: Plan, root: Path) -> dict[str, pd.DataFrame]:

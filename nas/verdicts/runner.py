@@ -10,6 +10,7 @@ its own process: on one GPU they share it, as the search's workers do). Output o
 from __future__ import annotations
 
 import functools
+import logging
 import os
 import platform
 import shutil
@@ -22,6 +23,8 @@ from typing import Callable
 from ..files import write_json
 from .plan import Plan
 from .steps import Phase, Step, is_done, marker, phases
+
+logger = logging.getLogger(__name__)
 
 GRACE_S = 5.0  # a command that returns this long before its time ran out ended on its own
 
@@ -43,7 +46,7 @@ class Chunk:
     """One chunk's clock and its bookkeeping."""
 
     def __init__(self, plan: Plan, minutes: float | None, train_device: str,
-                 say: Callable[[str], None] = lambda text: print(text, file=sys.stderr, flush=True)):
+                 say: Callable[[str], None] = lambda text: logger.info(text)):
         self.plan, self.root, self.train_device, self.say = plan, plan.root, train_device, say
         self.deadline = time.time() + 60 * minutes if minutes else None
         self.ran: list[str] = []
