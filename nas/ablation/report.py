@@ -16,6 +16,7 @@ import pandas as pd
 from ..files import replacing, write_text
 from ..latency.lut import PHONES
 from ..pareto import pareto_front
+from ..tracking import log_runs
 from . import stats
 from .config import AblationConfig
 from ..trials.study import FINAL
@@ -120,6 +121,9 @@ def write_outputs(out: str | Path, study: optuna.Study, cfg: AblationConfig) -> 
         runs.to_csv(tmp, index=False)
     with replacing(out / "ablation.parquet") as tmp:
         runs.to_parquet(tmp, index=False)
+    if cfg.track:
+        rows = runs.reset_index(drop=True).assign(run=lambda f: f.index).to_dict("records")
+        log_runs(out, "ablation", rows, "val_accuracy", "run", ["variant", "seed"])
     summary = summary_frame(runs, records, base)
     with replacing(out / "summary.csv") as tmp:
         summary.to_csv(tmp, index=False)

@@ -32,6 +32,7 @@ from ..latency.predictor import PredictorError
 from ..models import ModelRefError
 from ..search.config import SearchError
 from ..supernet import SupernetError
+from ..tracking import TrackingError
 from ..training import TrainDeviceError
 from ..training.recipe import RecipeError, RetrainError
 from ..trials.errors import RunError
@@ -41,7 +42,8 @@ from .options import UsageError
 
 USER_ERRORS = (AblationError, ArchitectureError, BackendUnavailable, BenchmarkError, DatasetError, ExportError, GridError,
                MeasurementError, ModelRefError, PolicyError, PredictorError, RecipeError, RetrainError, RunError,
-               SearchError, SpaceError, StateError, SupernetError, TableMissError, TrainDeviceError, VariantError)
+               SearchError, SpaceError, StateError, SupernetError, TableMissError, TrackingError, TrainDeviceError,
+               VariantError)
 GROUPS = (models, spaces, latency, search, supernet, retrain, ablate, benchmark)  # in the order ``nas --help`` lists them
 
 

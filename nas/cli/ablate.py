@@ -5,7 +5,7 @@ import argparse
 from pathlib import Path
 
 from ..ablation.config import PROTOCOLS
-from .options import (MODEL_REF_HELP, UsageError, add_concurrency, add_train_device, downscale, duration, fraction,
+from .options import (MODEL_REF_HELP, UsageError, add_concurrency, add_track, add_train_device, downscale, duration, fraction,
                       positive_int)
 
 
@@ -50,7 +50,7 @@ def cmd_ablate(args: argparse.Namespace) -> None:
                          timeout_s=args.timeout, out=args.out or "", study=args.study or "", storage=args.storage,
                          backend=args.backend, ray_address=args.ray_address, workers=args.workers,
                          train_device=args.train_device, cpus_per_trial=args.cpus_per_trial,
-                         gpus_per_trial=args.gpus_per_trial)
+                         gpus_per_trial=args.gpus_per_trial, track=args.track)
     _, summary = run_ablation(cfg)
     print(summary)
     plots = PLOT + (f", {STAGE_PLOT}" if ablation == "placement" else "")
@@ -89,5 +89,6 @@ def register(commands) -> None:
     ab.add_argument("--study", help="study name (default: ablate-<what>-<base>-<protocol>)")
     ab.add_argument("--storage", help="a journal file path (default: DIR/study.journal) or an RDB URL")
     add_concurrency(ab, "runs")
+    add_track(ab, "every run (its val accuracy, with its variant and seed as HParams)")
     add_train_device(ab)
     ab.set_defaults(func=cmd_ablate)

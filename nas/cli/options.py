@@ -93,6 +93,13 @@ def add_concurrency(p: argparse.ArgumentParser, what: str) -> None:
                         "(default 0)")
 
 
+def add_track(p: argparse.ArgumentParser, what: str) -> None:
+    p.add_argument("--track", choices=("tensorboard",), default=None,
+                   help=f"also record {what} as TensorBoard event files in OUT/tensorboard (view: tensorboard "
+                        "--logdir OUT/tensorboard; needs the track extra: pip install 'swiftnas[track]'; default: "
+                        "not recorded)")
+
+
 def add_recipe_options(p: argparse.ArgumentParser, recipe_help: str, lr_help: str) -> None:
     """A recipe-driven training's options (``nas retrain``, ``nas supernet train``)."""
     p.add_argument("--out", required=True, help="output folder; running the same command again resumes it")

@@ -5,7 +5,7 @@ import argparse
 import time
 from pathlib import Path
 
-from .options import UsageError, add_data, add_recipe_options, add_train_device, positive_int, recipe_changes
+from .options import UsageError, add_data, add_recipe_options, add_track, add_train_device, positive_int, recipe_changes
 
 
 def cmd_retrain(args: argparse.Namespace) -> None:
@@ -22,7 +22,8 @@ def cmd_retrain(args: argparse.Namespace) -> None:
     deadline = time.time() + 60 * args.minutes if args.minutes else None
     retrain(RetrainSpec(ref=args.ref, data=args.data, out=Path(args.out), recipe_changes=changes,
                         recipe_file=args.recipe, teacher=args.teacher, teacher_checkpoint=args.teacher_checkpoint,
-                        init=args.init, train_device=args.train_device, exports=exports), deadline=deadline)
+                        init=args.init, train_device=args.train_device, exports=exports, track=args.track),
+            deadline=deadline)
 
 
 def register(commands) -> None:
@@ -41,6 +42,7 @@ def register(commands) -> None:
     rt.add_argument("--init", help="warm start: checkpoint:FILE, or supernet:DIR (the architecture's weights "
                                    "extracted from the supernet trained in DIR)")
     add_train_device(rt, "; under torchrun each process takes its local GPU")
+    add_track(rt, "the training curve (loss, val top-1 per epoch)")
     rt.add_argument("--export", default="onnx,coreml", help="formats written at the end: onnx, coreml, "
                                                             "onnx,coreml (default) or none")
     rt.set_defaults(func=cmd_retrain)

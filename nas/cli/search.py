@@ -5,7 +5,7 @@ import argparse
 
 from ..identity import ScoringConfig
 from ..search.config import MARGINS, SAMPLERS
-from .options import (SPACE_HELP, add_concurrency, add_predictor_choice, add_train_device, budget, downscale,
+from .options import (SPACE_HELP, add_concurrency, add_track, add_predictor_choice, add_train_device, budget, downscale,
                       duration, fraction, positive_float, positive_int)
 
 
@@ -22,7 +22,7 @@ def cmd_search(args: argparse.Namespace) -> None:
                        backend=args.backend, ray_address=args.ray_address, workers=args.workers,
                        train_device=args.train_device, cpus_per_trial=args.cpus_per_trial,
                        gpus_per_trial=args.gpus_per_trial, evaluator=args.evaluator,
-                       storage_patience_s=args.storage_patience, latency_margin=args.latency_margin,
+                       storage_patience_s=args.storage_patience, latency_margin=args.latency_margin, track=args.track,
                        table_score=args.table_score, latency_shots=args.latency_shots,
                        scoring=ScoringConfig(bn_images=args.supernet_bn_images, val_images=args.supernet_val_images,
                                              uncalibrated=args.supernet_uncalibrated))
@@ -93,6 +93,7 @@ def register(commands) -> None:
                         help="how long workers retry an unreachable database (a restart, a failover) before they "
                              "stop with an error; the same command then resumes (default 120)")
     add_concurrency(search, "trials")
+    add_track(search, "every trial (val accuracy, predicted latency, and its decisions as HParams)")
     add_train_device(search, "; each local worker takes GPU i mod count; --device is the phone whose latency is "
                              "predicted")
     search.add_argument("--evaluator", default="proxy",

@@ -5,7 +5,7 @@ import argparse
 import time
 from pathlib import Path
 
-from .options import SPACE_HELP, add_data, add_recipe_options, add_train_device, downscale, recipe_changes
+from .options import SPACE_HELP, add_data, add_recipe_options, add_track, add_train_device, downscale, recipe_changes
 
 
 def cmd_supernet_train(args: argparse.Namespace) -> None:
@@ -15,7 +15,8 @@ def cmd_supernet_train(args: argparse.Namespace) -> None:
     sandwich = SandwichConfig(random_subnets=args.random_subnets, distill=args.distill, downscale=args.downscale)
     deadline = time.time() + 60 * args.minutes if args.minutes else None
     train_supernet(SupernetSpec(space=args.space, data=args.data, out=Path(args.out), sandwich=sandwich,
-                                recipe_changes=changes, recipe_file=args.recipe, train_device=args.train_device),
+                                recipe_changes=changes, recipe_file=args.recipe, train_device=args.train_device,
+                                track=args.track),
                    deadline=deadline)
 
 
@@ -35,4 +36,5 @@ def register(commands) -> None:
     add_recipe_options(snt, "a recipe YAML over the supernet's defaults",
                        "peak learning rate (default: 2e-3 scaled from a batch of 512)")
     add_train_device(snt, "; under torchrun each process takes its local GPU")
+    add_track(snt, "the training curve (losses, val top-1 of the largest and smallest per epoch)")
     snt.set_defaults(func=cmd_supernet_train)

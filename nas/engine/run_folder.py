@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, Callable, Protocol
 
 from ..files import replacing
+from ..tracking import log_curve
 from ..units import format_duration
 from .checkpoint import STATE_FILE, CheckpointMismatch, load_checkpoint, restore_checkpoint, save_checkpoint
 from .loop import LoopState
@@ -63,8 +64,8 @@ class RunFolder:
     refused with ``error``, naming what differs); ``what`` names the training in messages."""
 
     def __init__(self, out: Path, identity: dict[str, Any], what: str = "training",
-                 error: Callable[[str], Exception] = CheckpointMismatch):
-        self.out, self.identity, self.what, self.error = Path(out), identity, what, error
+                 error: Callable[[str], Exception] = CheckpointMismatch, track: str | None = None):
+        self.out, self.identity, self.what, self.error, self.track = Path(out), identity, what, error, track
 
     @property
     def checkpoint_path(self) -> Path:
@@ -98,6 +99,8 @@ class RunFolder:
                 save_checkpoint(self.checkpoint_path, self.identity, training, state, extra() if extra else None)
                 if state.log:
                     write_log(self.out, self.rows(state, procs.world))
+                    if self.track:  # (nas.tracking: TensorBoard's files, rewritten from the log)
+                        log_curve(self.out, self.rows(state, procs.world))
             procs.barrier()
             if state.step == 0 and state.log:
                 row = state.log[-1]

@@ -6,13 +6,15 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping, Sequence
 
 import optuna
 import pandas as pd
 
 from ..files import replacing, write_text
 from ..pareto import pareto_front as front_of
+from ..tracking import log_runs
+from .analysis import HISTORY, HYPERVOLUME, IMPORTANCES, importances, trained_count, write_analysis
 from .config import SearchConfig, SearchError
 from ..trials.storage import open_recorded
 from ..trials.study import retry_of, status_of
@@ -97,8 +99,14 @@ def write_outputs(out: str | Path, study: optuna.Study, cfg: SearchConfig) -> st
         write_text(out / "best_arch.json", json.dumps(json.loads(best["arch_json"]), indent=2, sort_keys=True) + "\n")
     measured = cfg.tabular and cfg.latency_shots is None
     plot(df, cfg.budget_ms, out / PLOT, cfg.score_name()[0], f"{'measured' if measured else 'predicted'} latency (ms)")
+    plots = write_analysis(out, study, cfg)
+    if cfg.track:
+        params = {t.number: t.params for t in study.get_trials(deepcopy=False)}
+        trained = [{**row, **params.get(row["number"], {})} for row in df[df["status"] == "trained"].to_dict("records")]
+        log_runs(out, "search", trained, "val_accuracy", "number", sorted({k for p in params.values() for k in p}),
+                 ["latency_ms", "params"])
     summary = summary_text(df, cfg)
-    write_text(out / "report.md", report_markdown(df, cfg, summary))
+    write_text(out / "report.md", report_markdown(df, cfg, summary, plots, importances(study), trained_count(study)))
     return summary
 
 
@@ -169,7 +177,8 @@ def _margin_text(cfg: SearchConfig) -> str:
     return "the predicted latency must fit; no margin"
 
 
-def report_markdown(df: pd.DataFrame, cfg: SearchConfig, summary: str) -> str:
+def report_markdown(df: pd.DataFrame, cfg: SearchConfig, summary: str, plots: Sequence[str] = (),
+                    weights: Mapping[str, float] | None = None, trained: int = 0) -> str:
     done = evaluated(df).sort_values("val_accuracy", ascending=False)
     columns = ["number", "status", "reference", "val_accuracy", "latency_ms", "latency_upper_ms", "params", "macs",
                "architecture"]
@@ -184,6 +193,7 @@ def report_markdown(df: pd.DataFrame, cfg: SearchConfig, summary: str) -> str:
         f"## Best architectures ({score} on val)", "", _markdown(table.rename(columns={"params": "params (M)",
                                                                                       "macs": "MMACs"})), "",
         "## Pareto front (accuracy against predicted latency)", "", _markdown(front), "",
+        *_analysis_markdown(plots, weights or {}, score, trained),
         "## Protocol", "",
         f"- Latency: predicted for the deployed model (batch 1, {cfg.device or cfg.predictor}) by the per-block "
         f"table; `latency_upper_ms` is the upper edge of the error band of the predictor as it prices this family "
@@ -195,6 +205,22 @@ def report_markdown(df: pd.DataFrame, cfg: SearchConfig, summary: str) -> str:
         "`pareto.json` lists the front; `trials.csv` / `trials.parquet` every trial.",
         "- The study is the single source of truth: `nas report DIR` rebuilds this report from it; running the "
         "same `nas search` command again resumes it; `optuna-dashboard <storage>` opens it.", ""])
+
+
+def _analysis_markdown(plots: Sequence[str], weights: Mapping[str, float], score: str, trained: int) -> list[str]:
+    """Which decisions matter and how the search progressed (Optuna's analysis of the trained trials)."""
+    if not plots:
+        return []
+    lines = ["## What the trials say (Optuna's analysis of the trained trials)", ""]
+    if weights:
+        lines += [f"How much each searched decision matters for reaching the best {score} over the {trained} trained "
+                  "trials (Optuna's PED-ANOVA: its values in the top 10 % of trials against all; normalised to sum "
+                  "to 1; decisions present in every trained trial only; with few trials, a rough guide):", "",
+                  _markdown(pd.DataFrame({"decision": list(weights), "importance": [round(v, 3) for v in
+                                                                                    weights.values()]})), ""]
+    titles = {IMPORTANCES: "parameter importances", HISTORY: "optimisation history", HYPERVOLUME: "hypervolume history"}
+    lines += [f"![{titles[name]}]({name})" for name in plots] + [""]
+    return lines
 
 
 def _band_text(cfg: SearchConfig) -> str:

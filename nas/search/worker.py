@@ -50,7 +50,9 @@ def open_study(cfg: SearchConfig, worker: int = 0, storage: optuna.storages.Base
                            "the same ones, or choose another --study or --out")
 
     study = open_job_study(cfg.study, storage, cfg.identity(), refuse, directions, pruner,
-                           first={"nas_config": cfg.to_dict()}, listing=Path(cfg.out) / "trials.csv")
+                           first={"nas_config": cfg.to_dict()}, listing=Path(cfg.out) / "trials.csv",
+                           metrics=["val_accuracy"] if cfg.objective == "constrained" else
+                           ["val_accuracy", "latency_ms"])
     held = len(study.get_trials(deepcopy=False))
     study.sampler = _sampler(cfg, seed=(cfg.seed * 1000 + worker + 7919 * held) % 2**32)  # a fresh study: seed*1000+w
     return study

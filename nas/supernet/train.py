@@ -46,6 +46,7 @@ from search_spaces import SearchSpace
 from swiftformer import SwiftFormerArch
 
 from ..files import output_folder
+from ..tracking import check_tracker
 from ..data.loaders import ImageSplits, image_splits
 from ..engine import LoopState, Policy, Training, backward, fit, seed_init
 from ..engine.run_folder import RunFolder
@@ -111,6 +112,7 @@ class SupernetSpec:
     train_device: str = "auto"
     scoring: ScoringConfig = field(  # the per-epoch check, which logs both scores (more images than a search's)
         default_factory=lambda: ScoringConfig(bn_images=256, val_images=2000, uncalibrated=True))
+    track: str | None = None  # tensorboard: the curve as event files in <out>/tensorboard (``nas.tracking``)
 
 
 @dataclass
@@ -191,12 +193,13 @@ def train_supernet(spec: SupernetSpec, stop_after_epoch: int | None = None, log:
     base = search_spaces.load_space(spec.space)
     space = dataclasses.replace(base, num_classes=splits.num_classes, in_chans=splits.channels)
     out = Path(spec.out)
+    check_tracker(spec.track)
     if procs.main:
         output_folder(out)
     procs.barrier()
     identity = {"space": space.to_dict(), "recipe": recipe.to_dict(), "sandwich": sandwich.to_dict(),
                 "data": spec.data, "world": procs.world}
-    folder = RunFolder(out, identity, "supernet training", SupernetError)
+    folder = RunFolder(out, identity, "supernet training", SupernetError, track=spec.track)
     payload = folder.load()
 
     seed_init(recipe.seed)  # the initial weights follow from the seed (the same on every process)

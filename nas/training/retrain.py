@@ -29,6 +29,7 @@ from torch import nn
 from swiftformer import SwiftFormerArch
 
 from ..files import output_folder, write_text
+from ..tracking import check_tracker
 from ..data.loaders import ImageSplits, image_splits
 from ..engine import LoopState, Training, backward, evaluate, fit, seed_init
 from ..engine.run_folder import RunFolder
@@ -94,12 +95,13 @@ def retrain(spec: RetrainSpec, stop_after_epoch: int | None = None, log: Callabl
     changed = [f"{k} {getattr(source_arch, k)} -> {getattr(arch, k)}"
                for k in ("num_classes", "in_chans", "resolution") if getattr(source_arch, k) != getattr(arch, k)]
     out = Path(spec.out)
+    check_tracker(spec.track)
     if procs.main:
         output_folder(out)
     procs.barrier()
     identity = {"arch": arch.to_dict(), "recipe": recipe.to_dict(), "data": spec.data, "world": procs.world,
                 "teacher": spec.teacher, "init": spec.init}
-    folder = RunFolder(out, identity, "retraining", RetrainError)
+    folder = RunFolder(out, identity, "retraining", RetrainError, track=spec.track)
     payload = folder.load()
     say(f"retraining {source_name}: {arch.summary()}" + (f" (rebuilt for the data: {', '.join(changed)})"
                                                         if changed else ""))

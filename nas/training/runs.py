@@ -38,3 +38,4 @@ class RetrainSpec:
     init: str | None = None
     train_device: str = "auto"
     exports: tuple[str, ...] = ("onnx", "coreml")
+    track: str | None = None  # tensorboard: the curve as event files in <out>/tensorboard (``nas.tracking``)

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from ..tracking import check_tracker
 from .storage import PATIENCE_S
 
 BACKENDS = ("local", "ray")
@@ -28,6 +29,7 @@ class Execution:
     cpus_per_trial: int | None = None  # threads of each worker / CPUs each Ray trial requests (default: shared out)
     gpus_per_trial: float = 0.0  # GPUs each Ray trial requests
     storage_patience_s: float = PATIENCE_S  # how long workers retry an unreachable database before they stop
+    track: str | None = None  # tensorboard: the trials as event files in <out>/tensorboard (``nas.tracking``)
 
     def check_execution(self, error: Callable[[str], Exception]) -> None:
         """Refuse, with the job's ``error``, values no run could use."""
@@ -41,6 +43,7 @@ class Execution:
             raise error(f"--gpus-per-trial {self.gpus_per_trial:g} must not be negative")
         if self.storage_patience_s <= 0:
             raise error(f"--storage-patience {self.storage_patience_s:g} must be positive (seconds)")
+        check_tracker(self.track)
 
     @property
     def threads(self) -> int:

@@ -15,6 +15,7 @@ import os
 import signal
 import threading
 import time
+import warnings
 import weakref
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
@@ -135,7 +136,7 @@ def index_of(study: optuna.Study) -> TrialIndex:
 def open_study(name: str, storage: optuna.storages.BaseStorage, identity: Any, refuse: Callable[[str], Exception],
                directions: Sequence[str] = ("maximize",), pruner: optuna.pruners.BasePruner | None = None,
                key: str = "nas_identity", first: Mapping[str, Any] | None = None,
-               listing: Path | None = None) -> optuna.Study:
+               listing: Path | None = None, metrics: Sequence[str] = ("val_accuracy",)) -> optuna.Study:
     """Create or load study ``name`` of a job whose trials are comparable only under ``identity`` (the settings
     that change a score): the first opening records it under ``key`` (with ``first``'s attributes), a later one
     with another identity or other directions is refused with ``refuse(what differs)``, an error the job words
@@ -143,7 +144,10 @@ def open_study(name: str, storage: optuna.storages.BaseStorage, identity: Any, r
 
     ``listing``: the job's table of its trials (``trials.csv``), written from the study. When it lists trials
     while the storage holds no such study, the study file was emptied, replaced or lost: a new empty study would
-    overwrite that table and every output beside it, so the run is refused instead (``StateError``)."""
+    overwrite that table and every output beside it, so the run is refused instead (``StateError``).
+
+    ``metrics`` name the objective values (optuna-dashboard and Optuna's plots show them instead of "Objective 0");
+    named on a study's first opening, and on a study recorded before names were given."""
     if listing is not None and name not in optuna.get_all_study_names(storage):
         listed = listed_rows(listing)
         if listed:
@@ -165,6 +169,10 @@ def open_study(name: str, storage: optuna.storages.BaseStorage, identity: Any, r
         raise refuse(", ".join(changed))
     if study.directions != [optuna.study.StudyDirection[d.upper()] for d in directions]:
         raise refuse("objective")
+    if study.metric_names is None and len(metrics) == len(directions):
+        with warnings.catch_warnings():  # (experimental in Optuna: its warning is not the user's concern)
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            study.set_metric_names(list(metrics))
     return study
 
 
