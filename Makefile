@@ -11,7 +11,7 @@ install: $(STAMP)
 # constraints.txt pins this machine's CPU-only torch stack so pip never pulls CUDA wheels.
 $(STAMP): pyproject.toml constraints.txt Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev,ray,postgres]'
+	$(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev,ray,postgres,track]'
 	# torchvision's fix at interpreter start, so that `import timm` may come before `import swiftformer`
 	$(PY) -c 'import pathlib, sysconfig; pathlib.Path(sysconfig.get_paths()["purelib"], "swiftnas-torchvision-fix.pth").write_text("import importlib.util; importlib.util.find_spec(\"_swiftnas_torchvision_hook\") and __import__(\"_swiftnas_torchvision_hook\")\n")'
 	touch $@
