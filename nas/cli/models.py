@@ -56,17 +56,51 @@ def cmd_model_info(args: argparse.Namespace) -> None:
 def cmd_export(args: argparse.Namespace) -> None:
     from swiftformer.export import export_coreml, export_onnx
 
-    _, model = _build(args)
+    ref, model = _build(args)
     out = Path(args.out)
     if args.format == "onnx":
         result = export_onnx(model, out, resolution=args.resolution)
     else:
-        result = export_coreml(model, out, resolution=args.resolution, precision=args.precision)
+        app = _app_interface(args, ref, model) if args.image_input or args.labels else None
+        result = export_coreml(model, out, resolution=args.resolution, precision=args.precision, app=app)
     ops = ", ".join(f"{op} {n}" for op, n in result.ops.most_common() if op != "const")
     check = (f"max |diff| vs PyTorch {result.max_abs_diff:.2e}" if result.max_abs_diff is not None
              else result.note)
     print(f"wrote {result.path} ({args.format}, input {'x'.join(map(str, result.input_shape))}); {check}")
     print(f"ops: {ops}")
+
+
+def _app_interface(args: argparse.Namespace, ref, model):
+    """An iPhone app's interface for the export: the model's normalisation (its ``pretrained_cfg``), the labels
+    of ``--labels`` (one a line), and what is known of the model as metadata: its architecture, its predicted
+    latency on each shipped phone (the family's), and a retraining's figures with their splits (``results.json``
+    beside its ``arch.json``)."""
+    from swiftformer.export import AppInterface
+
+    from ..files import read_text
+
+    cfg = getattr(model, "pretrained_cfg", None) or {}
+    mean, std = tuple(cfg.get("mean", (0.485, 0.456, 0.406))), tuple(cfg.get("std", (0.229, 0.224, 0.225)))
+    labels = None
+    if args.labels:
+        labels = [line.strip() for line in read_text(args.labels, "labels file", "give --labels a text file with "
+                                                     "one class label a line").splitlines() if line.strip()]
+    metadata = {"model": args.model}
+    if ref.arch is not None:
+        from ..latency import builtin_devices, load_device, predict_latency
+
+        metadata["architecture"] = ref.arch.summary()
+        for device in builtin_devices():
+            metadata[f"predicted_latency_{device}_ms"] = f"{predict_latency(args.model, load_device(device)):.3f}"
+        results = Path(args.model).with_name("results.json")
+        if Path(args.model).suffix == ".json" and results.is_file():
+            from ..files import read_json
+
+            figures = read_json(results, "retraining's results")
+            for split in ("val", "test"):
+                if f"{split}_top1" in figures:
+                    metadata[f"{split}_top1"] = f"{figures[f'{split}_top1']:.2f} % ({split} split)"
+    return AppInterface(mean=mean, std=std, labels=labels, metadata=metadata)
 
 
 def register(commands) -> None:
@@ -87,4 +121,11 @@ def register(commands) -> None:
     export.add_argument("--num-classes", type=positive_int, help="classifier size (default: the model's)")
     export.add_argument("--precision", choices=("float16", "float32"), default="float16",
                         help="CoreML compute precision (default: float16, what the Neural Engine runs)")
+    export.add_argument("--image-input", action="store_true",
+                        help="CoreML: an image input (a camera frame's 0-255 pixels; the model's normalisation "
+                             "inside) and the model's description as metadata, for an iPhone app (default: a float "
+                             "tensor input, already normalised)")
+    export.add_argument("--labels", help="CoreML: a text file of class labels, one a line: the package becomes a "
+                                         "classifier (top label and every label's probability); implies "
+                                         "--image-input (default: logits out)")
     export.set_defaults(func=cmd_export)

@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from swiftformer import count_macs, count_params
+from swiftformer.export import AppInterface
 
 from ..files import replacing, write_text
 from .components import normalisation
@@ -61,7 +62,13 @@ def write_outputs(result: "RetrainResult", model: nn.Module, ema: nn.Module | No
         **{f"latency_{d}_ms": round(v, 4) for d, v in latency.items()},
         "teacher": spec.teacher, "init": spec.init,
     }
-    exports = export_model(copy.deepcopy(shipped).cpu().eval(), out, spec.exports, say)
+    mean, std = normalisation(arch.in_chans)
+    app = AppInterface(mean=mean, std=std, labels=list(splits.classes), metadata={
+        "architecture": arch.summary(), "data": spec.data,
+        **{f"predicted_latency_{d}_ms": f"{v:.3f}" for d, v in latency.items()},
+        **{f"{headline}{split}_top1": f"{summary[f'{headline}{split}_top1']:.2f} % ({split} split)"
+           for split in ("val", "test") if f"{headline}{split}_top1" in summary}})
+    exports = export_model(copy.deepcopy(shipped).cpu().eval(), out, spec.exports, say, app)
     summary["exports"] = exports
     write_text(out / "results.json", json.dumps(summary, indent=2) + "\n")
     write_text(out / "model_card.md", model_card(summary, result, recipe_note, headline, latency))
@@ -71,9 +78,12 @@ def write_outputs(result: "RetrainResult", model: nn.Module, ema: nn.Module | No
         f"({recipe.eval_model}); outputs in {out}: {', '.join(files)}")
 
 
-def export_model(model: nn.Module, out: Path, formats: tuple[str, ...], say: Callable[[str], None]) -> list[str]:
-    """Fused ONNX (compared with PyTorch in onnxruntime) and CoreML exports; a CoreML failure is reported, not
-    fatal, since the checkpoints are the product and conversion can be retried with ``nas export``."""
+def export_model(model: nn.Module, out: Path, formats: tuple[str, ...], say: Callable[[str], None],
+                 app: "AppInterface | None" = None) -> list[str]:
+    """Fused ONNX (compared with PyTorch in onnxruntime) and CoreML exports, the CoreML one app-ready when
+    ``app`` is given (an image input with the normalisation inside, the data's class labels, the run's figures as
+    metadata); a CoreML failure is reported, not fatal, since the checkpoints are the product and conversion can be
+    retried with ``nas export``."""
     from swiftformer.export import export_coreml, export_onnx
 
     written = []
@@ -83,7 +93,7 @@ def export_model(model: nn.Module, out: Path, formats: tuple[str, ...], say: Cal
         written.append("model.onnx")
     if "coreml" in formats:
         try:
-            export_coreml(model, out / "model.mlpackage")
+            export_coreml(model, out / "model.mlpackage", app=app)
             written.append("model.mlpackage")
         except Exception as exc:  # noqa: BLE001 (coremltools raises many kinds; the run's weights are safe)
             say(f"warning: CoreML export failed ({type(exc).__name__}: {str(exc).splitlines()[0][:160]}); "
