@@ -21,7 +21,9 @@ import errno
 import json
 import os
 import pickle
+import re
 import secrets
+import struct
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
@@ -29,7 +31,7 @@ from typing import Any, Iterator
 RESTORE = "restore it from a backup, or move it aside to start over"
 # what torch.load raises for a file that is missing, a folder, empty, truncated, damaged or not a checkpoint
 UNREADABLE = (OSError, EOFError, pickle.UnpicklingError, RuntimeError, ValueError, KeyError, TypeError,
-              AttributeError, ImportError, IndexError)
+              AttributeError, ImportError, IndexError, struct.error)
 
 
 class StateError(ValueError):
@@ -158,21 +160,39 @@ def json_lines(path: Path | str, what: str, way_out: str = RESTORE) -> tuple[lis
     return records, cut
 
 
-def load_torch(path: Path | str, what: str, way_out: str = RESTORE, weights_only: bool = True) -> Any:
-    """``torch.load`` of ``path`` on the CPU, or a one-line ``StateError`` for a file that is missing, a folder,
-    truncated, damaged or not a checkpoint."""
+def load_torch(path: Path | str, what: str, way_out: str = RESTORE) -> Any:
+    """``torch.load`` of ``path`` on the CPU with ``weights_only=True``: tensors, numbers, strings and containers,
+    plus numpy arrays (a checkpoint's random streams hold one), and never code. A file that names anything else
+    (a pickle that would run code when loaded) is refused; one that is missing, a folder, truncated, damaged or
+    not a checkpoint is a one-line ``StateError`` too. Checkpoints, supernets and shared folders
+    (``--evaluator supernet:DIR``) are all read this way."""
     import torch
 
     path = Path(path)
     try:
-        return torch.load(path, map_location="cpu", weights_only=weights_only)
+        with torch.serialization.safe_globals(_numpy_globals()):
+            return torch.load(path, map_location="cpu", weights_only=True)
     except UNREADABLE as exc:
         raise unreadable_checkpoint(path, exc, what, way_out) from None
+
+
+def _numpy_globals() -> list[Any]:
+    """What a numpy array needs to be rebuilt by ``weights_only`` loading: its constructor and dtypes, no code."""
+    import numpy as np
+    import numpy.dtypes
+
+    return [np._core.multiarray._reconstruct, np.ndarray, np.dtype,  # noqa: SLF001 (numpy's own pickle path)
+            *(getattr(numpy.dtypes, name) for name in dir(numpy.dtypes) if name.endswith("DType"))]
 
 
 def unreadable_checkpoint(path: Path | str, exc: BaseException, what: str, way_out: str = RESTORE) -> StateError:
     """The one line for a checkpoint ``torch.load`` could not read, whoever called it."""
     path = Path(path)
+    code = re.search(r"GLOBAL (\S+) was not an allowed global", str(exc))
+    if code:
+        return StateError(f"{path} is refused: loading it would run code it names ({code.group(1)}), which a "
+                          f"{what} of plain weights never needs; if you trust its source, convert it yourself "
+                          "with torch.load(weights_only=False) and torch.save of its tensors")
     reason = "empty" if path.is_file() and path.stat().st_size == 0 else why(exc)
     if any(sign in reason for sign in ("central directory", "truncated", "Weights only load failed",
                                        "invalid load key", "PytorchStreamReader")):

@@ -476,3 +476,28 @@ def test_a_damaged_cache_is_rebuilt_and_said_so(tiny_imagefolder, tmp_path, monk
     again = load_data(f"imagefolder:{tiny_imagefolder}")
     assert "cache" in capsys.readouterr().err and (again.train_x == first.train_x).all()
     assert len(list((tmp_path / "cache").glob("*.partial*"))) == 0
+
+
+class _RunsCode:
+    """What a malicious checkpoint holds: unpickling it would call a function of its choosing."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+def test_a_checkpoint_that_would_run_code_is_refused_in_one_line(kept, tmp_path, capsys):
+    """Every checkpoint and supernet file is read with ``weights_only=True``: a file that names a function to call
+    is refused before anything of it runs, for a training's own checkpoint and for a supernet folder received
+    from someone else (``--evaluator supernet:DIR``)."""
+    w = copy_of(kept, tmp_path, "search")
+    marker = tmp_path / "code-ran"
+    for name in ("retrain/last.pth", "supernet/supernet.pth"):
+        torch.save({"state_dict": {}, "payload": _RunsCode(marker)}, w / name)
+    code, err = nas_here(capsys, R()(w))
+    assert code == 2 and "is refused: loading it would run code it names" in err and "last.pth" in err, err
+    code, err = nas_here(capsys, S("--evaluator", f"supernet:{w}/supernet")(w))
+    assert code == 2 and "supernet.pth is refused" in err and len(err.strip().splitlines()) == 1, err
+    assert not marker.exists()

@@ -42,7 +42,7 @@ def load_checkpoint(path: Path, identity: dict[str, Any], error: Callable[[str],
     if not path.exists():
         return None
     way_out = f"restore it, or move it aside to start the {what} again from its first epoch (it was left as it is)"
-    payload = load_torch(path, f"{what} checkpoint", way_out, weights_only=False)
+    payload = load_torch(path, f"{what} checkpoint", way_out)
     if not isinstance(payload, dict) or not isinstance(payload.get("identity"), dict):
         raise StateError(f"{path} is not a {what} checkpoint of this version: {way_out}")
     if payload["identity"] != identity:

@@ -80,7 +80,7 @@ def load_supernet(folder: str | Path, device: str | torch.device = "cpu") -> tup
         hint = ("its training has not finished: run the same `nas supernet train` again to resume"
                 if (folder / STATE).is_file() else "train one there with `nas supernet train --out DIR`")
         raise SupernetError(f"{str(folder)!r} holds no {CHECKPOINT}: {hint}")
-    payload = load_torch(path, "supernet checkpoint", RETRAIN, weights_only=False)
+    payload = load_torch(path, "supernet checkpoint", RETRAIN)
     try:
         space = space_from_dict(payload["space"], where=str(path))
         supernet = SuperNet(space, payload["num_classes"], payload["in_chans"], payload["distillation"])
@@ -97,7 +97,7 @@ def load_snapshot(folder: str | Path, device: str | torch.device = "cpu") -> tup
     path = Path(folder) / STATE
     if not path.is_file():
         raise SupernetError(f"{str(folder)!r} holds no {STATE}: no supernet training has finished an epoch there")
-    state = load_torch(path, "supernet training state", RETRAIN, weights_only=False)
+    state = load_torch(path, "supernet training state", RETRAIN)
     try:
         identity = state["identity"]
         space = space_from_dict(identity["space"], where=str(path))
