@@ -1,4 +1,6 @@
+import re
 import json
+import os
 import subprocess
 import sys
 
@@ -73,3 +75,71 @@ def test_export_refuses_a_checkpoint_of_another_variant(tmp_path):
     result = run_nas("export", "swiftformer:xs", "--format", "onnx", "--out", str(tmp_path / "x.onnx"),
                      "--checkpoint", str(tmp_path / "s.pth"))
     assert result.returncode == 2 and "does not fit swiftformer:xs" in result.stderr
+
+
+# ---------------------------------------------------------------------------------------------- CLI habits
+def _options(parser, name="nas"):
+    import argparse
+
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub_name, sub in action.choices.items():
+                yield from _options(sub, f"{name} {sub_name}")
+        elif action.option_strings and action.help is not argparse.SUPPRESS:
+            yield name, parser, action
+
+
+def test_version_and_every_options_help_with_its_default(capsys):
+    import argparse
+
+    from nas.cli import build_parser
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--version"])
+    assert exit_info.value.code == 0 and re.match(r"nas \d+\.\d+", capsys.readouterr().out)
+    missing, silent = [], []
+    for name, parser, action in _options(build_parser()):
+        if isinstance(action, (argparse._HelpAction, argparse._VersionAction)):
+            continue
+        if not action.help:
+            missing.append(f"{name} {action.option_strings[0]}")
+        elif action.nargs != 0 and action.default is not None and \
+                "default" not in parser._get_formatter()._expand_help(action).lower():
+            silent.append(f"{name} {action.option_strings[0]}")
+    assert not missing and not silent, (missing, silent)
+
+
+@pytest.mark.parametrize("command, dest, unit", [
+    (["search", "--latency-budget", "1ms"], "timeout", 1.0), (["ablate", "type"], "timeout", 1.0),
+    (["retrain", "swiftformer:xs", "--out", "o"], "minutes", 60.0),
+    (["supernet", "train", "--out", "o"], "minutes", 60.0), (["benchmark"], "minutes", 60.0)])
+def test_one_time_limit_across_commands(command, dest, unit):
+    """``--minutes N`` everywhere, ``--timeout DURATION`` its alias; each command keeps its own unit inside."""
+    from nas.cli import build_parser
+
+    parser = build_parser()
+    by_minutes = getattr(parser.parse_args([*command, "--minutes", "1.5"]), dest)
+    by_duration = getattr(parser.parse_args([*command, "--timeout", "90s"]), dest)
+    assert by_minutes == by_duration == pytest.approx(90 / unit)
+
+
+def test_the_proxy_downscale_has_one_name():
+    from nas.cli import build_parser
+
+    parser = build_parser()
+    for command in (["search", "--latency-budget", "1ms"], ["ablate", "type"], ["supernet", "train", "--out", "o"]):
+        args = parser.parse_args([*command, "--proxy-downscale", "2"])
+        assert getattr(args, "proxy_downscale", getattr(args, "downscale", None)) == 2.0, command
+    assert parser.parse_args(["supernet", "train", "--out", "o", "--downscale", "2"]).downscale == 2.0  # old name
+
+
+def test_shell_completion_completes_commands_and_options():
+    """What the shell asks of `nas` once `eval "$(register-python-argcomplete nas)"` is set up (in a process of its
+    own: argcomplete takes over file descriptors)."""
+    probe = ("import io, sys, argcomplete; from nas.cli import build_parser; out = io.StringIO(); "
+             "argcomplete.autocomplete(build_parser(), output_stream=out, exit_method=lambda code: None); "
+             "sys.stdout.write(out.getvalue())")
+    line = "nas search --lat"
+    env = {**os.environ, "_ARGCOMPLETE": "1", "COMP_LINE": line, "COMP_POINT": str(len(line)), "_ARGCOMPLETE_IFS": "\n"}
+    done = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, timeout=120)
+    assert done.stdout.split() == ["--latency-budget", "--latency-margin", "--latency-shots"], done

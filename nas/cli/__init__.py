@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import argparse
 import os
+
+import argcomplete
 import signal
 import sys
 from typing import Callable, Sequence
@@ -38,7 +40,7 @@ from ..training.recipe import RecipeError, RetrainError
 from ..trials.errors import RunError
 from ..trials.study import settle_on_sigterm
 from . import ablate, benchmark, latency, models, retrain, search, spaces, supernet
-from .options import UsageError
+from .options import DefaultsFormatter, UsageError
 
 USER_ERRORS = (AblationError, ArchitectureError, BackendUnavailable, BenchmarkError, DatasetError, ExportError, GridError,
                MeasurementError, ModelRefError, PolicyError, PredictorError, RecipeError, RetrainError, RunError,
@@ -49,17 +51,38 @@ GROUPS = (models, spaces, latency, search, supernet, retrain, ablate, benchmark)
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="nas", description="Hardware-aware NAS over the SwiftFormer family.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for group in GROUPS:
         group.register(commands)
+    for each in _parsers(parser):  # every option's help says its default
+        each.formatter_class = DefaultsFormatter
     return parser
+
+
+def _parsers(parser: argparse.ArgumentParser) -> list[argparse.ArgumentParser]:
+    found = [parser]
+    for action in parser._actions:  # noqa: SLF001 (argparse offers no public walk of its subparsers)
+        if isinstance(action, argparse._SubParsersAction):  # noqa: SLF001
+            for sub in action.choices.values():
+                found += _parsers(sub)
+    return found
+
+
+def _version() -> str:
+    from importlib import metadata
+
+    try:
+        return metadata.version("swiftnas")
+    except metadata.PackageNotFoundError:
+        return "(not installed)"
 
 
 def _attach_negative_values(argv: list[str]) -> list[str]:
     """``--latency-budget -1ms`` would read as a missing value; attach it so the budget check can explain."""
     out: list[str] = []
     for item in argv:
-        if out and out[-1] in ("--latency-budget", "--timeout") and item.startswith("-"):
+        if out and out[-1] in ("--latency-budget", "--timeout", "--minutes") and item.startswith("-"):
             out[-1] = f"{out[-1]}={item}"
         else:
             out.append(item)
@@ -69,6 +92,7 @@ def _attach_negative_values(argv: list[str]) -> list[str]:
 def main(argv: Sequence[str] | None = None) -> int:
     configure()  # messages on stderr, Optuna quiet: the command's output (importing nas changes nothing)
     parser = build_parser()
+    argcomplete.autocomplete(parser)  # shell completion: eval "$(register-python-argcomplete nas)"; else nothing
     args = parser.parse_args(_attach_negative_values(list(sys.argv[1:] if argv is None else argv)))
     func: Callable[[argparse.Namespace], None] = args.func
     settle_on_sigterm()  # a polite kill settles the running trial as Ctrl-C does

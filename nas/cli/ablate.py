@@ -5,7 +5,7 @@ import argparse
 from pathlib import Path
 
 from ..ablation.config import PROTOCOLS
-from .options import (MODEL_REF_HELP, UsageError, add_concurrency, add_track, add_train_device, downscale, duration, fraction,
+from .options import (MODEL_REF_HELP, UsageError, add_concurrency, add_time_limit, add_track, add_train_device, downscale, fraction,
                       positive_int)
 
 
@@ -79,12 +79,15 @@ def register(commands) -> None:
     ab.add_argument("--reuse", action="append", metavar="DIR",
                     help="another ablation's --out folder (repeatable): its finished runs of the same architecture, "
                          "seed, data and protocol are copied instead of trained again, each naming its source")
-    ab.add_argument("--proxy-epochs", type=positive_int)
-    ab.add_argument("--proxy-downscale", type=downscale)
-    ab.add_argument("--proxy-subset", type=positive_int)
-    ab.add_argument("--val-fraction", type=fraction)
-    ab.add_argument("--val-seed", type=int)
-    ab.add_argument("--timeout", type=duration, help="stop starting runs after this long, e.g. 3h")
+    ab.add_argument("--proxy-epochs", type=positive_int, help="the proxy protocol's epochs (default: the search's, 2)")
+    ab.add_argument("--proxy-downscale", type=downscale, help="the proxy protocol's side divisor (default: the "
+                                                              "search's, 4)")
+    ab.add_argument("--proxy-subset", type=positive_int, help="the proxy protocol's training images (default: the "
+                                                              "search's, 4000)")
+    ab.add_argument("--val-fraction", type=fraction, help="the share of training images held out as val "
+                                                          "(default: the search's, 0.1)")
+    ab.add_argument("--val-seed", type=int, help="which images the val hold-out holds (default 0)")
+    add_time_limit(ab, "timeout", 1.0, "stop starting runs")
     ab.add_argument("--out", help="output folder (default runs/<study>)")
     ab.add_argument("--study", help="study name (default: ablate-<what>-<base>-<protocol>)")
     ab.add_argument("--storage", help="a journal file path (default: DIR/study.journal) or an RDB URL")

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 
-from .options import UsageError, positive_float, positive_int
+from .options import UsageError, add_time_limit, positive_int
 
 
 def cmd_benchmark(args: argparse.Namespace) -> None:
@@ -39,8 +39,7 @@ def register(commands) -> None:
                             "latency predictor, GP to 100 queries; hours); optimiser (the samplers scored by the "
                             "200-epoch mean itself)")
     bench.add_argument("--out", help="the run's folder (default runs/benchmark-<plan>)")
-    bench.add_argument("--minutes", type=positive_float, metavar="N",
-                       help="stop starting searches after N minutes (a chunk); the same command resumes")
+    add_time_limit(bench, "minutes", 60.0, "stop starting searches")
     bench.add_argument("--workers", type=positive_int, default=1, help="searches at once (processes)")
     bench.add_argument("--repeats", type=positive_int, help="override the plan's repeats (seeds)")
     bench.add_argument("--queries", type=positive_int, help="override the plan's queries per search")

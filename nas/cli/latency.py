@@ -294,7 +294,8 @@ def register(commands) -> None:
     evaluate.set_defaults(func=cmd_latency_evaluate)
 
     measure = latency.add_parser("measure", help="measure a model on a real runtime (median of repeated runs)")
-    measure.add_argument("--backend", required=True, choices=("torch-cpu", "onnxruntime-cpu", "coreml"))
+    measure.add_argument("--backend", required=True, choices=("torch-cpu", "onnxruntime-cpu", "coreml"),
+                         help="the runtime that runs the model (coreml: on macOS only; required)")
     measure.add_argument("--model", required=True, help=MODEL_REF_HELP)
     measure.add_argument("--resolution", type=positive_int, help="input side (default: the model's)")
     measure.add_argument("--runs", type=positive_int, default=50, help="timed runs (default 50)")

@@ -114,7 +114,8 @@ def register(commands) -> None:
 
     export = commands.add_parser("export", help="export a model, fused for inference, to ONNX or CoreML")
     export.add_argument("model", help=MODEL_REF_HELP)
-    export.add_argument("--format", choices=("onnx", "coreml"), required=True)
+    export.add_argument("--format", choices=("onnx", "coreml"), required=True,
+                        help="onnx: one file, checked in onnxruntime; coreml: an ML Program package (required)")
     export.add_argument("--out", required=True, help="output file (.onnx) or package (.mlpackage)")
     export.add_argument("--resolution", type=positive_int, help="input side (default: the model's)")
     export.add_argument("--checkpoint", help="official or timm-port SwiftFormer checkpoint to load first")

@@ -63,6 +63,39 @@ def duration(text: str) -> float:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def _minutes_as(unit_s: float):
+    def minutes(text: str) -> float:
+        return positive_float(text) * 60 / unit_s
+    return minutes
+
+
+def _duration_as(unit_s: float):
+    def duration_in_unit(text: str) -> float:
+        return duration(text) / unit_s
+    return duration_in_unit
+
+
+def add_time_limit(p: argparse.ArgumentParser, dest: str, unit_s: float, what: str) -> None:
+    """One time limit across commands: ``--minutes N``, with ``--timeout DURATION`` (90s, 30m, 2h; a bare number
+    is seconds) as its alias; both stored in ``dest`` in units of ``unit_s`` seconds."""
+    p.add_argument("--minutes", dest=dest, type=_minutes_as(unit_s), metavar="N",
+                   help=f"{what} after N minutes (a chunk); the same command resumes (alias: --timeout; default: "
+                        "no limit)")
+    p.add_argument("--timeout", dest=dest, type=_duration_as(unit_s), metavar="DURATION",
+                   help="the same limit as a duration: 90s, 30m, 2h (a bare number is seconds)")
+
+
+class DefaultsFormatter(argparse.HelpFormatter):
+    """Help that says every option's default: appended where the help text does not say it already."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        if (action.option_strings and action.nargs != 0 and "default" not in text.lower()
+                and action.default not in (None, argparse.SUPPRESS)):
+            text += " (default: %(default)s)"
+        return text
+
+
 def add_predictor_choice(p: argparse.ArgumentParser, required: bool) -> None:
     """The phone whose latency is predicted: a shipped predictor or a calibrated file."""
     group = p.add_mutually_exclusive_group(required=required)
@@ -83,7 +116,9 @@ def add_concurrency(p: argparse.ArgumentParser, what: str) -> None:
     p.add_argument("--workers", type=positive_int, default=1,
                    help=f"{what} trained at once, each in its own process (on one GPU they share it: small "
                         "trainings use it far better together than one at a time)")
-    p.add_argument("--backend", choices=("local", "ray"), default="local")
+    p.add_argument("--backend", choices=("local", "ray"), default="local",
+                   help="local: this machine's processes; ray: Ray Tune trials, on a local Ray or --ray-address's "
+                        "cluster")
     p.add_argument("--ray-address", help="a Ray cluster to run on (default: a local Ray)")
     p.add_argument("--cpus-per-trial", "--threads", dest="cpus_per_trial", type=positive_int,
                    help="threads of each worker, and CPUs each Ray trial requests (default: the machine's CPUs "
@@ -106,15 +141,15 @@ def add_recipe_options(p: argparse.ArgumentParser, recipe_help: str, lr_help: st
     p.add_argument("--recipe", help=recipe_help)
     p.add_argument("--set", action="append", metavar="KEY=VALUE",
                    help="one recipe value, e.g. --set mixup=0 (repeatable; see recipe.yaml for the keys)")
-    p.add_argument("--epochs", type=positive_int)
+    p.add_argument("--epochs", type=positive_int, help="epochs to train (default: the recipe's)")
     p.add_argument("--batch-size", type=positive_int, help="per process (part of the recipe: its lr follows it)")
     p.add_argument("--lr", type=float, help=lr_help)
-    p.add_argument("--seed", type=int)
+    p.add_argument("--seed", type=int, help="the run's seed: initialisation, augmentation, order (default: the "
+                                            "recipe's, 0)")
     p.add_argument("--loader-workers", type=int, help="DataLoader processes where the images stream from disk "
                                                       "(default 2; resident datasets need none)")
     p.add_argument("--workers", dest="misplaced_workers", type=int, help=argparse.SUPPRESS)
-    p.add_argument("--minutes", type=positive_float,
-                   help="stop after this long (inside an epoch if need be), resumable by the same command")
+    add_time_limit(p, "minutes", 60.0, "stop (inside an epoch if need be)")
 
 
 def recipe_changes(args: argparse.Namespace, keys: Sequence[str]) -> dict[str, object]:

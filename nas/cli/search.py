@@ -5,8 +5,8 @@ import argparse
 
 from ..identity import ScoringConfig
 from ..search.config import MARGINS, SAMPLERS
-from .options import (SPACE_HELP, add_concurrency, add_track, add_predictor_choice, add_train_device, budget, downscale,
-                      duration, fraction, positive_float, positive_int)
+from .options import (SPACE_HELP, add_concurrency, add_time_limit, add_track, add_predictor_choice, add_train_device, budget, downscale,
+                      fraction, positive_float, positive_int)
 
 
 def cmd_search(args: argparse.Namespace) -> None:
@@ -68,14 +68,14 @@ def register(commands) -> None:
                              "architectures of --device (the realistic case) instead of the measured table")
     search.add_argument("--trials", type=positive_int, default=25,
                         help="architectures to train (default 25; over-budget ones are rejected without training)")
-    search.add_argument("--timeout", type=duration, help="stop starting trials after this long, e.g. 30m")
+    add_time_limit(search, "timeout", 1.0, "stop starting trials")
     search.add_argument("--sampler", choices=SAMPLERS, default="tpe",
                         help="tpe (default), nsga2, random, evolution (regularised evolution over the space's "
                              "mutation and crossover) or gp (Gaussian-process BO: for few, costly trials)")
     search.add_argument("--objective", choices=("constrained", "pareto"), default="constrained",
                         help="constrained: best accuracy under the budget (with pruning); pareto: accuracy "
                              "against latency (NSGA-II or MOTPE) with the budget as a constraint")
-    search.add_argument("--proxy-epochs", type=positive_int, default=2)
+    search.add_argument("--proxy-epochs", type=positive_int, default=2, help="epochs each trial trains")
     search.add_argument("--proxy-downscale", type=downscale, default=4.0,
                         help="train at the architecture's resolution divided by this (default 4: 224 px -> 56 px, "
                              "where stage 3 sees 4x4 tokens and stage 4 2x2)")

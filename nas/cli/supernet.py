@@ -27,8 +27,9 @@ def register(commands) -> None:
                                       "writes supernet.pth for --evaluator supernet:DIR and --init supernet:DIR")
     snt.add_argument("--space", default="swiftformer", help=SPACE_HELP)
     add_data(snt, "fashion-mnist (default), cifar10:PATH or imagefolder:PATH, with the search's splits")
-    snt.add_argument("--downscale", type=downscale, default=4.0,
-                     help="train each architecture at its resolution divided by this, as the proxy (default 4)")
+    snt.add_argument("--proxy-downscale", "--downscale", dest="downscale", type=downscale, default=4.0,
+                     help="train each architecture at its resolution divided by this, as the search's proxy "
+                          "(--proxy-downscale; --downscale is its old name; default 4)")
     snt.add_argument("--random-subnets", type=int, default=2,
                      help="random subnets per step besides the largest and the smallest (default 2)")
     snt.add_argument("--distill", choices=("soft", "none"), default="soft",
