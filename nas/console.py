@@ -12,6 +12,8 @@ from __future__ import annotations
 import logging
 import sys
 import warnings
+from contextlib import contextmanager
+from typing import Iterator
 
 LOGGER = "nas"
 
@@ -29,6 +31,22 @@ class _Stderr(logging.StreamHandler):
     @stream.setter
     def stream(self, value) -> None:  # (StreamHandler sets it once; the property reads it every time)
         pass
+
+
+@contextmanager
+def quiet_optuna() -> Iterator[None]:
+    """Optuna's notes about calls SwiftNAS makes on purpose (experimental APIs, the in-memory studies its analysis
+    builds), kept out of a library user's output for the length of the call; their settings are restored after."""
+    import optuna
+
+    verbosity = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(max(verbosity, optuna.logging.WARNING))
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            yield
+    finally:
+        optuna.logging.set_verbosity(verbosity)
 
 
 def configure() -> None:

@@ -190,6 +190,9 @@ def log_command(out: Path) -> str:
 def init_worker() -> None:
     import torch
 
+    from ..console import configure
+
+    configure()  # a worker process of a command: its messages as the command's, Optuna's per-trial lines quiet
     torch.set_num_threads(1)
 
 

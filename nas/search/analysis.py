@@ -17,6 +17,7 @@ from typing import Iterator
 
 import optuna
 
+from ..console import quiet_optuna
 from ..files import replacing
 from ..trials.study import status_of
 from .config import SearchConfig
@@ -31,6 +32,11 @@ MIN_TRIALS = 3  # fewer trained trials say nothing about importances
 
 def trained_copy(study: optuna.Study) -> optuna.Study:
     """An in-memory study with the same directions and metric names, holding only the trained trials."""
+    with quiet_optuna():
+        return _trained_copy(study)
+
+
+def _trained_copy(study: optuna.Study) -> optuna.Study:
     copy = optuna.create_study(directions=study.directions, sampler=optuna.samplers.RandomSampler(seed=0))
     if study.metric_names:
         copy.set_metric_names(study.metric_names)
@@ -67,8 +73,10 @@ def _ranked(study: optuna.Study):
 @contextmanager
 def _negated_on_purpose() -> Iterator[None]:
     """PED-ANOVA warns whenever it is given a target that low values are the good ones: ours are negated so."""
-    with warnings.catch_warnings():
+    with quiet_optuna(), warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="PedAnovaImportanceEvaluator computes the importances")
+        # (a small search leaves some decision's values with one trial: the report says the figures are rough)
+        warnings.filterwarnings("ignore", message="Some regimes for parameter")
         yield
 
 
@@ -76,8 +84,10 @@ def trained_count(study: optuna.Study) -> int:
     return sum(status_of(t) == "trained" for t in study.get_trials(deepcopy=False))
 
 
-def write_analysis(out: Path, study: optuna.Study, cfg: SearchConfig) -> list[str]:
-    """The importance, history and (Pareto) hypervolume plots in ``out``; the names of those written."""
+def write_analysis(out: Path, study: optuna.Study, cfg: SearchConfig,
+                   weights: dict[str, float] | None = None) -> list[str]:
+    """The importance (``weights``: ``importances(study)``, computed once by the caller), history and (Pareto)
+    hypervolume plots in ``out``; the names of those written."""
     import matplotlib.pyplot as plt
 
     trained = trained_copy(study)
@@ -87,7 +97,7 @@ def write_analysis(out: Path, study: optuna.Study, cfg: SearchConfig) -> list[st
     plots = []
     drawn = [(HISTORY, lambda: optuna.visualization.matplotlib.plot_optimization_history(
         trained, target=_first(trained), target_name=score))]
-    if importances(study):
+    if weights if weights is not None else importances(study):
         drawn.append((IMPORTANCES, lambda: optuna.visualization.matplotlib.plot_param_importances(
             trained, target=_ranked(trained), target_name=score)))
     if cfg.objective == "pareto":  # accuracy up from 0, latency down from the budget: every trained trial counts

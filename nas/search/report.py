@@ -99,14 +99,15 @@ def write_outputs(out: str | Path, study: optuna.Study, cfg: SearchConfig) -> st
         write_text(out / "best_arch.json", json.dumps(json.loads(best["arch_json"]), indent=2, sort_keys=True) + "\n")
     measured = cfg.tabular and cfg.latency_shots is None
     plot(df, cfg.budget_ms, out / PLOT, cfg.score_name()[0], f"{'measured' if measured else 'predicted'} latency (ms)")
-    plots = write_analysis(out, study, cfg)
+    weights = importances(study)
+    plots = write_analysis(out, study, cfg, weights)
     if cfg.track:
         params = {t.number: t.params for t in study.get_trials(deepcopy=False)}
         trained = [{**row, **params.get(row["number"], {})} for row in df[df["status"] == "trained"].to_dict("records")]
         log_runs(out, "search", trained, "val_accuracy", "number", sorted({k for p in params.values() for k in p}),
                  ["latency_ms", "params"])
     summary = summary_text(df, cfg)
-    write_text(out / "report.md", report_markdown(df, cfg, summary, plots, importances(study), trained_count(study)))
+    write_text(out / "report.md", report_markdown(df, cfg, summary, plots, weights, trained_count(study)))
     return summary
 
 

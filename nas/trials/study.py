@@ -15,7 +15,6 @@ import os
 import signal
 import threading
 import time
-import warnings
 import weakref
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
@@ -26,6 +25,7 @@ from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.storages._heartbeat import is_heartbeat_enabled
 from optuna.trial import TrialState
 
+from ..console import quiet_optuna
 from ..files import StateError
 from .storage import HEARTBEAT_S, MAX_RETRIES, STALE_AFTER_S, listed_rows, make_storage, seconds_since_outage
 
@@ -170,8 +170,7 @@ def open_study(name: str, storage: optuna.storages.BaseStorage, identity: Any, r
     if study.directions != [optuna.study.StudyDirection[d.upper()] for d in directions]:
         raise refuse("objective")
     if study.metric_names is None and len(metrics) == len(directions):
-        with warnings.catch_warnings():  # (experimental in Optuna: its warning is not the user's concern)
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        with quiet_optuna():  # (experimental in Optuna: its warning is not the user's concern)
             study.set_metric_names(list(metrics))
     return study
 
@@ -220,7 +219,8 @@ def in_flight(trials: list[optuna.trial.FrozenTrial], before: int | None = None)
 
 
 def retry_of(trial: optuna.trial.FrozenTrial) -> int | None:
-    return RetryHeartbeatStaleTrialCallback.retried_trial_number(trial)
+    with quiet_optuna():
+        return RetryHeartbeatStaleTrialCallback.retried_trial_number(trial)
 
 
 # -------------------------------------------------------------------------------------- heartbeat, recovery
