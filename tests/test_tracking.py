@@ -36,7 +36,7 @@ def events(folder: Path) -> list[tuple[str, int, float]]:
 
 def search(out: Path, data: Path, space: Path, *extra: str) -> None:
     main(["search", "--latency-budget", "10ms", "--space", str(space), "--data", f"imagefolder:{data}", "--trials",
-          "4", "--proxy-epochs", "1", "--proxy-downscale", "4", "--proxy-subset", "30", "--out", str(out), *extra])
+          "10", "--proxy-epochs", "1", "--proxy-downscale", "4", "--proxy-subset", "30", "--out", str(out), *extra])
 
 
 def test_a_tracked_search_names_its_metric_records_every_trial_and_reports_what_mattered(

@@ -3,7 +3,8 @@ importances by Optuna's default evaluator, PED-ANOVA: how much each decision's v
 10 % of trials and all of them), how the best score grew (optimisation history) and, for a Pareto search, how the
 front's hypervolume grew. Drawn with Optuna's matplotlib plots; no new dependency.
 
-Only trained trials count: an over-budget trial's placeholder score, a duplicate's copy or a pruned trial's missing
+Drawn once a search has ``MIN_TRIALS`` trained trials (its accuracy-against-latency plot shows a smaller one
+whole). Only trained trials count: an over-budget trial's placeholder score, a duplicate's copy or a pruned trial's missing
 score would tell the importances about the budget and the pruner, not about accuracy. So they are computed on an
 in-memory copy of the study holding the trained trials alone.
 """
@@ -27,7 +28,7 @@ logger = logging.getLogger(__name__)
 IMPORTANCES = "param_importances.png"
 HISTORY = "history.png"
 HYPERVOLUME = "hypervolume.png"
-MIN_TRIALS = 3  # fewer trained trials say nothing about importances
+MIN_TRIALS = 10  # fewer trained trials say nothing about importances: PED-ANOVA's best 10 % would be one trial
 
 
 def trained_copy(study: optuna.Study) -> optuna.Study:
