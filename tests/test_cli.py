@@ -1,6 +1,5 @@
-import re
 import json
-import os
+import re
 import subprocess
 import sys
 
