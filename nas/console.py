@@ -21,9 +21,6 @@ LOGGER = "nas"
 class _Stderr(logging.StreamHandler):
     """A handler that writes to whatever ``sys.stderr`` is when a message is emitted (a test's capture too)."""
 
-    def __init__(self) -> None:
-        super().__init__()
-
     @property
     def stream(self):  # type: ignore[override]
         return sys.stderr

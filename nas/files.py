@@ -46,24 +46,8 @@ def why(exc: BaseException) -> str:
     return text[:200]
 
 
-def write_failed(path: Path | str, exc: OSError) -> StateError:
-    """The one line for a write that failed, by its cause."""
-    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-        way = "free some space and run the same command again"
-    elif exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
-        way = "make its folder writable and run the same command again"
-    elif exc.errno in (errno.EISDIR, errno.ENOTDIR, errno.EEXIST):
-        way = "something else is in its place: move it aside and run the same command again"
-    else:
-        way = "run the same command again once that is fixed"
-    return StateError(f"cannot write {path} ({why(exc)}); the previous {Path(path).name}, if any, is kept: {way}")
-
-
-def os_error_line(exc: OSError) -> str:
-    """An operating-system error nothing above caught (a folder in the way, a full disk, no permission), as one
-    line naming the file and the way out."""
-    where = f"{exc.filename}" + (f" -> {exc.filename2}" if exc.filename2 else "") if exc.filename else "a file"
-    ways = {errno.ENOSPC: "free some space and run the same command again (finished work is kept)",
+# the way out of an operating system's refusal, by its cause (for writes that failed and for any error left over)
+WAYS_OUT = {errno.ENOSPC: "free some space and run the same command again (finished work is kept)",
             errno.EDQUOT: "free some space and run the same command again (finished work is kept)",
             errno.EACCES: "check its permissions", errno.EPERM: "check its permissions",
             errno.EROFS: "the file system is read-only: choose a writable folder",
@@ -71,7 +55,20 @@ def os_error_line(exc: OSError) -> str:
             errno.ENOTDIR: "a file is where a folder is expected: move it aside",
             errno.EEXIST: "something is in the way: move it aside or choose another path",
             errno.ENOENT: "it is not there"}
-    return f"{where}: {why(exc)}; {ways.get(exc.errno, 'fix that and run the same command again')}"
+OTHERWISE = "fix that and run the same command again"
+
+
+def write_failed(path: Path | str, exc: OSError) -> StateError:
+    """The one line for a write that failed, by its cause."""
+    way = WAYS_OUT.get(exc.errno, OTHERWISE)
+    return StateError(f"cannot write {path} ({why(exc)}); the previous {Path(path).name}, if any, is kept: {way}")
+
+
+def os_error_line(exc: OSError) -> str:
+    """An operating-system error nothing above caught (a folder in the way, a full disk, no permission), as one
+    line naming the file and the way out."""
+    where = f"{exc.filename}" + (f" -> {exc.filename2}" if exc.filename2 else "") if exc.filename else "a file"
+    return f"{where}: {why(exc)}; {WAYS_OUT.get(exc.errno, OTHERWISE)}"
 
 
 @contextmanager
@@ -140,9 +137,9 @@ def read_json(path: Path | str, what: str, way_out: str = RESTORE) -> Any:
 
 
 def json_lines(path: Path | str, what: str, way_out: str = RESTORE) -> tuple[list[Any], bool]:
-    """The records of an append-only file of JSON lines, and whether its last line was cut (a kill or a full disk
-    while appending: that record is not there, and its work is done again). Another bad line is a ``StateError``
-    with its number: what followed it cannot be trusted to be complete."""
+    """The records of an append-only file of JSON lines (``what`` names one: "proving-ground record"), and whether
+    its last line was cut (a kill or a full disk while appending: that record is not there, and its work is done
+    again). Another bad line is a ``StateError`` with its number: what followed it cannot be trusted."""
     path = Path(path)
     text = read_text(path, what, way_out)
     lines = text.split("\n")
@@ -156,7 +153,7 @@ def json_lines(path: Path | str, what: str, way_out: str = RESTORE) -> tuple[lis
             if number == len(lines):  # no newline after it: the last append was cut
                 cut = True
                 continue
-            raise StateError(f"{path}, line {number}: not a record of this {what} (damaged); {way_out}") from None
+            raise StateError(f"{path}, line {number}: not a {what} (damaged); {way_out}") from None
     return records, cut
 
 

@@ -33,14 +33,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "experiments"))
 import bench_fidelity  # noqa: E402
 import bench_verdicts  # noqa: E402
+from conftest import TINY_SPACE  # noqa: E402
 
-SPACE = """
-name: tiny
-resolution: [64]
-stages:
-  - {depth: [1, 2], width: [8, 16], mlp_ratio: [2], attention: last, attn_blocks: [0, 1]}
-  - {depth: [1, 2], width: [16, 24, 32], mlp_ratio: [2, 4], attention: last, attn_blocks: [0, 1]}
-"""
 ARCH = {"resolution": 32, "num_classes": 10, "stages": [
     {"width": 8, "blocks": [{"type": "conv", "mlp_ratio": 2}]},
     {"width": 16, "blocks": [{"type": "attn", "mlp_ratio": 2}]}]}
@@ -52,7 +46,7 @@ def kept(tmp_path_factory, tiny_imagefolder):
     """Real state, made once: a search (SQLite study) and its copy in a journal, a retraining stopped inside its
     first epoch, a trained supernet, a CIFAR-10 archive, a verdict plan's and a proving ground's state."""
     root = tmp_path_factory.mktemp("kept")
-    (root / "tiny.yaml").write_text(SPACE)
+    (root / "tiny.yaml").write_text(TINY_SPACE)
     (root / "arch.json").write_text(json.dumps(ARCH))
     with contextlib.redirect_stderr(io.StringIO()), contextlib.redirect_stdout(io.StringIO()):
         main(search_args(root, root / "search"))
@@ -273,7 +267,7 @@ CASES = [
 ]
 # files the cases damage that no run made: made before the damage
 MADE = {"phone.json": lambda p: p.write_text(json.dumps(_shipped())),
-        "space.yaml": lambda p: p.write_text(SPACE), "recipe.yaml": lambda p: p.write_text("epochs: 1\n"),
+        "space.yaml": lambda p: p.write_text(TINY_SPACE), "recipe.yaml": lambda p: p.write_text("epochs: 1\n"),
         "weights.pth": lambda p: torch.save({"w": torch.zeros(1)}, p),
         "batches/data_batch_1": lambda p: p.write_bytes(b"")}
 

@@ -12,6 +12,14 @@ from nas.trials.errors import RunError
 from nas.search.config import SearchConfig, SearchError
 
 
+@pytest.fixture(autouse=True)
+def no_outage_left_behind():
+    """The outages these tests simulate are remembered process-wide (``storage.OUTAGES``): a test run after them
+    would otherwise wait for stale heartbeats as if a database had just come back."""
+    yield
+    storage.OUTAGES.ended_at, storage.OUTAGES.ongoing = 0.0, 0
+
+
 def connection_lost() -> sa.OperationalError:
     return sa.OperationalError("SELECT 1", {}, Exception("server closed the connection unexpectedly"))
 

@@ -122,7 +122,7 @@ def save_architectures(path: Path, archs: list[tuple[str, SwiftFormerArch]]) -> 
 
 def load_architectures(path: Path) -> list[tuple[str, SwiftFormerArch]]:
     way_out = "restore it (git checkout), or move it aside and choose the architectures again"
-    rows, cut = json_lines(path, "list of architectures", way_out)
+    rows, cut = json_lines(path, "architecture record", way_out)
     if cut:  # written whole (save_architectures), so a cut line is damage, not a kill
         raise StateError(f"{path}: its last line is cut; {way_out}")
     try:

@@ -16,10 +16,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ..files import read_json, replacing, write_text
+from ..files import replacing, write_text
 from ..benchmarks import DATASETS, latency_table, nb201_accuracies, oracle
 from .plan import MEASURED, SETTINGS, Plan, latency_label
-from .run import COMMANDS, PLAN, ProvingError, load_results
+from .run import COMMANDS, PLAN, ProvingError, load_results, recorded_plan
 
 CURVES = "curves.csv"
 REPORT = "REPORT.md"
@@ -126,11 +126,7 @@ def write_report(out: str | Path) -> str:
     out = Path(out)
     if not (out / PLAN).exists():
         raise ProvingError(f"{out} holds no proving-ground run ({PLAN} missing); run `nas benchmark --out {out}`")
-    try:
-        plan = Plan.from_dict(read_json(out / PLAN, "proving-ground plan", "restore it, or choose another --out"))
-    except (TypeError, KeyError, AttributeError) as exc:
-        raise ProvingError(f"{out / PLAN} is not a plan this version reads ({exc}); restore it, or choose another "
-                           "--out") from None
+    plan = recorded_plan(out)
     results = load_results(out)
     if not results:
         raise ProvingError(f"{out} holds no finished search yet; run `nas benchmark --out {out}`")

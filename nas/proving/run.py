@@ -25,7 +25,7 @@ from typing import Any
 
 from optuna.storages import InMemoryStorage
 
-from ..files import write_text
+from ..files import StateError, append_line, json_lines, read_json, read_text, write_text
 from ..benchmarks import nb201_accuracies
 from ..provenance import code_version
 from ..search.config import SearchConfig, SearchError
@@ -130,38 +130,37 @@ def load_results(out: Path) -> dict[str, dict[str, Any]]:
 
 
 def read_records(path: Path, key: str, what: str, consequence: str) -> dict[Any, dict[str, Any]]:
-    """The records of a JSON-lines file by their ``key`` field; a last line cut by a kill is dropped (and the file
-    rewritten without it: its work runs again), a damaged line elsewhere is an error naming it."""
+    """The records of a JSON-lines file by their ``key`` field (``nas.files.json_lines``); a last line cut by a
+    kill is dropped (and the file rewritten without it: its work runs again), a damaged line elsewhere is an error
+    naming it."""
     if not path.exists():
         return {}
+    way_out = f"restore the file or move it aside ({consequence})"
+    records, cut = json_lines(path, what, way_out)
+    if cut:
+        logger.info(f"{path}: the last line was cut off (a killed run); its work runs again")
+        text = read_text(path, what, way_out)
+        write_text(path, text[:text.rfind("\n") + 1])
     try:
-        lines = path.read_text().splitlines(keepends=True)
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ProvingError(f"cannot read {path}: {exc}; move it aside to start again ({consequence})") from None
-    results: dict[Any, dict[str, Any]] = {}
-    for number, line in enumerate(lines, start=1):
-        try:
-            record = json.loads(line)
-            results[record[key]] = record
-        except (json.JSONDecodeError, KeyError, TypeError):
-            if number == len(lines) and not line.endswith("\n"):  # a write cut by a kill: its work runs again
-                logger.info(f"{path}: the last line was cut off (a killed run); its work runs again")
-                write_text(path, "".join(lines[:-1]))
-                break
-            raise ProvingError(f"{path}, line {number}: not a {what}; restore the file or move it aside "
-                               f"({consequence})") from None
-    return results
+        return {record[key]: record for record in records}
+    except (KeyError, TypeError):
+        raise StateError(f"{path} holds a {what} without its {key!r}; {way_out}") from None
+
+
+def recorded_plan(out: Path) -> Plan:
+    """The plan ``out`` was started with (``plan.json``); a one-line error when it is damaged."""
+    way_out = "restore it, or choose another --out"
+    try:
+        return Plan.from_dict(read_json(out / PLAN, "proving-ground plan", way_out))
+    except (TypeError, KeyError, AttributeError) as exc:
+        raise ProvingError(f"{out / PLAN} is not a plan this version reads ({exc}); {way_out}") from None
 
 
 def check_plan(out: Path, plan: Plan) -> None:
     """Record the plan in ``out``, or refuse one other than the plan recorded there."""
     path = out / PLAN
     if path.exists():
-        try:
-            recorded = Plan.from_dict(json.loads(path.read_text()))
-        except (OSError, ValueError, TypeError) as exc:
-            raise ProvingError(f"{path} is damaged ({type(exc).__name__}); restore it or choose another --out") \
-                from None
+        recorded = recorded_plan(out)
         if recorded != plan:
             changed = sorted(k for k, v in plan.to_dict().items() if recorded.to_dict().get(k) != v)
             raise ProvingError(f"{out} holds plan {recorded.name!r} with other settings ({', '.join(changed)}); "
@@ -172,10 +171,7 @@ def check_plan(out: Path, plan: Plan) -> None:
 
 
 def append_record(path: Path, record: dict[str, Any]) -> None:
-    with path.open("a") as handle:
-        handle.write(json.dumps(record, separators=(",", ":")) + "\n")
-        handle.flush()
-        os.fsync(handle.fileno())
+    append_line(path, json.dumps(record, separators=(",", ":")))
 
 
 def log_command(out: Path) -> str:

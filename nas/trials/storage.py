@@ -28,7 +28,7 @@ import optuna
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.trial import TrialState
 
-from ..files import RESTORE, StateError, output_folder, read_json, why, write_failed
+from ..files import RESTORE, StateError, append_line, output_folder, read_json, why, write_failed
 from .errors import RunError
 
 logger = logging.getLogger(__name__)
@@ -324,7 +324,7 @@ def _settle_cut_record(path: Path) -> None:
     except ValueError:
         pass
     else:  # the record was whole, only its newline was lost
-        _append(path, b"\n")
+        append_line(path, "")  # (its newline)
         return
     side = path.with_name(f"{path.name}.cut-{time.strftime('%Y%m%d-%H%M%S')}")
     try:
@@ -337,16 +337,6 @@ def _settle_cut_record(path: Path) -> None:
     complete = raw.count(b"\n")
     logger.info(f"{path}: its last record was cut by a kill or a full disk ({len(fragment)} bytes, kept in {side.name}); "
           f"resuming from the {complete} complete records")
-
-
-def _append(path: Path, data: bytes) -> None:
-    try:
-        with open(path, "ab") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-    except OSError as exc:
-        raise write_failed(path, exc) from None
 
 
 def _check_records(path: Path) -> None:

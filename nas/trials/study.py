@@ -16,8 +16,9 @@ import signal
 import threading
 import time
 import weakref
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 
 import optuna
@@ -275,17 +276,25 @@ def settle_interrupted(study: optuna.Study, trial: optuna.Trial) -> bool:
     times, as recovery does); False when it had finished or cannot be reached (the heartbeat then settles it).
     A second Ctrl-C (or SIGTERM) during these two writes is ignored until they are done (main thread only: signals
     go there)."""
-    main = threading.current_thread() is threading.main_thread()
-    held = (signal.SIGINT, signal.SIGTERM)
-    previous = [signal.signal(sig, signal.SIG_IGN) for sig in held] if main else []
     try:
-        study.tell(trial, state=TrialState.FAIL)
-        frozen = next(t for t in study.get_trials(deepcopy=False) if t.number == trial.number)
-        RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRIES)(study, frozen)
-        logger.info(f"trial #{trial.number} was interrupted; its architecture is queued again")
-        return True
+        with _signals_held():
+            study.tell(trial, state=TrialState.FAIL)
+            frozen = next(t for t in study.get_trials(deepcopy=False) if t.number == trial.number)
+            RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRIES)(study, frozen)
     except Exception:  # noqa: BLE001 (finished meanwhile, or the database is away: the heartbeat's case)
         return False
+    logger.info(f"trial #{trial.number} was interrupted; its architecture is queued again")
+    return True
+
+
+@contextmanager
+def _signals_held() -> Iterator[None]:
+    """Ctrl-C and SIGTERM ignored until the block's writes are done (main thread only: signals go there)."""
+    held = (signal.SIGINT, signal.SIGTERM)
+    main = threading.current_thread() is threading.main_thread()
+    previous = [signal.signal(sig, signal.SIG_IGN) for sig in held] if main else []
+    try:
+        yield
     finally:
         for sig, handler in zip(held, previous):
             signal.signal(sig, handler)
@@ -295,21 +304,16 @@ def settle_run(study: optuna.Study, run: str) -> list[int]:
     """Fail as interrupted, and queue again, the running trials of the Ray workers a driver started (their
     ``RUN_ATTR`` is ``run``) once it has stopped them: a worker stopped by its driver cannot settle its own trial,
     and the next run would otherwise wait for its heartbeat to go stale. Returns their numbers."""
-    held = (signal.SIGINT, signal.SIGTERM)
-    main = threading.current_thread() is threading.main_thread()
-    previous = [signal.signal(sig, signal.SIG_IGN) for sig in held] if main else []
     try:
-        ours = [t for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
-                if t.system_attrs.get(RUN_ATTR) == run]
-        settled = _fail_and_queue_again(study, ours)
+        with _signals_held():
+            ours = [t for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+                    if t.system_attrs.get(RUN_ATTR) == run]
+            settled = _fail_and_queue_again(study, ours)
     except Exception:  # noqa: BLE001 (the database is away: the heartbeat settles them later)
         return []
-    finally:
-        for sig, handler in zip(held, previous):
-            signal.signal(sig, handler)
     if settled:
-        logger.info(f"trial(s) {', '.join(f'#{n}' for n in settled)} were interrupted with their Ray workers; their "
-              "architectures are queued again")
+        logger.info(f"trial(s) {', '.join(f'#{n}' for n in settled)} were interrupted with their Ray workers; "
+                    "their architectures are queued again")
     return settled
 
 
